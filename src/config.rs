@@ -1,0 +1,192 @@
+//! Session and listener configuration.
+
+use crate::error::Error;
+use crate::proto::frame::{data_charge, MAX_FRAME_LIMIT};
+use crate::proto::handshake::Params;
+use std::time::Duration;
+
+/// Largest number of tunnels in a bundle (each tunnel costs two threads).
+pub const MAX_TUNNELS: usize = 256;
+
+/// Configuration of a session (and of the listener that accepts sessions).
+///
+/// Start from `Config::default()` and change fields, then [`Config::validate`] (every
+/// constructor of this crate validates too). Both ends of a session may use different
+/// configurations except for [`single_port`](Config::single_port) and the tunnel count, which
+/// must fit the server's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Number of TCP connections in the bundle (client), or the most a bundle may have
+    /// (server). In port-range mode the server listens on `port .. port + tunnels - 1`.
+    /// Default 8.
+    pub tunnels: usize,
+    /// All tunnels use one port instead of one port per tunnel. Default `false` (port range,
+    /// as the Go original).
+    pub single_port: bool,
+    /// How often each tunnel sends a keepalive ping. Default 10 s.
+    pub keepalive_interval: Duration,
+    /// A tunnel that receives nothing for this long is dead. Default 30 s.
+    pub keepalive_timeout: Duration,
+    /// How long a stream waits for a missing frame before it fails with
+    /// [`Error::ReorderTimeout`]. Default 10 s.
+    pub reorder_timeout: Duration,
+    /// Largest DATA payload per frame, in bytes. Default 64 KiB.
+    pub max_frame_size: usize,
+    /// Initial per-stream receive window in bytes (each frame also costs 64 bytes of it).
+    /// Default 1 MiB.
+    pub stream_window: usize,
+    /// Largest per-stream receive window that auto-tuning may grow to. Default 16 MiB.
+    pub max_stream_window: usize,
+    /// Session-wide receive buffer limit: the most bytes all streams together may have
+    /// buffered and in flight towards this side. Default 64 MiB.
+    pub session_window: usize,
+    /// Most streams open at once in a session (both directions together). Default 4096.
+    pub max_streams: usize,
+    /// Streams opened by the peer and not yet accepted (and, on a listener, sessions not yet
+    /// accepted) beyond which new ones are refused. Default 256.
+    pub accept_backlog: usize,
+    /// Time allowed to connect and complete the handshake of a whole bundle. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Listener only: most tunnels in the middle of a handshake at once. Default 128.
+    pub max_pending_handshakes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tunnels: 8,
+            single_port: false,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(30),
+            reorder_timeout: Duration::from_secs(10),
+            max_frame_size: 64 * 1024,
+            stream_window: 1 << 20,
+            max_stream_window: 16 << 20,
+            session_window: 64 << 20,
+            max_streams: 4096,
+            accept_backlog: 256,
+            handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 128,
+        }
+    }
+}
+
+impl Config {
+    /// Check that every value makes sense; the error names the field and the allowed range.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.tunnels == 0 || self.tunnels > MAX_TUNNELS {
+            return bad(format!("tunnels must be 1..={MAX_TUNNELS}, got {}", self.tunnels));
+        }
+        if self.keepalive_interval.is_zero() {
+            return bad("keepalive_interval must be greater than zero".into());
+        }
+        if self.keepalive_timeout <= self.keepalive_interval {
+            return bad(format!(
+                "keepalive_timeout ({:?}) must be longer than keepalive_interval ({:?})",
+                self.keepalive_timeout, self.keepalive_interval
+            ));
+        }
+        if self.reorder_timeout.is_zero() {
+            return bad("reorder_timeout must be greater than zero".into());
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake_timeout must be greater than zero".into());
+        }
+        if self.max_frame_size < 1024 || self.max_frame_size > MAX_FRAME_LIMIT as usize {
+            return bad(format!("max_frame_size must be 1024..={MAX_FRAME_LIMIT}, got {}", self.max_frame_size));
+        }
+        let min_window = data_charge(self.max_frame_size) as usize;
+        if self.stream_window < min_window {
+            return bad(format!(
+                "stream_window ({}) must hold at least one full frame ({min_window} with its 64-byte charge)",
+                self.stream_window
+            ));
+        }
+        if self.max_stream_window < self.stream_window {
+            return bad("max_stream_window must be at least stream_window".into());
+        }
+        if self.session_window < self.max_stream_window || self.session_window > u32::MAX as usize {
+            return bad(format!(
+                "session_window must be between max_stream_window ({}) and {}, got {}",
+                self.max_stream_window,
+                u32::MAX,
+                self.session_window
+            ));
+        }
+        if self.max_streams == 0 {
+            return bad("max_streams must be at least 1".into());
+        }
+        if self.accept_backlog == 0 {
+            return bad("accept_backlog must be at least 1".into());
+        }
+        if self.max_pending_handshakes == 0 {
+            return bad("max_pending_handshakes must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The parameters this side announces in the handshake.
+    pub(crate) fn params(&self) -> Params {
+        Params {
+            max_frame: self.max_frame_size as u32,
+            stream_window: self.stream_window as u32,
+            session_window: self.session_window as u32,
+        }
+    }
+}
+
+/// Check parameters announced by a peer; returns a reason when they cannot work.
+pub(crate) fn check_peer_params(p: &Params) -> Result<(), String> {
+    if p.max_frame < 1024 || p.max_frame > MAX_FRAME_LIMIT {
+        return Err(format!("peer max frame size {} is out of range", p.max_frame));
+    }
+    if (p.stream_window as u64) < data_charge(p.max_frame as usize) {
+        return Err(format!("peer stream window {} is smaller than one frame", p.stream_window));
+    }
+    if p.session_window < p.stream_window {
+        return Err("peer session window is smaller than its stream window".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().validate().unwrap();
+        check_peer_params(&Config::default().params()).unwrap();
+    }
+
+    #[test]
+    fn nonsense_is_rejected_with_the_field_name() {
+        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+            (Box::new(|c| c.tunnels = 0), "tunnels"),
+            (Box::new(|c| c.tunnels = 10_000), "tunnels"),
+            (Box::new(|c| c.keepalive_timeout = c.keepalive_interval), "keepalive_timeout"),
+            (Box::new(|c| c.keepalive_interval = Duration::ZERO), "keepalive_interval"),
+            (Box::new(|c| c.reorder_timeout = Duration::ZERO), "reorder_timeout"),
+            (Box::new(|c| c.max_frame_size = 10), "max_frame_size"),
+            (Box::new(|c| c.stream_window = 100), "stream_window"),
+            (Box::new(|c| c.session_window = 1), "session_window"),
+            (Box::new(|c| c.max_streams = 0), "max_streams"),
+            (Box::new(|c| c.accept_backlog = 0), "accept_backlog"),
+            (Box::new(|c| c.handshake_timeout = Duration::ZERO), "handshake_timeout"),
+        ];
+        for (change, field) in cases {
+            let mut c = Config::default();
+            change(&mut c);
+            let msg = c.validate().unwrap_err().to_string();
+            assert!(msg.contains(field), "{msg} should name {field}");
+        }
+    }
+
+    #[test]
+    fn peer_params_out_of_range_are_refused() {
+        let mut p = Config::default().params();
+        p.max_frame = 10;
+        assert!(check_peer_params(&p).is_err());
+    }
+}

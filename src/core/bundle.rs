@@ -1,0 +1,233 @@
+//! Server-side bundle assembly: groups tunnels by bundle id until all of a bundle's tunnels
+//! have arrived. Several clients may be handshaking at once; each gets its own bundle. The
+//! number of tunnels held while waiting is bounded, and each bundle has a deadline after which
+//! the listener refuses it. Generic over the connection type so it is tested without sockets.
+
+use crate::proto::handshake::{BundleId, Hello, HelloKind, Params, Status};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+struct Pending<T> {
+    count: u16,
+    params: Params,
+    slots: Vec<Option<T>>,
+    arrived: usize,
+    deadline: Instant,
+}
+
+/// Result of a tunnel joining.
+pub enum Join<T> {
+    /// The bundle is complete: its tunnels in index order and the client's parameters.
+    Complete {
+        /// Connections, index 0 first.
+        tunnels: Vec<T>,
+        /// Parameters the client announced.
+        params: Params,
+    },
+    /// The tunnel is held until the rest of the bundle arrives or `deadline` passes.
+    Waiting {
+        /// When the bundle expires.
+        deadline: Instant,
+        /// This is the bundle's first tunnel (whose handler watches the deadline).
+        first: bool,
+    },
+    /// The tunnel cannot join; the connection is handed back with the reason.
+    Refused {
+        /// The refused connection.
+        conn: T,
+        /// Status for the REPLY.
+        status: Status,
+        /// Human-readable detail.
+        reason: String,
+    },
+}
+
+/// An expired bundle: the connections it held and how far it got.
+pub struct Expired<T> {
+    /// Connections that had arrived.
+    pub tunnels: Vec<T>,
+    /// How many had arrived.
+    pub arrived: usize,
+    /// How many were announced.
+    pub count: u16,
+}
+
+/// Bundles being assembled.
+pub struct Assembler<T> {
+    bundles: HashMap<BundleId, Pending<T>>,
+    held: usize,
+    max_held: usize,
+}
+
+impl<T> Assembler<T> {
+    /// An assembler holding at most `max_held` waiting tunnels in total.
+    pub fn new(max_held: usize) -> Self {
+        Assembler { bundles: HashMap::new(), held: 0, max_held }
+    }
+
+    /// Tunnels currently held.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Add a tunnel. `max_tunnels` is the largest bundle the server accepts.
+    pub fn join(&mut self, hello: &Hello, conn: T, now: Instant, timeout: Duration, max_tunnels: u16) -> Join<T> {
+        let refuse = |conn, status, reason: String| Join::Refused { conn, status, reason };
+        if hello.kind == HelloKind::Rejoin {
+            return refuse(conn, Status::Unsupported, "re-joining a bundle is not supported by this server".into());
+        }
+        if hello.count > max_tunnels {
+            return refuse(
+                conn,
+                Status::BadParams,
+                format!("bundle of {} tunnels; this server accepts at most {max_tunnels}", hello.count),
+            );
+        }
+        if let Some(p) = self.bundles.get(&hello.bundle) {
+            if p.count != hello.count || p.params != hello.params {
+                return refuse(conn, Status::Conflict, "tunnel disagrees with its bundle's count or parameters".into());
+            }
+            if p.slots[hello.index as usize].is_some() {
+                return refuse(conn, Status::Conflict, format!("tunnel index {} arrived twice", hello.index));
+            }
+        }
+        if hello.count == 1 {
+            return Join::Complete { tunnels: vec![conn], params: hello.params };
+        }
+        if self.held >= self.max_held {
+            return refuse(conn, Status::Busy, "too many handshakes in progress".into());
+        }
+        let first = !self.bundles.contains_key(&hello.bundle);
+        let p = self.bundles.entry(hello.bundle).or_insert_with(|| Pending {
+            count: hello.count,
+            params: hello.params,
+            slots: (0..hello.count).map(|_| None).collect(),
+            arrived: 0,
+            deadline: now + timeout,
+        });
+        p.slots[hello.index as usize] = Some(conn);
+        p.arrived += 1;
+        self.held += 1;
+        if p.arrived < p.count as usize {
+            return Join::Waiting { deadline: p.deadline, first };
+        }
+        let p = self.bundles.remove(&hello.bundle).expect("present");
+        self.held -= p.arrived;
+        let tunnels = p.slots.into_iter().map(|s| s.expect("all arrived")).collect();
+        Join::Complete { tunnels, params: p.params }
+    }
+
+    /// Whether bundle `id` is still being assembled.
+    pub fn contains(&self, id: &BundleId) -> bool {
+        self.bundles.contains_key(id)
+    }
+
+    /// Remove bundle `id` now (one of its tunnels was refused); returns its connections.
+    pub fn remove(&mut self, id: &BundleId) -> Vec<T> {
+        match self.bundles.remove(id) {
+            Some(p) => {
+                self.held -= p.arrived;
+                p.slots.into_iter().flatten().collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Remove bundle `id` if its deadline has passed.
+    pub fn expire(&mut self, id: &BundleId, now: Instant) -> Option<Expired<T>> {
+        if self.bundles.get(id)?.deadline > now {
+            return None;
+        }
+        let p = self.bundles.remove(id)?;
+        self.held -= p.arrived;
+        Some(Expired { tunnels: p.slots.into_iter().flatten().collect(), arrived: p.arrived, count: p.count })
+    }
+
+    /// Remove every waiting bundle (the listener is closing).
+    pub fn drain(&mut self) -> Vec<T> {
+        self.held = 0;
+        self.bundles.drain().flat_map(|(_, p)| p.slots.into_iter().flatten()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(id: u8, index: u16, count: u16) -> Hello {
+        Hello {
+            kind: HelloKind::Join,
+            bundle: BundleId([id; 16]),
+            index,
+            count,
+            params: Params { max_frame: 1024, stream_window: 4096, session_window: 8192 },
+        }
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn interleaved_clients_get_their_own_bundles() {
+        let mut a = Assembler::new(16);
+        let now = Instant::now();
+        assert!(matches!(a.join(&hello(1, 1, 2), "a1", now, T, 8), Join::Waiting { first: true, .. }));
+        assert!(matches!(a.join(&hello(2, 0, 2), "b0", now, T, 8), Join::Waiting { first: true, .. }));
+        match a.join(&hello(2, 1, 2), "b1", now, T, 8) {
+            Join::Complete { tunnels, .. } => assert_eq!(tunnels, vec!["b0", "b1"]),
+            _ => panic!("bundle 2 should be complete"),
+        }
+        match a.join(&hello(1, 0, 2), "a0", now, T, 8) {
+            Join::Complete { tunnels, .. } => assert_eq!(tunnels, vec!["a0", "a1"]),
+            _ => panic!("bundle 1 should be complete"),
+        }
+        assert_eq!(a.held(), 0);
+    }
+
+    #[test]
+    fn duplicates_and_mismatches_are_refused() {
+        let mut a = Assembler::new(16);
+        let now = Instant::now();
+        a.join(&hello(1, 0, 3), "x", now, T, 8);
+        assert!(matches!(a.join(&hello(1, 0, 3), "dup", now, T, 8), Join::Refused { status: Status::Conflict, .. }));
+        assert!(matches!(a.join(&hello(1, 1, 4), "cnt", now, T, 8), Join::Refused { status: Status::Conflict, .. }));
+        assert!(matches!(a.join(&hello(3, 0, 9), "big", now, T, 8), Join::Refused { status: Status::BadParams, .. }));
+        let mut r = hello(4, 0, 2);
+        r.kind = HelloKind::Rejoin;
+        assert!(matches!(a.join(&r, "rj", now, T, 8), Join::Refused { status: Status::Unsupported, .. }));
+    }
+
+    #[test]
+    fn held_tunnels_are_bounded() {
+        let mut a = Assembler::new(2);
+        let now = Instant::now();
+        a.join(&hello(1, 0, 4), 1, now, T, 8);
+        a.join(&hello(2, 0, 4), 2, now, T, 8);
+        assert!(matches!(a.join(&hello(3, 0, 4), 3, now, T, 8), Join::Refused { status: Status::Busy, .. }));
+        // A single-tunnel bundle needs no waiting room.
+        assert!(matches!(a.join(&hello(4, 0, 1), 4, now, T, 8), Join::Complete { .. }));
+    }
+
+    #[test]
+    fn only_the_first_tunnel_watches_the_deadline() {
+        let mut a = Assembler::new(16);
+        let now = Instant::now();
+        assert!(matches!(a.join(&hello(1, 0, 3), 0, now, T, 8), Join::Waiting { first: true, .. }));
+        assert!(matches!(a.join(&hello(1, 1, 3), 1, now, T, 8), Join::Waiting { first: false, .. }));
+        assert!(a.contains(&BundleId([1; 16])));
+        assert_eq!(a.remove(&BundleId([1; 16])), vec![0, 1]);
+        assert!(!a.contains(&BundleId([1; 16])));
+        assert_eq!(a.held(), 0);
+    }
+
+    #[test]
+    fn incomplete_bundles_expire() {
+        let mut a = Assembler::new(16);
+        let now = Instant::now();
+        a.join(&hello(1, 2, 3), "t2", now, T, 8);
+        assert!(a.expire(&BundleId([1; 16]), now).is_none());
+        let e = a.expire(&BundleId([1; 16]), now + T).unwrap();
+        assert_eq!((e.tunnels, e.arrived, e.count), (vec!["t2"], 1, 3));
+        assert_eq!(a.held(), 0);
+        assert!(a.drain().is_empty());
+    }
+}

@@ -1,0 +1,154 @@
+//! Flow-control window arithmetic, for one stream or for the whole session.
+//!
+//! Windows count *charge* (payload bytes plus a fixed cost per DATA frame, see
+//! `proto::frame::data_charge`). The receiver announces an absolute `limit` of the sender's
+//! cumulative charge; a WINDOW frame only ever raises it, so WINDOW frames may travel over any
+//! tunnel and arrive in any order. Pure arithmetic; time is passed in.
+
+use std::time::{Duration, Instant};
+
+/// The receiving side of a window: how much the peer may send, and when to tell it more.
+#[derive(Clone, Debug)]
+pub struct RecvWindow {
+    /// Current window size (grows by auto-tuning up to `max`).
+    size: u64,
+    /// Largest window auto-tuning may reach.
+    max: u64,
+    /// Absolute limit announced to the peer.
+    limit: u64,
+    /// Charge consumed by the application (or discarded) so far.
+    consumed: u64,
+    /// When the last update was announced; used for auto-tuning.
+    last_update: Option<Instant>,
+}
+
+impl RecvWindow {
+    /// A window of `initial` charge that auto-tuning may grow to `max`.
+    pub fn new(initial: u64, max: u64) -> Self {
+        RecvWindow { size: initial, max: max.max(initial), limit: initial, consumed: 0, last_update: None }
+    }
+
+    /// The absolute limit currently granted to the peer.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Current window size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Record `n` charge consumed. Returns the new limit to announce when at least half of the
+    /// window has been consumed since the last announcement.
+    ///
+    /// Auto-tuning (as in QUIC implementations and rust-yamux): if the previous announcement
+    /// was less than two round trips ago, the window is what limits throughput, so it doubles,
+    /// up to `max`.
+    pub fn consume(&mut self, n: u64, now: Instant, rtt: Option<Duration>) -> Option<u64> {
+        self.consumed += n;
+        let outstanding = self.limit - self.consumed.min(self.limit);
+        if outstanding > self.size / 2 {
+            return None;
+        }
+        if let (Some(last), Some(rtt)) = (self.last_update, rtt) {
+            if now.saturating_duration_since(last) < rtt * 2 && self.size < self.max {
+                self.size = (self.size * 2).min(self.max);
+            }
+        }
+        self.last_update = Some(now);
+        self.limit = self.consumed + self.size;
+        Some(self.limit)
+    }
+
+    /// Whether a peer that has sent `total` charge in all stays within the limit.
+    pub fn allows(&self, total: u64) -> bool {
+        total <= self.limit
+    }
+}
+
+/// The sending side of a window: how much more may be sent.
+#[derive(Clone, Copy, Debug)]
+pub struct SendWindow {
+    /// Absolute limit announced by the peer.
+    limit: u64,
+    /// Charge sent so far.
+    used: u64,
+}
+
+impl SendWindow {
+    /// A window with the peer's initial limit.
+    pub fn new(initial: u64) -> Self {
+        SendWindow { limit: initial, used: 0 }
+    }
+
+    /// Charge that may still be sent.
+    pub fn available(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    /// Apply a WINDOW frame. Returns whether the limit grew (stale updates are ignored).
+    pub fn raise(&mut self, limit: u64) -> bool {
+        if limit > self.limit {
+            self.limit = limit;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Spend `n` charge. The caller checked `available()`.
+    pub fn spend(&mut self, n: u64) {
+        debug_assert!(n <= self.available());
+        self.used += n;
+    }
+
+    /// Charge sent so far.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announces_after_half_the_window() {
+        let mut w = RecvWindow::new(100, 100);
+        let now = Instant::now();
+        assert_eq!(w.consume(40, now, None), None);
+        assert_eq!(w.consume(10, now, None), Some(150));
+        assert_eq!(w.limit(), 150);
+        assert!(w.allows(150));
+        assert!(!w.allows(151));
+    }
+
+    #[test]
+    fn autotunes_when_updates_come_faster_than_two_rtts() {
+        let mut w = RecvWindow::new(100, 400);
+        let now = Instant::now();
+        let rtt = Some(Duration::from_millis(10));
+        assert_eq!(w.consume(60, now, rtt), Some(160));
+        // Next update 5 ms later (< 2 RTT): the window doubles.
+        assert_eq!(w.consume(60, now + Duration::from_millis(5), rtt), Some(120 + 200));
+        assert_eq!(w.size(), 200);
+        // Slow consumption (> 2 RTT): stays.
+        assert_eq!(w.consume(150, now + Duration::from_secs(1), rtt), Some(270 + 200));
+        // Never beyond max.
+        let t = now + Duration::from_secs(1);
+        w.consume(200, t, rtt);
+        w.consume(400, t, rtt);
+        assert_eq!(w.size(), 400);
+    }
+
+    #[test]
+    fn send_window_ignores_stale_updates() {
+        let mut s = SendWindow::new(100);
+        s.spend(80);
+        assert_eq!(s.available(), 20);
+        assert!(s.raise(200));
+        assert!(!s.raise(150));
+        assert_eq!(s.available(), 120);
+        assert_eq!(s.used(), 80);
+    }
+}

@@ -1,0 +1,222 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// Why a stream was reset. The numbers are the wire values of RESET frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResetCode {
+    /// The application aborted the stream (`Stream::reset`).
+    Cancelled,
+    /// The peer's accept backlog was full.
+    Refused,
+    /// The peer is at its limit of concurrent streams.
+    TooManyStreams,
+    /// The receiver gave up waiting for a missing frame.
+    ReorderTimeout,
+    /// Data arrived after the receiver had closed its reading side.
+    StreamClosed,
+    /// The stream broke the protocol.
+    Protocol,
+    /// The session is closing and takes no new streams.
+    SessionClosing,
+    /// A code this version does not know.
+    Other(u32),
+}
+
+impl ResetCode {
+    /// Wire value.
+    pub fn to_u32(self) -> u32 {
+        match self {
+            ResetCode::Cancelled => 0,
+            ResetCode::Refused => 1,
+            ResetCode::TooManyStreams => 2,
+            ResetCode::ReorderTimeout => 3,
+            ResetCode::StreamClosed => 4,
+            ResetCode::Protocol => 5,
+            ResetCode::SessionClosing => 6,
+            ResetCode::Other(c) => c,
+        }
+    }
+
+    /// From the wire value.
+    pub fn from_u32(c: u32) -> ResetCode {
+        match c {
+            0 => ResetCode::Cancelled,
+            1 => ResetCode::Refused,
+            2 => ResetCode::TooManyStreams,
+            3 => ResetCode::ReorderTimeout,
+            4 => ResetCode::StreamClosed,
+            5 => ResetCode::Protocol,
+            6 => ResetCode::SessionClosing,
+            c => ResetCode::Other(c),
+        }
+    }
+}
+
+impl fmt::Display for ResetCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResetCode::Cancelled => f.write_str("cancelled"),
+            ResetCode::Refused => f.write_str("refused: accept backlog full"),
+            ResetCode::TooManyStreams => f.write_str("too many streams"),
+            ResetCode::ReorderTimeout => f.write_str("a frame went missing (reorder timeout)"),
+            ResetCode::StreamClosed => f.write_str("the reading side was closed"),
+            ResetCode::Protocol => f.write_str("protocol violation"),
+            ResetCode::SessionClosing => f.write_str("session closing"),
+            ResetCode::Other(c) => write!(f, "code {c}"),
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// `Session::close` was called, or every handle was dropped.
+    Local,
+    /// The peer closed the session.
+    Peer,
+    /// Every tunnel failed; the text says how the last one did.
+    TunnelsLost(String),
+    /// The peer broke the protocol; the text says how.
+    Protocol(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::Peer => f.write_str("closed by the peer"),
+            CloseReason::TunnelsLost(why) => write!(f, "all tunnels lost ({why})"),
+            CloseReason::Protocol(why) => write!(f, "protocol violation by the peer: {why}"),
+        }
+    }
+}
+
+/// Everything that can go wrong in mtmux.
+#[derive(Clone, Debug)]
+pub enum Error {
+    /// A configuration value is out of range.
+    InvalidConfig(String),
+    /// The session has ended; no stream of it can send or receive any more.
+    SessionClosed(CloseReason),
+    /// The stream was reset (aborted), by the peer (`remote`) or locally.
+    StreamReset {
+        /// Why.
+        code: ResetCode,
+        /// Whether the peer reset it.
+        remote: bool,
+    },
+    /// The write side of the stream was closed (`close_write`/`shutdown`) before this write.
+    WriteClosed,
+    /// A read, write or accept timeout expired.
+    TimedOut,
+    /// A frame of the stream did not arrive within `reorder_timeout`.
+    ReorderTimeout {
+        /// The stream.
+        stream: u32,
+        /// The sequence number that never came.
+        missing: u32,
+    },
+    /// The peer sent something the protocol forbids.
+    Protocol(String),
+    /// The stream limit (`max_streams`) is reached, here or at the peer.
+    TooManyStreams,
+    /// The server refused the bundle; the text is its reason.
+    Refused(String),
+    /// An operating-system I/O error.
+    Io(Arc<io::Error>),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig(m) => write!(f, "invalid configuration: {m}"),
+            Error::SessionClosed(r) => write!(f, "session closed: {r}"),
+            Error::StreamReset { code, remote: true } => write!(f, "stream reset by the peer: {code}"),
+            Error::StreamReset { code, remote: false } => write!(f, "stream reset: {code}"),
+            Error::WriteClosed => f.write_str("the stream's write side is closed"),
+            Error::TimedOut => f.write_str("timed out"),
+            Error::ReorderTimeout { stream, missing } => {
+                write!(f, "stream {stream}: frame {missing} did not arrive within the reorder timeout")
+            }
+            Error::Protocol(m) => write!(f, "protocol violation: {m}"),
+            Error::TooManyStreams => f.write_str("too many streams"),
+            Error::Refused(m) => write!(f, "refused by the server: {m}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        // An mtmux error that travelled through `io::Error` comes back as itself.
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            let inner = e.into_inner().expect("checked").downcast::<Error>().expect("checked");
+            return *inner;
+        }
+        Error::Io(Arc::new(e))
+    }
+}
+
+impl Error {
+    /// The `std::io::ErrorKind` this error maps to.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
+            Error::SessionClosed(_) => io::ErrorKind::ConnectionAborted,
+            Error::StreamReset { .. } => io::ErrorKind::ConnectionReset,
+            Error::WriteClosed => io::ErrorKind::BrokenPipe,
+            Error::TimedOut => io::ErrorKind::TimedOut,
+            Error::ReorderTimeout { .. } => io::ErrorKind::ConnectionAborted,
+            Error::Protocol(_) => io::ErrorKind::InvalidData,
+            Error::TooManyStreams => io::ErrorKind::Other,
+            Error::Refused(_) => io::ErrorKind::ConnectionRefused,
+            Error::Io(e) => e.kind(),
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// The error keeps its mtmux form inside: `io_err.get_ref()` downcasts to [`Error`].
+    fn from(e: Error) -> io::Error {
+        io::Error::new(e.kind(), e)
+    }
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_io_error() {
+        let e = Error::ReorderTimeout { stream: 3, missing: 7 };
+        let io: io::Error = e.clone().into();
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(io.to_string().contains("reorder timeout"));
+        match Error::from(io) {
+            Error::ReorderTimeout { stream: 3, missing: 7 } => {}
+            other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reset_codes_round_trip() {
+        for c in 0..10 {
+            assert_eq!(ResetCode::from_u32(c).to_u32(), c);
+        }
+    }
+}

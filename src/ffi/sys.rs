@@ -1,0 +1,160 @@
+//! The few socket calls `std::net` does not offer: vectored non-blocking sends with
+//! `MSG_NOSIGNAL`, `poll` for writability, `TCP_NOTSENT_LOWAT`, reading into a vector's spare
+//! capacity, and OS randomness. Every `unsafe` block says why it is sound.
+
+use std::io::{self, IoSlice};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// Send `bufs` with one `sendmsg`. `MSG_NOSIGNAL` always (a C program linking us must not die
+/// of SIGPIPE); `MSG_DONTWAIT` when `nonblocking`. Returns the bytes sent.
+pub fn send_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>], nonblocking: bool) -> io::Result<usize> {
+    let mut flags = libc::MSG_NOSIGNAL;
+    if nonblocking {
+        flags |= libc::MSG_DONTWAIT;
+    }
+    // Safety: zeroed msghdr is a valid empty header; we point it at `bufs`, which outlives the
+    // call. `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+        libc::sendmsg(sock.as_raw_fd(), &msg, flags)
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Wait until `sock` is writable (with `TCP_NOTSENT_LOWAT`: until its unsent bytes fall below
+/// the mark) or `timeout` passes. Returns whether it is writable (or in error, which the next
+/// write reports).
+pub fn wait_writable(sock: &TcpStream, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    loop {
+        // Safety: `pfd` is a valid pollfd and we pass a count of 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(r > 0);
+    }
+}
+
+/// Limit the bytes a socket keeps queued but not yet sent, so frames wait in the scheduler
+/// (where the next one can still be chosen) instead of in the kernel.
+pub fn set_notsent_lowat(sock: &TcpStream, bytes: u32) -> io::Result<()> {
+    let v: libc::c_int = bytes.min(i32::MAX as u32) as libc::c_int;
+    // Safety: we pass a pointer to a live c_int and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Read up to `max` bytes from `sock` into the spare capacity of `buf` (which the caller
+/// reserved), extending its length. Returns the bytes read (0 at end of stream).
+pub fn read_into_spare(sock: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let want = max.min(buf.capacity() - buf.len());
+    if want == 0 {
+        return Ok(0);
+    }
+    loop {
+        // Safety: the destination is the vector's reserved, unused capacity of at least `want`
+        // bytes; recv writes at most `want` bytes there, and we only extend the length by
+        // what it reports as written.
+        let n = unsafe {
+            let dst = buf.as_mut_ptr().add(buf.len());
+            libc::recv(sock.as_raw_fd(), dst as *mut libc::c_void, want, 0)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // Safety: recv initialised `n <= want` bytes past the old length.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        return Ok(n as usize);
+    }
+}
+
+/// Shut down a listening socket: on Linux this makes a thread blocked in `accept` return.
+pub fn shutdown_listener(l: &std::net::TcpListener) {
+    // Safety: shutdown on a descriptor we own; errors are harmless here.
+    unsafe {
+        libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR);
+    }
+}
+
+/// Fill `buf` with random bytes from the OS.
+pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // Safety: we pass the unfilled tail of `buf` and its exact length.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr() as *mut libc::c_void, buf.len() - filled, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    #[test]
+    fn vectored_send_and_spare_read() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        let n = send_vectored(&a, &[IoSlice::new(b"hello "), IoSlice::new(b"world")], false).unwrap();
+        assert_eq!(n, 11);
+        let mut v = Vec::with_capacity(64);
+        let mut got = 0;
+        while got < 11 {
+            got += read_into_spare(&b, &mut v, 64).unwrap();
+        }
+        assert_eq!(v, b"hello world");
+        assert!(wait_writable(&a, Duration::from_millis(100)).unwrap());
+        set_notsent_lowat(&a, 128 * 1024).unwrap();
+        drop(a);
+        let mut rest = Vec::new();
+        (&b).read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn random_bytes_are_not_all_zero() {
+        let mut b = [0u8; 32];
+        random_bytes(&mut b).unwrap();
+        assert!(b.iter().any(|&x| x != 0));
+    }
+}

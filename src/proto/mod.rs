@@ -1,0 +1,5 @@
+//! The wire protocol: frame codec and tunnel handshake (pure encode/decode).
+//! `docs/PROTOCOL.md` is the specification.
+
+pub mod frame;
+pub mod handshake;

@@ -1,0 +1,187 @@
+//! What a tunnel reader does with each decoded frame. Runs on reader threads; never blocks
+//! on anything but short lock sections: stream channels are unbounded (flow control bounds
+//! them), and replies go out without waiting.
+
+use super::stream::{Accepted, Inbound, StreamShared};
+use super::tunnel::Frame;
+use super::{Entry, Inner, State};
+use crate::core::ids::PeerId;
+use crate::error::ResetCode;
+use crate::proto::frame::{data_charge, Control, Header, FLAG_FIN};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Inner {
+    /// Handle one frame from tunnel `t`. An `Err` is a protocol violation that ends the
+    /// session.
+    pub(crate) fn handle_frame(&self, t: usize, frame: Frame) -> Result<(), String> {
+        match frame {
+            Frame::Data(h, payload) => self.on_data(h, payload),
+            Frame::Control(c) => self.on_control(t, c),
+        }
+    }
+
+    /// Is `id` new (first frame of a peer-opened stream)? Checks that the id is legal.
+    fn classify(&self, st: &mut State, id: u32) -> Result<bool, String> {
+        if st.ids.is_peer(id) {
+            Ok(st.ids.observe_peer(id).map_err(|e| e.to_string())? == PeerId::New)
+        } else {
+            st.ids.check_local(id).map_err(|e| e.to_string())?;
+            Ok(false)
+        }
+    }
+
+    /// Create the table entry of a new peer-opened stream and queue it for accept, or say
+    /// why it is refused.
+    fn admit(&self, st: &mut State, id: u32) -> Option<ResetCode> {
+        if st.refuses_new_streams().is_some() {
+            return Some(ResetCode::SessionClosing);
+        }
+        if st.streams.len() >= self.cfg.max_streams {
+            return Some(ResetCode::TooManyStreams);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(StreamShared::new(id, false, self.peer.stream_window as u64));
+        let queued = st.accept_tx.as_ref().is_some_and(|a| a.try_send(Accepted { shared: shared.clone(), rx }).is_ok());
+        if !queued {
+            return Some(ResetCode::Refused);
+        }
+        st.streams.insert(id, Entry::new(shared, tx, self.cfg.stream_window as u64));
+        None
+    }
+
+    fn on_data(&self, h: Header, payload: Vec<u8>) -> Result<(), String> {
+        let id = h.stream;
+        let charge = data_charge(payload.len());
+        let mut refuse = None;
+        let session_limit = {
+            let mut st = self.state.lock();
+            st.recv_total += charge;
+            if !st.recv.allows(st.recv_total) {
+                return Err(format!("stream {id}: frame beyond the session receive window"));
+            }
+            if self.classify(&mut st, id)? {
+                refuse = self.admit(&mut st, id);
+            }
+            let mut stale = true;
+            let mut remove = false;
+            if let Some(e) = st.streams.get_mut(&id) {
+                e.recv_total += charge;
+                if e.recv_total > e.recv_limit {
+                    return Err(format!(
+                        "stream {id}: frame beyond the advertised window ({} > {})",
+                        e.recv_total, e.recv_limit
+                    ));
+                }
+                e.frames = e.frames.wrapping_add(1);
+                if h.flags & FLAG_FIN != 0 {
+                    e.fin_seq = Some(h.seq);
+                }
+                if !e.read_closed {
+                    stale = e.tx.send(Inbound::Data { seq: h.seq, flags: h.flags, payload }).is_err();
+                }
+                if stale && e.send_done {
+                    // Closed in both directions here, like a TCP socket that answers late
+                    // data with RST.
+                    refuse = Some(ResetCode::StreamClosed);
+                    remove = true;
+                }
+                if e.fin_seq.is_some_and(|f| e.frames == f.wrapping_add(1)) {
+                    e.recv_done = true;
+                }
+                remove |= e.recv_done && e.send_done;
+            }
+            if remove {
+                st.streams.remove(&id);
+            }
+            if stale {
+                st.recv.consume(charge, Instant::now(), None)
+            } else {
+                None
+            }
+        };
+        if let Some(code) = refuse {
+            self.send_control(Control::Reset { stream: id, code: code.to_u32() });
+        }
+        if let Some(limit) = session_limit {
+            self.send_control(Control::Window { stream: 0, limit });
+        }
+        Ok(())
+    }
+
+    fn on_control(&self, t: usize, c: Control) -> Result<(), String> {
+        match c {
+            Control::Window { stream: 0, limit } => {
+                if self.credit.lock().window.raise(limit) {
+                    self.credit_cv.notify_all();
+                }
+            }
+            Control::Window { stream, limit } => {
+                if let Some(s) = self.lookup(stream)? {
+                    s.raise_window(limit);
+                }
+            }
+            Control::Reset { stream, code } => {
+                let shared = {
+                    let mut st = self.state.lock();
+                    self.classify(&mut st, stream)?;
+                    st.streams.remove(&stream).map(|e| {
+                        let _ = e.tx.send(Inbound::Reset { code: ResetCode::from_u32(code), remote: true });
+                        e.shared
+                    })
+                };
+                if let Some(s) = shared {
+                    s.reset(ResetCode::from_u32(code), true);
+                    if self.sched.lock().drop_stream(stream) > 0 {
+                        self.room.notify_all();
+                    }
+                }
+            }
+            Control::Sent { stream, count } => {
+                let mut refuse = None;
+                {
+                    let mut st = self.state.lock();
+                    // A stream whose every frame was lost with a tunnel is first heard of here;
+                    // it is created so that its reader fails with a reorder timeout.
+                    if self.classify(&mut st, stream)? {
+                        refuse = self.admit(&mut st, stream);
+                    }
+                    if let Some(e) = st.streams.get(&stream) {
+                        let _ = e.tx.send(Inbound::Sent(count));
+                    }
+                }
+                if let Some(code) = refuse {
+                    self.send_control(Control::Reset { stream, code: code.to_u32() });
+                }
+            }
+            Control::Ping(token) => self.send_tunnel_control(t, Control::Pong(token)),
+            Control::Pong(token) => {
+                let now = self.clock_ns(Instant::now());
+                if token <= now {
+                    let rtt = (now - token).max(1);
+                    self.tunnels[t].counters.rtt_ns.store(rtt, Relaxed);
+                    let old = self.srtt_ns.load(Relaxed);
+                    let srtt = if old == 0 { rtt } else { (old * 7 + rtt) / 8 };
+                    self.srtt_ns.store(srtt, Relaxed);
+                }
+            }
+            Control::GoAway(_) => {
+                let mut st = self.state.lock();
+                st.peer_going_away = true;
+                st.accept_tx = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The shared part of stream `id`, checking that the id is legal. `None` when the stream
+    /// has ended (or, for a peer id, has not started).
+    fn lookup(&self, id: u32) -> Result<Option<Arc<StreamShared>>, String> {
+        let st = self.state.lock();
+        if !st.ids.is_peer(id) {
+            st.ids.check_local(id).map_err(|e| e.to_string())?;
+        }
+        Ok(st.streams.get(&id).map(|e| e.shared.clone()))
+    }
+}
