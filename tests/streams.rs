@@ -1,0 +1,356 @@
+//! Stream behaviour over real loopback sessions: bulk integrity, concurrency, half-close,
+//! reset, both sides opening, limits, flow-control isolation and timeouts.
+mod common;
+
+use common::{cfg, pair, pattern, within};
+use mtmux::{Config, Error, ResetCode};
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn read_all(mut s: &mtmux::Stream) -> Vec<u8> {
+    let mut v = Vec::new();
+    s.read_to_end(&mut v).unwrap();
+    v
+}
+
+#[test]
+fn sixty_four_concurrent_streams_both_directions_random_sizes() {
+    within(Duration::from_secs(120), || {
+        let (client, server) = pair(&cfg(4));
+        // Half the streams are opened by each side; on every stream both ends send a random
+        // amount (up to 8 MiB) at the same time and check what they receive.
+        let size = |i: u64| (pattern(i, 4).iter().fold(0u64, |a, &b| a * 256 + b as u64) % (8 << 20)) as usize;
+        let run = |session: mtmux::Session, opener: bool, base: u64| {
+            thread::spawn(move || {
+                let workers: Vec<_> = (0..32u64)
+                    .map(|k| {
+                        let s = if opener { session.open_stream() } else { session.accept_stream() }.unwrap();
+                        thread::spawn(move || {
+                            let s = Arc::new(s);
+                            // The stream id tells both ends which stream this is.
+                            let key = s.id() as u64;
+                            let mine = pattern(key * 2 + base, size(key * 2 + base));
+                            let theirs_len = size(key * 2 + (1 - base));
+                            let w = s.clone();
+                            let writer = thread::spawn(move || {
+                                (&*w).write_all(&mine).unwrap();
+                                w.close_write().unwrap();
+                            });
+                            let got = read_all(&s);
+                            writer.join().unwrap();
+                            assert_eq!(got.len(), theirs_len, "stream {key} length");
+                            assert!(got == pattern(key * 2 + (1 - base), theirs_len), "stream {key} corrupted");
+                            let _ = k;
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.join().unwrap();
+                }
+            })
+        };
+        // Client opens 32 (odd ids), server opens 32 (even ids); each side also accepts 32.
+        let a = run(client.clone(), true, 0);
+        let b = run(server.clone(), false, 1);
+        let c = run(server.clone(), true, 1);
+        let d = run(client.clone(), false, 0);
+        for h in [a, b, c, d] {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn one_stream_over_eight_tunnels_carries_256_mib_intact() {
+    within(Duration::from_secs(120), || {
+        let (client, server) = pair(&cfg(8));
+        const CHUNK: usize = 1 << 20;
+        let sender = thread::spawn(move || {
+            let mut s = client.open_stream().unwrap();
+            for i in 0..256u64 {
+                s.write_all(&pattern(i, CHUNK)).unwrap();
+            }
+            s.close_write().unwrap();
+            client
+        });
+        let mut s = server.accept_stream().unwrap();
+        let mut buf = vec![0u8; CHUNK];
+        for i in 0..256u64 {
+            s.read_exact(&mut buf).unwrap();
+            assert!(buf == pattern(i, CHUNK), "chunk {i} corrupted");
+        }
+        assert_eq!(s.read(&mut buf).unwrap(), 0, "end of stream after 256 MiB");
+        let client = sender.join().unwrap();
+        // Striping: every tunnel carried a real share of the data.
+        for t in server.tunnel_stats() {
+            assert!(t.bytes_received > 8 << 20, "tunnel {} carried only {} bytes", t.index, t.bytes_received);
+        }
+        drop(client);
+    });
+}
+
+#[test]
+fn half_close_each_way() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(3));
+        // Client half-closes first, then reads the full response.
+        let srv = thread::spawn(move || {
+            let mut s = server.accept_stream().unwrap();
+            let req = read_all(&s);
+            assert_eq!(req, b"request");
+            s.write_all(b"response to request").unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            // Server half-closes first on the second stream; the client still writes after.
+            let mut s2 = server.accept_stream().unwrap();
+            s2.write_all(b"greeting").unwrap();
+            s2.close_write().unwrap();
+            assert!(matches!(s2.write(b"x"), Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe));
+            let got = read_all(&s2);
+            assert_eq!(got, b"late reply");
+            server
+        });
+        let mut s = client.open_stream().unwrap();
+        s.write_all(b"request").unwrap();
+        s.close_write().unwrap();
+        assert_eq!(read_all(&s), b"response to request");
+        let mut s2 = client.open_stream().unwrap();
+        s2.write_all(b"").unwrap();
+        // A bare OPEN goes out with the first read, so the server can accept and speak first.
+        let mut greet = [0u8; 8];
+        s2.read_exact(&mut greet).unwrap();
+        assert_eq!(&greet, b"greeting");
+        assert_eq!(s2.read(&mut greet).unwrap(), 0);
+        s2.write_all(b"late reply").unwrap();
+        s2.close_write().unwrap();
+        srv.join().unwrap();
+    });
+}
+
+#[test]
+fn reset_fails_the_peer_reads_and_writes() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(2));
+        let s = client.open_stream().unwrap();
+        (&s).write_all(b"abc").unwrap();
+        let peer = server.accept_stream().unwrap();
+        let mut b = [0u8; 3];
+        (&peer).read_exact(&mut b).unwrap();
+        // The peer is blocked in a read when the reset arrives.
+        let reader = thread::spawn(move || {
+            let r = (&peer).read(&mut [0u8; 10]);
+            (peer, r)
+        });
+        s.reset().unwrap();
+        let (peer, r) = reader.join().unwrap();
+        let e = Error::from(r.unwrap_err());
+        assert!(matches!(e, Error::StreamReset { code: ResetCode::Cancelled, remote: true }), "{e:?}");
+        let w = (&peer).write(b"more").unwrap_err();
+        assert_eq!(w.kind(), std::io::ErrorKind::ConnectionReset);
+        // Locally, too.
+        assert!(matches!(Error::from((&s).write(b"x").unwrap_err()), Error::StreamReset { remote: false, .. }));
+        assert!(matches!(Error::from((&s).read(&mut [0u8; 1]).unwrap_err()), Error::StreamReset { .. }));
+        // The session is unaffected.
+        let mut s2 = client.open_stream().unwrap();
+        s2.write_all(b"still fine").unwrap();
+        s2.close_write().unwrap();
+        assert_eq!(read_all(&server.accept_stream().unwrap()), b"still fine");
+    });
+}
+
+#[test]
+fn both_sides_open_streams() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(2));
+        let mut a = client.open_stream().unwrap();
+        let mut b = server.open_stream().unwrap();
+        a.write_all(b"from client").unwrap();
+        a.close_write().unwrap();
+        b.write_all(b"from server").unwrap();
+        b.close_write().unwrap();
+        let at_server = server.accept_stream().unwrap();
+        let at_client = client.accept_stream().unwrap();
+        assert_eq!(at_server.id() % 2, 1, "client ids are odd");
+        assert_eq!(at_client.id() % 2, 0, "server ids are even");
+        assert_eq!(read_all(&at_server), b"from client");
+        assert_eq!(read_all(&at_client), b"from server");
+        (&at_server).write_all(b"ack").unwrap();
+        drop(at_server);
+        let mut ack = Vec::new();
+        a.read_to_end(&mut ack).unwrap();
+        assert_eq!(ack, b"ack");
+    });
+}
+
+#[test]
+fn max_streams_limit_local_and_remote() {
+    within(Duration::from_secs(30), || {
+        let client_cfg = Config { max_streams: 3, ..cfg(2) };
+        let l = mtmux::Listener::bind("127.0.0.1:0", &Config { max_streams: 2, ..cfg(2) }).unwrap();
+        let addr = l.local_addr();
+        let client = mtmux::dial(addr, &client_cfg).unwrap();
+        let server = l.accept().unwrap();
+        let s1 = client.open_stream().unwrap();
+        let s2 = client.open_stream().unwrap();
+        let s3 = client.open_stream().unwrap();
+        assert!(matches!(client.open_stream(), Err(Error::TooManyStreams)));
+        (&s1).write_all(b"1").unwrap();
+        (&s2).write_all(b"2").unwrap();
+        let _a1 = server.accept_stream().unwrap();
+        let _a2 = server.accept_stream().unwrap();
+        // The server holds 2 streams, its limit: the third is refused.
+        (&s3).write_all(b"3").unwrap();
+        let e = Error::from((&s3).read(&mut [0u8; 1]).unwrap_err());
+        assert!(matches!(e, Error::StreamReset { code: ResetCode::TooManyStreams, remote: true }), "{e:?}");
+        // Closing streams frees their slots on both sides.
+        drop((s1, s2, s3, _a1, _a2));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.num_streams() > 0 || server.num_streams() > 0 {
+            assert!(Instant::now() < deadline, "streams were not released");
+            thread::yield_now();
+        }
+        let mut s4 = client.open_stream().unwrap();
+        s4.write_all(b"4").unwrap();
+        s4.close_write().unwrap();
+        assert_eq!(read_all(&server.accept_stream().unwrap()), b"4");
+    });
+}
+
+#[test]
+fn a_stream_that_is_never_read_does_not_stall_the_others() {
+    within(Duration::from_secs(60), || {
+        let c = Config { stream_window: 256 << 10, max_stream_window: 256 << 10, ..cfg(4) };
+        let (client, server) = pair(&c);
+        let stuck = client.open_stream().unwrap();
+        stuck.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
+        let chunk = vec![1u8; 64 << 10];
+        let mut pushed = 0;
+        loop {
+            match (&stuck).write(&chunk) {
+                Ok(n) => pushed += n,
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+                    break;
+                }
+            }
+            assert!(pushed <= 1 << 20, "writes to an unread stream must block at its window");
+        }
+        // The window, not the session, bounds what the unread stream may have in flight.
+        assert!(pushed <= 256 << 10, "{pushed} bytes went out beyond a 256 KiB window");
+        let unread = server.accept_stream().unwrap();
+        // Meanwhile another stream moves 64 MiB.
+        let srv = server.clone();
+        let rx = thread::spawn(move || {
+            let s = srv.accept_stream().unwrap();
+            read_all(&s).len()
+        });
+        let mut other = client.open_stream().unwrap();
+        let big = vec![2u8; 1 << 20];
+        for _ in 0..64 {
+            other.write_all(&big).unwrap();
+        }
+        other.close_write().unwrap();
+        assert_eq!(rx.join().unwrap(), 64 << 20);
+        // The stuck stream still delivers everything once read.
+        stuck.set_write_timeout(None).unwrap();
+        stuck.close_write().unwrap();
+        assert_eq!(read_all(&unread).len(), pushed);
+    });
+}
+
+#[test]
+fn read_and_write_timeouts() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(2));
+        let s = client.open_stream().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let t = Instant::now();
+        let e = (&s).read(&mut [0u8; 4]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        assert!(s.set_read_timeout(Some(Duration::ZERO)).is_err(), "zero timeout is refused");
+        // After a timeout the stream still works.
+        let peer = server.accept_stream().unwrap();
+        (&peer).write_all(b"late").unwrap();
+        let mut b = [0u8; 4];
+        (&s).read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"late");
+        assert_eq!(s.read_timeout(), Some(Duration::from_millis(100)));
+    });
+}
+
+#[test]
+fn close_from_another_thread_wakes_blocked_calls() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(2));
+        let s = Arc::new(client.open_stream().unwrap());
+        let (s2, c2) = (s.clone(), client.clone());
+        let reader = thread::spawn(move || (&*s2).read(&mut [0u8; 8]).map_err(Error::from));
+        let acceptor = thread::spawn(move || c2.accept_stream().map(|_| ()));
+        let _peer = server.accept_stream().unwrap();
+        client.close().unwrap();
+        assert!(matches!(reader.join().unwrap(), Err(Error::SessionClosed(_))));
+        assert!(matches!(acceptor.join().unwrap(), Err(Error::SessionClosed(_))));
+        assert!(matches!(client.open_stream(), Err(Error::SessionClosed(_))));
+        assert!(matches!(Error::from((&*s).write(b"x").unwrap_err()), Error::SessionClosed(_)));
+        // The peer sees the session end, too.
+        assert!(matches!(server.accept_stream(), Err(Error::SessionClosed(_))));
+    });
+}
+
+#[test]
+fn graceful_close_delivers_queued_data() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(4));
+        let mut s = client.open_stream().unwrap();
+        let data = pattern(9, 4 << 20);
+        let srv = thread::spawn(move || {
+            let s = server.accept_stream().unwrap();
+            read_all(&s)
+        });
+        s.write_all(&data).unwrap();
+        s.close_write().unwrap();
+        // Close right after writing: what write() accepted still arrives.
+        client.close().unwrap();
+        assert!(srv.join().unwrap() == data);
+    });
+}
+
+#[test]
+fn single_port_mode() {
+    within(Duration::from_secs(30), || {
+        let c = Config { single_port: true, ..cfg(6) };
+        let (client, server) = pair(&c);
+        assert_eq!(client.num_tunnels(), 6);
+        let ports: std::collections::HashSet<u16> = client.peer_addrs().iter().map(|a| a.port()).collect();
+        assert_eq!(ports.len(), 1, "all tunnels on one port");
+        let rx = thread::spawn(move || read_all(&server.accept_stream().unwrap()));
+        let mut s = client.open_stream().unwrap();
+        s.write_all(&pattern(1, 4 << 20)).unwrap();
+        s.close_write().unwrap();
+        assert!(rx.join().unwrap() == pattern(1, 4 << 20));
+    });
+}
+
+#[test]
+fn stats_count_traffic_and_measure_rtt() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(3));
+        let rx = thread::spawn(move || read_all(&server.accept_stream().unwrap()).len());
+        let mut s = client.open_stream().unwrap();
+        s.write_all(&vec![0u8; 1 << 20]).unwrap();
+        s.close_write().unwrap();
+        assert_eq!(rx.join().unwrap(), 1 << 20);
+        let sent: u64 = client.tunnel_stats().iter().map(|t| t.bytes_sent).sum();
+        assert!(sent >= 1 << 20);
+        // The first ping goes out at once; wait (bounded) for its answer.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.tunnel_stats().iter().any(|t| t.rtt.is_none()) {
+            assert!(Instant::now() < deadline, "no keepalive round trip measured");
+            thread::yield_now();
+        }
+        assert!(client.tunnel_stats().iter().all(|t| t.alive && t.frames_sent > 0));
+    });
+}
