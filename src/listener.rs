@@ -49,14 +49,19 @@ struct ListenerInner {
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener").field("addrs", &self.inner.addrs).finish()
+        f.debug_struct("Listener")
+            .field("addrs", &self.inner.addrs)
+            .finish()
     }
 }
 
 fn resolve(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
-    addr.to_socket_addrs()?
-        .next()
-        .ok_or_else(|| Error::Io(Arc::new(io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing"))))
+    addr.to_socket_addrs()?.next().ok_or_else(|| {
+        Error::Io(Arc::new(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "address resolved to nothing",
+        )))
+    })
 }
 
 fn with_port(addr: SocketAddr, port: u32) -> Option<SocketAddr> {
@@ -76,9 +81,16 @@ fn bind_range(base: SocketAddr, n: usize) -> Result<Vec<TcpListener>> {
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
             let a = with_port(base, base.port() as u32 + i as u32).ok_or_else(|| {
-                Error::InvalidConfig(format!("port range {}..{} exceeds 65535", base.port(), base.port() as usize + n - 1))
+                Error::InvalidConfig(format!(
+                    "port range {}..{} exceeds 65535",
+                    base.port(),
+                    base.port() as usize + n - 1
+                ))
             })?;
-            v.push(TcpListener::bind(a).map_err(|e| context(e, format!("cannot listen on {a} (tunnel {i})")))?);
+            v.push(
+                TcpListener::bind(a)
+                    .map_err(|e| context(e, format!("cannot listen on {a} (tunnel {i})")))?,
+            );
         }
         return Ok(v);
     }
@@ -116,11 +128,15 @@ impl Listener {
         cfg.validate()?;
         let base = resolve(addr)?;
         let sockets = if cfg.single_port {
-            vec![TcpListener::bind(base).map_err(|e| context(e, format!("cannot listen on {base}")))?]
+            vec![TcpListener::bind(base)
+                .map_err(|e| context(e, format!("cannot listen on {base}")))?]
         } else {
             bind_range(base, cfg.tunnels)?
         };
-        let addrs = sockets.iter().map(|s| s.local_addr()).collect::<io::Result<Vec<_>>>()?;
+        let addrs = sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<io::Result<Vec<_>>>()?;
         let (sessions_tx, sessions_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(0);
         let inner = Arc::new(ListenerInner {
@@ -293,9 +309,15 @@ impl ListenerInner {
             return;
         }
         if !self.cfg.single_port && hello.index as usize != port_index {
-            let want = with_port(self.addrs[0], self.addrs[0].port() as u32 + hello.index as u32);
+            let want = with_port(
+                self.addrs[0],
+                self.addrs[0].port() as u32 + hello.index as u32,
+            );
             let why = match want {
-                Some(a) => format!("tunnel {} must connect to {a} (this server listens on a port range)", hello.index),
+                Some(a) => format!(
+                    "tunnel {} must connect to {a} (this server listens on a port range)",
+                    hello.index
+                ),
                 None => format!("tunnel {} is outside this server's port range", hello.index),
             };
             self.refuse_bundle(&conn, &hello, Status::WrongPort, &why);
@@ -305,7 +327,12 @@ impl ListenerInner {
         let mut a = self.assembler.lock();
         if self.closed.load(Relaxed) {
             drop(a);
-            refuse(&conn, Some(&hello), Status::Closing, "server is shutting down");
+            refuse(
+                &conn,
+                Some(&hello),
+                Status::Closing,
+                "server is shutting down",
+            );
             return;
         }
         match a.join(&hello, conn, Instant::now(), timeout, max) {
@@ -314,8 +341,16 @@ impl ListenerInner {
                 self.bundle_cv.notify_all();
                 self.start_session(&hello, tunnels, params);
             }
-            Join::Refused { conn, status, reason } => {
-                let rest = if status == Status::Busy { Vec::new() } else { a.remove(&hello.bundle) };
+            Join::Refused {
+                conn,
+                status,
+                reason,
+            } => {
+                let rest = if status == Status::Busy {
+                    Vec::new()
+                } else {
+                    a.remove(&hello.bundle)
+                };
                 drop(a);
                 refuse(&conn, Some(&hello), status, &reason);
                 for c in rest {
@@ -394,7 +429,9 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
     let targets: Vec<SocketAddr> = (0..cfg.tunnels)
         .map(|i| {
             let port = base.port() as u32 + if cfg.single_port { 0 } else { i as u32 };
-            with_port(base, port).ok_or_else(|| Error::InvalidConfig(format!("tunnel {i} would use port {port} > 65535")))
+            with_port(base, port).ok_or_else(|| {
+                Error::InvalidConfig(format!("tunnel {i} would use port {port} > 65535"))
+            })
         })
         .collect::<Result<_>>()?;
     // Connect all tunnels at once: over a long path, one after another would cost a round
@@ -404,12 +441,20 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
             .iter()
             .map(|a| {
                 scope.spawn(move || {
-                    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1));
                     TcpStream::connect_timeout(a, left)
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::ErrorKind::Other.into()))).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::ErrorKind::Other.into()))
+            })
+            .collect()
     });
     let mut tunnels = Vec::with_capacity(conns.len());
     for (i, c) in conns.into_iter().enumerate() {
@@ -445,7 +490,9 @@ fn left(deadline: Instant) -> Result<Duration> {
 
 fn check_count(n: usize) -> Result<()> {
     if n == 0 || n > MAX_TUNNELS {
-        return Err(Error::InvalidConfig(format!("a bundle needs 1..={MAX_TUNNELS} tunnels, got {n}")));
+        return Err(Error::InvalidConfig(format!(
+            "a bundle needs 1..={MAX_TUNNELS} tunnels, got {n}"
+        )));
     }
     Ok(())
 }
@@ -468,36 +515,62 @@ fn client_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
     let count = tunnels.len() as u16;
     for (i, mut c) in tunnels.iter().enumerate() {
         c.set_write_timeout(Some(left(deadline)?))?;
-        let hello = Hello { kind: HelloKind::Join, bundle, index: i as u16, count, params: cfg.params() };
-        c.write_all(&hello.encode()).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
+        let hello = Hello {
+            kind: HelloKind::Join,
+            bundle,
+            index: i as u16,
+            count,
+            params: cfg.params(),
+        };
+        c.write_all(&hello.encode())
+            .map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
     }
     let mut params = None;
     for (i, c) in tunnels.iter().enumerate() {
         c.set_read_timeout(Some(left(deadline)?))?;
         let reply = read_reply(c).map_err(|e| match e {
-            Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Error::TimedOut,
-            Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-                Error::Protocol(format!("tunnel {i}: the server closed the connection during the handshake"))
+            Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Error::TimedOut
             }
+            Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => Error::Protocol(format!(
+                "tunnel {i}: the server closed the connection during the handshake"
+            )),
             e => e,
         })?;
         if reply.status != Status::Accept {
-            return Err(Error::Refused(format!("{:?}: {}", reply.status, reply.reason)));
+            return Err(Error::Refused(format!(
+                "{:?}: {}",
+                reply.status, reply.reason
+            )));
         }
         if reply.bundle != bundle || reply.index as usize != i {
-            return Err(Error::Protocol(format!("tunnel {i}: reply for another tunnel")));
+            return Err(Error::Protocol(format!(
+                "tunnel {i}: reply for another tunnel"
+            )));
         }
         check_peer_params(&reply.params).map_err(Error::Protocol)?;
         match params {
             None => params = Some(reply.params),
             Some(p) if p != reply.params => {
-                return Err(Error::Protocol("tunnels of one bundle announced different parameters".into()))
+                return Err(Error::Protocol(
+                    "tunnels of one bundle announced different parameters".into(),
+                ))
             }
             Some(_) => {}
         }
         c.set_read_timeout(None)?;
     }
-    Session::start(Role::Client, tunnels, cfg, params.expect("at least one tunnel"))
+    Session::start(
+        Role::Client,
+        tunnels,
+        cfg,
+        params.expect("at least one tunnel"),
+    )
 }
 
 fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) -> Result<Session> {
@@ -523,10 +596,19 @@ fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
     }
     for (c, h) in tunnels.into_iter().zip(hellos) {
         let f = *first.get_or_insert(h);
-        if h.kind != HelloKind::Join || h.bundle != f.bundle || h.count as usize != n || h.params != f.params {
+        if h.kind != HelloKind::Join
+            || h.bundle != f.bundle
+            || h.count as usize != n
+            || h.params != f.params
+        {
             let mut rest: Vec<TcpStream> = slots.into_iter().flatten().collect();
             rest.push(c);
-            return fail(&rest, Some(&h), Status::Conflict, "the connections are not one bundle".into());
+            return fail(
+                &rest,
+                Some(&h),
+                Status::Conflict,
+                "the connections are not one bundle".into(),
+            );
         }
         if let Err(why) = check_peer_params(&h.params) {
             let mut rest: Vec<TcpStream> = slots.into_iter().flatten().collect();
@@ -536,12 +618,20 @@ fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
         if slots[h.index as usize].is_some() {
             let mut rest: Vec<TcpStream> = slots.into_iter().flatten().collect();
             rest.push(c);
-            return fail(&rest, Some(&h), Status::Conflict, format!("tunnel index {} appears twice", h.index));
+            return fail(
+                &rest,
+                Some(&h),
+                Status::Conflict,
+                format!("tunnel index {} appears twice", h.index),
+            );
         }
         slots[h.index as usize] = Some(c);
     }
     let f = first.expect("at least one tunnel");
-    let ordered: Vec<TcpStream> = slots.into_iter().map(|s| s.expect("indices cover 0..n")).collect();
+    let ordered: Vec<TcpStream> = slots
+        .into_iter()
+        .map(|s| s.expect("indices cover 0..n"))
+        .collect();
     for (i, mut c) in ordered.iter().enumerate() {
         let mut h = f;
         h.index = i as u16;

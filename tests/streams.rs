@@ -22,12 +22,19 @@ fn sixty_four_concurrent_streams_both_directions_random_sizes() {
         let (client, server) = pair(&cfg(4));
         // Half the streams are opened by each side; on every stream both ends send a random
         // amount (up to 8 MiB) at the same time and check what they receive.
-        let size = |i: u64| (pattern(i, 4).iter().fold(0u64, |a, &b| a * 256 + b as u64) % (8 << 20)) as usize;
+        let size = |i: u64| {
+            (pattern(i, 4).iter().fold(0u64, |a, &b| a * 256 + b as u64) % (8 << 20)) as usize
+        };
         let run = |session: mtmux::Session, opener: bool, base: u64| {
             thread::spawn(move || {
                 let workers: Vec<_> = (0..32u64)
                     .map(|k| {
-                        let s = if opener { session.open_stream() } else { session.accept_stream() }.unwrap();
+                        let s = if opener {
+                            session.open_stream()
+                        } else {
+                            session.accept_stream()
+                        }
+                        .unwrap();
                         thread::spawn(move || {
                             let s = Arc::new(s);
                             // The stream id tells both ends which stream this is.
@@ -42,7 +49,10 @@ fn sixty_four_concurrent_streams_both_directions_random_sizes() {
                             let got = read_all(&s);
                             writer.join().unwrap();
                             assert_eq!(got.len(), theirs_len, "stream {key} length");
-                            assert!(got == pattern(key * 2 + (1 - base), theirs_len), "stream {key} corrupted");
+                            assert!(
+                                got == pattern(key * 2 + (1 - base), theirs_len),
+                                "stream {key} corrupted"
+                            );
                             let _ = k;
                         })
                     })
@@ -86,7 +96,12 @@ fn one_stream_over_eight_tunnels_carries_256_mib_intact() {
         let client = sender.join().unwrap();
         // Striping: every tunnel carried a real share of the data.
         for t in server.tunnel_stats() {
-            assert!(t.bytes_received > 8 << 20, "tunnel {} carried only {} bytes", t.index, t.bytes_received);
+            assert!(
+                t.bytes_received > 8 << 20,
+                "tunnel {} carried only {} bytes",
+                t.index,
+                t.bytes_received
+            );
         }
         drop(client);
     });
@@ -146,12 +161,27 @@ fn reset_fails_the_peer_reads_and_writes() {
         s.reset().unwrap();
         let (peer, r) = reader.join().unwrap();
         let e = Error::from(r.unwrap_err());
-        assert!(matches!(e, Error::StreamReset { code: ResetCode::Cancelled, remote: true }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::StreamReset {
+                    code: ResetCode::Cancelled,
+                    remote: true
+                }
+            ),
+            "{e:?}"
+        );
         let w = (&peer).write(b"more").unwrap_err();
         assert_eq!(w.kind(), std::io::ErrorKind::ConnectionReset);
         // Locally, too.
-        assert!(matches!(Error::from((&s).write(b"x").unwrap_err()), Error::StreamReset { remote: false, .. }));
-        assert!(matches!(Error::from((&s).read(&mut [0u8; 1]).unwrap_err()), Error::StreamReset { .. }));
+        assert!(matches!(
+            Error::from((&s).write(b"x").unwrap_err()),
+            Error::StreamReset { remote: false, .. }
+        ));
+        assert!(matches!(
+            Error::from((&s).read(&mut [0u8; 1]).unwrap_err()),
+            Error::StreamReset { .. }
+        ));
         // The session is unaffected.
         let mut s2 = client.open_stream().unwrap();
         s2.write_all(b"still fine").unwrap();
@@ -187,8 +217,18 @@ fn both_sides_open_streams() {
 #[test]
 fn max_streams_limit_local_and_remote() {
     within(Duration::from_secs(30), || {
-        let client_cfg = Config { max_streams: 3, ..cfg(2) };
-        let l = mtmux::Listener::bind("127.0.0.1:0", &Config { max_streams: 2, ..cfg(2) }).unwrap();
+        let client_cfg = Config {
+            max_streams: 3,
+            ..cfg(2)
+        };
+        let l = mtmux::Listener::bind(
+            "127.0.0.1:0",
+            &Config {
+                max_streams: 2,
+                ..cfg(2)
+            },
+        )
+        .unwrap();
         let addr = l.local_addr();
         let client = mtmux::dial(addr, &client_cfg).unwrap();
         let server = l.accept().unwrap();
@@ -203,7 +243,16 @@ fn max_streams_limit_local_and_remote() {
         // The server holds 2 streams, its limit: the third is refused.
         (&s3).write_all(b"3").unwrap();
         let e = Error::from((&s3).read(&mut [0u8; 1]).unwrap_err());
-        assert!(matches!(e, Error::StreamReset { code: ResetCode::TooManyStreams, remote: true }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::StreamReset {
+                    code: ResetCode::TooManyStreams,
+                    remote: true
+                }
+            ),
+            "{e:?}"
+        );
         // Closing streams frees their slots on both sides.
         drop((s1, s2, s3, _a1, _a2));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -221,10 +270,16 @@ fn max_streams_limit_local_and_remote() {
 #[test]
 fn a_stream_that_is_never_read_does_not_stall_the_others() {
     within(Duration::from_secs(60), || {
-        let c = Config { stream_window: 256 << 10, max_stream_window: 256 << 10, ..cfg(4) };
+        let c = Config {
+            stream_window: 256 << 10,
+            max_stream_window: 256 << 10,
+            ..cfg(4)
+        };
         let (client, server) = pair(&c);
         let stuck = client.open_stream().unwrap();
-        stuck.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
+        stuck
+            .set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let chunk = vec![1u8; 64 << 10];
         let mut pushed = 0;
         loop {
@@ -235,10 +290,16 @@ fn a_stream_that_is_never_read_does_not_stall_the_others() {
                     break;
                 }
             }
-            assert!(pushed <= 1 << 20, "writes to an unread stream must block at its window");
+            assert!(
+                pushed <= 1 << 20,
+                "writes to an unread stream must block at its window"
+            );
         }
         // The window, not the session, bounds what the unread stream may have in flight.
-        assert!(pushed <= 256 << 10, "{pushed} bytes went out beyond a 256 KiB window");
+        assert!(
+            pushed <= 256 << 10,
+            "{pushed} bytes went out beyond a 256 KiB window"
+        );
         let unread = server.accept_stream().unwrap();
         // Meanwhile another stream moves 64 MiB.
         let srv = server.clone();
@@ -265,12 +326,16 @@ fn read_and_write_timeouts() {
     within(Duration::from_secs(30), || {
         let (client, server) = pair(&cfg(2));
         let s = client.open_stream().unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let t = Instant::now();
         let e = (&s).read(&mut [0u8; 4]).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
         assert!(t.elapsed() >= Duration::from_millis(100));
-        assert!(s.set_read_timeout(Some(Duration::ZERO)).is_err(), "zero timeout is refused");
+        assert!(
+            s.set_read_timeout(Some(Duration::ZERO)).is_err(),
+            "zero timeout is refused"
+        );
         // After a timeout the stream still works.
         let peer = server.accept_stream().unwrap();
         (&peer).write_all(b"late").unwrap();
@@ -291,12 +356,24 @@ fn close_from_another_thread_wakes_blocked_calls() {
         let acceptor = thread::spawn(move || c2.accept_stream().map(|_| ()));
         let _peer = server.accept_stream().unwrap();
         client.close().unwrap();
-        assert!(matches!(reader.join().unwrap(), Err(Error::SessionClosed(_))));
-        assert!(matches!(acceptor.join().unwrap(), Err(Error::SessionClosed(_))));
+        assert!(matches!(
+            reader.join().unwrap(),
+            Err(Error::SessionClosed(_))
+        ));
+        assert!(matches!(
+            acceptor.join().unwrap(),
+            Err(Error::SessionClosed(_))
+        ));
         assert!(matches!(client.open_stream(), Err(Error::SessionClosed(_))));
-        assert!(matches!(Error::from((&*s).write(b"x").unwrap_err()), Error::SessionClosed(_)));
+        assert!(matches!(
+            Error::from((&*s).write(b"x").unwrap_err()),
+            Error::SessionClosed(_)
+        ));
         // The peer sees the session end, too.
-        assert!(matches!(server.accept_stream(), Err(Error::SessionClosed(_))));
+        assert!(matches!(
+            server.accept_stream(),
+            Err(Error::SessionClosed(_))
+        ));
     });
 }
 
@@ -321,10 +398,14 @@ fn graceful_close_delivers_queued_data() {
 #[test]
 fn single_port_mode() {
     within(Duration::from_secs(30), || {
-        let c = Config { single_port: true, ..cfg(6) };
+        let c = Config {
+            single_port: true,
+            ..cfg(6)
+        };
         let (client, server) = pair(&c);
         assert_eq!(client.num_tunnels(), 6);
-        let ports: std::collections::HashSet<u16> = client.peer_addrs().iter().map(|a| a.port()).collect();
+        let ports: std::collections::HashSet<u16> =
+            client.peer_addrs().iter().map(|a| a.port()).collect();
         assert_eq!(ports.len(), 1, "all tunnels on one port");
         let rx = thread::spawn(move || read_all(&server.accept_stream().unwrap()));
         let mut s = client.open_stream().unwrap();
@@ -338,19 +419,105 @@ fn single_port_mode() {
 fn stats_count_traffic_and_measure_rtt() {
     within(Duration::from_secs(30), || {
         let (client, server) = pair(&cfg(3));
-        let rx = thread::spawn(move || read_all(&server.accept_stream().unwrap()).len());
+        let rx = thread::spawn(move || (read_all(&server.accept_stream().unwrap()).len(), server));
         let mut s = client.open_stream().unwrap();
         s.write_all(&vec![0u8; 1 << 20]).unwrap();
         s.close_write().unwrap();
-        assert_eq!(rx.join().unwrap(), 1 << 20);
+        let (n, _server) = rx.join().unwrap();
+        assert_eq!(n, 1 << 20);
         let sent: u64 = client.tunnel_stats().iter().map(|t| t.bytes_sent).sum();
         assert!(sent >= 1 << 20);
         // The first ping goes out at once; wait (bounded) for its answer.
         let deadline = Instant::now() + Duration::from_secs(5);
         while client.tunnel_stats().iter().any(|t| t.rtt.is_none()) {
-            assert!(Instant::now() < deadline, "no keepalive round trip measured");
+            assert!(
+                Instant::now() < deadline,
+                "no keepalive round trip measured"
+            );
             thread::yield_now();
         }
-        assert!(client.tunnel_stats().iter().all(|t| t.alive && t.frames_sent > 0));
+        assert!(client
+            .tunnel_stats()
+            .iter()
+            .all(|t| t.alive && t.frames_sent > 0));
+    });
+}
+
+#[test]
+fn small_requests_are_not_stuck_behind_bulk_data() {
+    within(Duration::from_secs(60), || {
+        let (client, server) = pair(&cfg(2));
+        // The echo stream is opened and accepted first, so each side knows which is which.
+        let mut s = client.open_stream().unwrap();
+        s.write_all(&[7u8; 64]).unwrap();
+        let echo_stream = server.accept_stream().unwrap();
+        let echo = thread::spawn(move || {
+            let mut b = [0u8; 64];
+            while (&echo_stream).read_exact(&mut b).is_ok() {
+                (&echo_stream).write_all(&b).unwrap();
+            }
+        });
+        s.read_exact(&mut [0u8; 64]).unwrap();
+        let bulk_client = client.clone();
+        let bulk = thread::spawn(move || {
+            let mut s = bulk_client.open_stream().unwrap();
+            let chunk = vec![3u8; 1 << 20];
+            for _ in 0..256 {
+                s.write_all(&chunk).unwrap();
+            }
+            s.close_write().unwrap();
+        });
+        let bulk_rx = thread::spawn(move || read_all(&server.accept_stream().unwrap()).len());
+        let mut worst = Duration::ZERO;
+        for _ in 0..200 {
+            let t = Instant::now();
+            s.write_all(&[7u8; 64]).unwrap();
+            s.read_exact(&mut [0u8; 64]).unwrap();
+            worst = worst.max(t.elapsed());
+        }
+        // Not a performance figure (see the benchmarks), only "not stuck behind 256 MiB".
+        assert!(
+            worst < Duration::from_secs(1),
+            "a 64-byte round trip took {worst:?}"
+        );
+        s.close_write().unwrap();
+        bulk.join().unwrap();
+        assert_eq!(bulk_rx.join().unwrap(), 256 << 20);
+        echo.join().unwrap();
+    });
+}
+
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn threads_do_not_grow_with_streams() {
+    within(Duration::from_secs(60), || {
+        let c = Config {
+            max_streams: 10_000,
+            accept_backlog: 2048,
+            ..cfg(4)
+        };
+        let (client, server) = pair(&c);
+        let before = thread_count();
+        let mut mine = Vec::new();
+        for i in 0..2000 {
+            let mut s = client.open_stream().unwrap();
+            s.write_all(&[i as u8]).unwrap();
+            mine.push(s);
+        }
+        let theirs: Vec<_> = (0..2000).map(|_| server.accept_stream().unwrap()).collect();
+        assert_eq!(client.num_streams(), 2000);
+        assert_eq!(server.num_streams(), 2000);
+        // 2 threads per tunnel and session, whatever the number of streams (other tests
+        // running in parallel may add their own; allow for them).
+        assert!(
+            thread_count() <= before + 8,
+            "threads grew from {before} to {}",
+            thread_count()
+        );
+        drop(mine);
+        drop(theirs);
     });
 }

@@ -62,7 +62,11 @@ pub struct Assembler<T> {
 impl<T> Assembler<T> {
     /// An assembler holding at most `max_held` waiting tunnels in total.
     pub fn new(max_held: usize) -> Self {
-        Assembler { bundles: HashMap::new(), held: 0, max_held }
+        Assembler {
+            bundles: HashMap::new(),
+            held: 0,
+            max_held,
+        }
     }
 
     /// Tunnels currently held.
@@ -71,28 +75,57 @@ impl<T> Assembler<T> {
     }
 
     /// Add a tunnel. `max_tunnels` is the largest bundle the server accepts.
-    pub fn join(&mut self, hello: &Hello, conn: T, now: Instant, timeout: Duration, max_tunnels: u16) -> Join<T> {
-        let refuse = |conn, status, reason: String| Join::Refused { conn, status, reason };
+    pub fn join(
+        &mut self,
+        hello: &Hello,
+        conn: T,
+        now: Instant,
+        timeout: Duration,
+        max_tunnels: u16,
+    ) -> Join<T> {
+        let refuse = |conn, status, reason: String| Join::Refused {
+            conn,
+            status,
+            reason,
+        };
         if hello.kind == HelloKind::Rejoin {
-            return refuse(conn, Status::Unsupported, "re-joining a bundle is not supported by this server".into());
+            return refuse(
+                conn,
+                Status::Unsupported,
+                "re-joining a bundle is not supported by this server".into(),
+            );
         }
         if hello.count > max_tunnels {
             return refuse(
                 conn,
                 Status::BadParams,
-                format!("bundle of {} tunnels; this server accepts at most {max_tunnels}", hello.count),
+                format!(
+                    "bundle of {} tunnels; this server accepts at most {max_tunnels}",
+                    hello.count
+                ),
             );
         }
         if let Some(p) = self.bundles.get(&hello.bundle) {
             if p.count != hello.count || p.params != hello.params {
-                return refuse(conn, Status::Conflict, "tunnel disagrees with its bundle's count or parameters".into());
+                return refuse(
+                    conn,
+                    Status::Conflict,
+                    "tunnel disagrees with its bundle's count or parameters".into(),
+                );
             }
             if p.slots[hello.index as usize].is_some() {
-                return refuse(conn, Status::Conflict, format!("tunnel index {} arrived twice", hello.index));
+                return refuse(
+                    conn,
+                    Status::Conflict,
+                    format!("tunnel index {} arrived twice", hello.index),
+                );
             }
         }
         if hello.count == 1 {
-            return Join::Complete { tunnels: vec![conn], params: hello.params };
+            return Join::Complete {
+                tunnels: vec![conn],
+                params: hello.params,
+            };
         }
         if self.held >= self.max_held {
             return refuse(conn, Status::Busy, "too many handshakes in progress".into());
@@ -109,12 +142,22 @@ impl<T> Assembler<T> {
         p.arrived += 1;
         self.held += 1;
         if p.arrived < p.count as usize {
-            return Join::Waiting { deadline: p.deadline, first };
+            return Join::Waiting {
+                deadline: p.deadline,
+                first,
+            };
         }
         let p = self.bundles.remove(&hello.bundle).expect("present");
         self.held -= p.arrived;
-        let tunnels = p.slots.into_iter().map(|s| s.expect("all arrived")).collect();
-        Join::Complete { tunnels, params: p.params }
+        let tunnels = p
+            .slots
+            .into_iter()
+            .map(|s| s.expect("all arrived"))
+            .collect();
+        Join::Complete {
+            tunnels,
+            params: p.params,
+        }
     }
 
     /// Whether bundle `id` is still being assembled.
@@ -140,13 +183,20 @@ impl<T> Assembler<T> {
         }
         let p = self.bundles.remove(id)?;
         self.held -= p.arrived;
-        Some(Expired { tunnels: p.slots.into_iter().flatten().collect(), arrived: p.arrived, count: p.count })
+        Some(Expired {
+            tunnels: p.slots.into_iter().flatten().collect(),
+            arrived: p.arrived,
+            count: p.count,
+        })
     }
 
     /// Remove every waiting bundle (the listener is closing).
     pub fn drain(&mut self) -> Vec<T> {
         self.held = 0;
-        self.bundles.drain().flat_map(|(_, p)| p.slots.into_iter().flatten()).collect()
+        self.bundles
+            .drain()
+            .flat_map(|(_, p)| p.slots.into_iter().flatten())
+            .collect()
     }
 }
 
@@ -160,7 +210,11 @@ mod tests {
             bundle: BundleId([id; 16]),
             index,
             count,
-            params: Params { max_frame: 1024, stream_window: 4096, session_window: 8192 },
+            params: Params {
+                max_frame: 1024,
+                stream_window: 4096,
+                session_window: 8192,
+            },
         }
     }
 
@@ -170,8 +224,14 @@ mod tests {
     fn interleaved_clients_get_their_own_bundles() {
         let mut a = Assembler::new(16);
         let now = Instant::now();
-        assert!(matches!(a.join(&hello(1, 1, 2), "a1", now, T, 8), Join::Waiting { first: true, .. }));
-        assert!(matches!(a.join(&hello(2, 0, 2), "b0", now, T, 8), Join::Waiting { first: true, .. }));
+        assert!(matches!(
+            a.join(&hello(1, 1, 2), "a1", now, T, 8),
+            Join::Waiting { first: true, .. }
+        ));
+        assert!(matches!(
+            a.join(&hello(2, 0, 2), "b0", now, T, 8),
+            Join::Waiting { first: true, .. }
+        ));
         match a.join(&hello(2, 1, 2), "b1", now, T, 8) {
             Join::Complete { tunnels, .. } => assert_eq!(tunnels, vec!["b0", "b1"]),
             _ => panic!("bundle 2 should be complete"),
@@ -188,12 +248,36 @@ mod tests {
         let mut a = Assembler::new(16);
         let now = Instant::now();
         a.join(&hello(1, 0, 3), "x", now, T, 8);
-        assert!(matches!(a.join(&hello(1, 0, 3), "dup", now, T, 8), Join::Refused { status: Status::Conflict, .. }));
-        assert!(matches!(a.join(&hello(1, 1, 4), "cnt", now, T, 8), Join::Refused { status: Status::Conflict, .. }));
-        assert!(matches!(a.join(&hello(3, 0, 9), "big", now, T, 8), Join::Refused { status: Status::BadParams, .. }));
+        assert!(matches!(
+            a.join(&hello(1, 0, 3), "dup", now, T, 8),
+            Join::Refused {
+                status: Status::Conflict,
+                ..
+            }
+        ));
+        assert!(matches!(
+            a.join(&hello(1, 1, 4), "cnt", now, T, 8),
+            Join::Refused {
+                status: Status::Conflict,
+                ..
+            }
+        ));
+        assert!(matches!(
+            a.join(&hello(3, 0, 9), "big", now, T, 8),
+            Join::Refused {
+                status: Status::BadParams,
+                ..
+            }
+        ));
         let mut r = hello(4, 0, 2);
         r.kind = HelloKind::Rejoin;
-        assert!(matches!(a.join(&r, "rj", now, T, 8), Join::Refused { status: Status::Unsupported, .. }));
+        assert!(matches!(
+            a.join(&r, "rj", now, T, 8),
+            Join::Refused {
+                status: Status::Unsupported,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -202,17 +286,32 @@ mod tests {
         let now = Instant::now();
         a.join(&hello(1, 0, 4), 1, now, T, 8);
         a.join(&hello(2, 0, 4), 2, now, T, 8);
-        assert!(matches!(a.join(&hello(3, 0, 4), 3, now, T, 8), Join::Refused { status: Status::Busy, .. }));
+        assert!(matches!(
+            a.join(&hello(3, 0, 4), 3, now, T, 8),
+            Join::Refused {
+                status: Status::Busy,
+                ..
+            }
+        ));
         // A single-tunnel bundle needs no waiting room.
-        assert!(matches!(a.join(&hello(4, 0, 1), 4, now, T, 8), Join::Complete { .. }));
+        assert!(matches!(
+            a.join(&hello(4, 0, 1), 4, now, T, 8),
+            Join::Complete { .. }
+        ));
     }
 
     #[test]
     fn only_the_first_tunnel_watches_the_deadline() {
         let mut a = Assembler::new(16);
         let now = Instant::now();
-        assert!(matches!(a.join(&hello(1, 0, 3), 0, now, T, 8), Join::Waiting { first: true, .. }));
-        assert!(matches!(a.join(&hello(1, 1, 3), 1, now, T, 8), Join::Waiting { first: false, .. }));
+        assert!(matches!(
+            a.join(&hello(1, 0, 3), 0, now, T, 8),
+            Join::Waiting { first: true, .. }
+        ));
+        assert!(matches!(
+            a.join(&hello(1, 1, 3), 1, now, T, 8),
+            Join::Waiting { first: false, .. }
+        ));
         assert!(a.contains(&BundleId([1; 16])));
         assert_eq!(a.remove(&BundleId([1; 16])), vec![0, 1]);
         assert!(!a.contains(&BundleId([1; 16])));

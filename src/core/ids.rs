@@ -39,8 +39,12 @@ pub enum IdError {
 impl std::fmt::Display for IdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            IdError::NotOpened(id) => write!(f, "frame for stream {id}, which this side never opened"),
-            IdError::TooManyMissing(id) => write!(f, "stream {id} skips too many unopened stream ids"),
+            IdError::NotOpened(id) => {
+                write!(f, "frame for stream {id}, which this side never opened")
+            }
+            IdError::TooManyMissing(id) => {
+                write!(f, "stream {id} skips too many unopened stream ids")
+            }
         }
     }
 }
@@ -67,7 +71,13 @@ impl StreamIds {
             Role::Client => (1, 0),
             Role::Server => (2, 1),
         };
-        StreamIds { next_local, peer_parity, peer_highest: 0, missing: HashSet::new(), max_missing }
+        StreamIds {
+            next_local,
+            peer_parity,
+            peer_highest: 0,
+            missing: HashSet::new(),
+            max_missing,
+        }
     }
 
     /// Allocate the next local id, or `None` when the id space is exhausted.
@@ -98,7 +108,11 @@ impl StreamIds {
     pub fn observe_peer(&mut self, id: u32) -> Result<PeerId, IdError> {
         debug_assert!(self.is_peer(id) && id != 0);
         if id > self.peer_highest {
-            let first_skipped = if self.peer_highest == 0 { 2 - self.peer_parity } else { self.peer_highest + 2 };
+            let first_skipped = if self.peer_highest == 0 {
+                2 - self.peer_parity
+            } else {
+                self.peer_highest + 2
+            };
             let skipped = ((id - first_skipped) / 2) as usize;
             if self.missing.len() + skipped > self.max_missing {
                 return Err(IdError::TooManyMissing(id));

@@ -103,7 +103,9 @@ impl Scheduler {
 
     /// Whether nothing at all waits to be sent.
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty() && self.control.is_empty() && self.tunnel_control.iter().all(VecDeque::is_empty)
+        self.ring.is_empty()
+            && self.control.is_empty()
+            && self.tunnel_control.iter().all(VecDeque::is_empty)
     }
 
     /// Bytes of DATA waiting.
@@ -179,7 +181,10 @@ impl Scheduler {
 
     /// Whether writer `t` has anything to send.
     pub fn has_work_for(&self, t: usize) -> bool {
-        self.flush[t] || !self.tunnel_control[t].is_empty() || !self.control.is_empty() || !self.ring.is_empty()
+        self.flush[t]
+            || !self.tunnel_control[t].is_empty()
+            || !self.control.is_empty()
+            || !self.ring.is_empty()
     }
 
     /// Tunnel `t` died: its own control frames are dropped and it gets no more work.
@@ -192,7 +197,9 @@ impl Scheduler {
 
     /// Drop the queued DATA frames of a stream that was reset. Returns the bytes dropped.
     pub fn drop_stream(&mut self, id: u32) -> usize {
-        let Some(q) = self.queues.remove(&id) else { return 0 };
+        let Some(q) = self.queues.remove(&id) else {
+            return 0;
+        };
         let bytes: usize = q.iter().map(Vec::len).sum();
         self.queued_bytes -= bytes;
         self.ring.retain(|&s| s != id);
@@ -212,7 +219,9 @@ impl Scheduler {
         let mut taken = 0;
         let mut bytes = batch.control.len();
         while bytes < budget || taken == 0 {
-            let Some(id) = self.ring.pop_front() else { break };
+            let Some(id) = self.ring.pop_front() else {
+                break;
+            };
             let q = self.queues.get_mut(&id).expect("ring entries have queues");
             let frame = q.pop_front().expect("ring entries are non-empty");
             if q.is_empty() {
@@ -258,7 +267,10 @@ mod tests {
     fn control_goes_before_data() {
         let mut s = Scheduler::new(2, 1 << 20);
         s.push_data(1, frame(1, 100));
-        s.push_control(Control::Window { stream: 1, limit: 5 });
+        s.push_control(Control::Window {
+            stream: 1,
+            limit: 5,
+        });
         s.push_tunnel_control(1, Control::Pong(9));
         let mut b = Batch::default();
         assert_eq!(s.next_batch(0, 1000, &mut b), 1);

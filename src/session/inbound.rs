@@ -43,11 +43,18 @@ impl Inner {
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(StreamShared::new(id, false, self.peer.stream_window as u64));
-        let queued = st.accept_tx.as_ref().is_some_and(|a| a.try_send(Accepted { shared: shared.clone(), rx }).is_ok());
+        let queued = st.accept_tx.as_ref().is_some_and(|a| {
+            a.try_send(Accepted {
+                shared: shared.clone(),
+                rx,
+            })
+            .is_ok()
+        });
         if !queued {
             return Some(ResetCode::Refused);
         }
-        st.streams.insert(id, Entry::new(shared, tx, self.cfg.stream_window as u64));
+        st.streams
+            .insert(id, Entry::new(shared, tx, self.cfg.stream_window as u64));
         None
     }
 
@@ -59,7 +66,9 @@ impl Inner {
             let mut st = self.state.lock();
             st.recv_total += charge;
             if !st.recv.allows(st.recv_total) {
-                return Err(format!("stream {id}: frame beyond the session receive window"));
+                return Err(format!(
+                    "stream {id}: frame beyond the session receive window"
+                ));
             }
             if self.classify(&mut st, id)? {
                 refuse = self.admit(&mut st, id);
@@ -79,7 +88,13 @@ impl Inner {
                     e.fin_seq = Some(h.seq);
                 }
                 if !e.read_closed {
-                    stale = e.tx.send(Inbound::Data { seq: h.seq, flags: h.flags, payload }).is_err();
+                    stale =
+                        e.tx.send(Inbound::Data {
+                            seq: h.seq,
+                            flags: h.flags,
+                            payload,
+                        })
+                        .is_err();
                 }
                 if stale && e.send_done {
                     // Closed in both directions here, like a TCP socket that answers late
@@ -102,7 +117,7 @@ impl Inner {
             }
         };
         if let Some(code) = refuse {
-            self.send_control(Control::Reset { stream: id, code: code.to_u32() });
+            self.send_reset(id, code);
         }
         if let Some(limit) = session_limit {
             self.send_control(Control::Window { stream: 0, limit });
@@ -127,7 +142,10 @@ impl Inner {
                     let mut st = self.state.lock();
                     self.classify(&mut st, stream)?;
                     st.streams.remove(&stream).map(|e| {
-                        let _ = e.tx.send(Inbound::Reset { code: ResetCode::from_u32(code), remote: true });
+                        let _ = e.tx.send(Inbound::Reset {
+                            code: ResetCode::from_u32(code),
+                            remote: true,
+                        });
                         e.shared
                     })
                 };
@@ -152,7 +170,7 @@ impl Inner {
                     }
                 }
                 if let Some(code) = refuse {
-                    self.send_control(Control::Reset { stream, code: code.to_u32() });
+                    self.send_reset(stream, code);
                 }
             }
             Control::Ping(token) => self.send_tunnel_control(t, Control::Pong(token)),

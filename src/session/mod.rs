@@ -32,13 +32,13 @@ use crate::config::Config;
 use crate::core::ids::{Role, StreamIds};
 use crate::core::sched::Scheduler;
 use crate::core::window::{RecvWindow, SendWindow};
-use crate::error::{CloseReason, Error, Result};
+use crate::error::{CloseReason, Error, ResetCode, Result};
 use crate::ffi::sys;
 use crate::proto::frame::Control;
 use crate::proto::handshake::Params;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
@@ -167,7 +167,13 @@ pub(crate) struct Inner {
     srtt_ns: AtomicU64,
     /// Where the next direct write starts looking for a free tunnel.
     next_tunnel: AtomicUsize,
+    /// RESETs sent recently (stream, code, when): resent if a tunnel dies, since they may have
+    /// been lost with it. Bounded by [`RECENT_RESETS`].
+    recent_resets: Mutex<VecDeque<(u32, ResetCode, Instant)>>,
 }
+
+/// How many recent RESETs are remembered for resending after a tunnel failure.
+const RECENT_RESETS: usize = 1024;
 
 /// A handle held by every user-facing object; the last one dropped closes the session.
 pub(crate) struct Handle {
@@ -200,7 +206,12 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Start a session over tunnels whose handshake is complete. `tunnels` are in index order.
-    pub(crate) fn start(role: Role, tunnels: Vec<TcpStream>, cfg: &Config, peer: Params) -> Result<Session> {
+    pub(crate) fn start(
+        role: Role,
+        tunnels: Vec<TcpStream>,
+        cfg: &Config,
+        peer: Params,
+    ) -> Result<Session> {
         for s in &tunnels {
             s.set_nodelay(true)?;
             s.set_write_timeout(None)?;
@@ -217,7 +228,11 @@ impl Session {
             cfg: cfg.clone(),
             role,
             peer,
-            tunnels: tunnels.into_iter().enumerate().map(|(i, s)| Tunnel::new(i, s)).collect(),
+            tunnels: tunnels
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| Tunnel::new(i, s))
+                .collect(),
             sched: Mutex::new(Scheduler::new(n, queue_limit)),
             room: Condvar::new(),
             state: Mutex::new(State {
@@ -231,7 +246,10 @@ impl Session {
                 closed_tx: Some(closed_tx),
                 readers: n,
             }),
-            credit: Mutex::new(Credit { window: SendWindow::new(peer.session_window as u64), closed: None }),
+            credit: Mutex::new(Credit {
+                window: SendWindow::new(peer.session_window as u64),
+                closed: None,
+            }),
             credit_cv: Condvar::new(),
             phase: AtomicU8::new(OPEN),
             accept_rx,
@@ -241,10 +259,14 @@ impl Session {
             epoch: Instant::now(),
             srtt_ns: AtomicU64::new(0),
             next_tunnel: AtomicUsize::new(0),
+            recent_resets: Mutex::new(VecDeque::new()),
         });
         let mut threads = Vec::with_capacity(2 * n);
         for t in 0..n {
-            for (kind, body) in [("r", tunnel::reader as fn(Arc<Inner>, usize)), ("w", tunnel::writer)] {
+            for (kind, body) in [
+                ("r", tunnel::reader as fn(Arc<Inner>, usize)),
+                ("w", tunnel::writer),
+            ] {
                 let inner2 = inner.clone();
                 let exited = exited_tx.clone();
                 let spawned = std::thread::Builder::new()
@@ -257,14 +279,18 @@ impl Session {
                 match spawned {
                     Ok(h) => threads.push(h),
                     Err(e) => {
-                        inner.fail(CloseReason::TunnelsLost(format!("cannot start a tunnel thread: {e}")));
+                        inner.fail(CloseReason::TunnelsLost(format!(
+                            "cannot start a tunnel thread: {e}"
+                        )));
                         return Err(e.into());
                     }
                 }
             }
         }
         *inner.threads.lock() = threads;
-        Ok(Session { h: Arc::new(Handle { inner }) })
+        Ok(Session {
+            h: Arc::new(Handle { inner }),
+        })
     }
 
     /// Open a new stream. Costs no round trip: the peer learns of the stream from its first
@@ -284,7 +310,10 @@ impl Session {
             let id = st.ids.allocate().ok_or(Error::TooManyStreams)?;
             let (tx, rx) = crossbeam_channel::unbounded();
             let shared = Arc::new(StreamShared::new(id, true, inner.peer.stream_window as u64));
-            st.streams.insert(id, Entry::new(shared.clone(), tx, inner.cfg.stream_window as u64));
+            st.streams.insert(
+                id,
+                Entry::new(shared.clone(), tx, inner.cfg.stream_window as u64),
+            );
             (shared, rx)
         };
         Ok(Stream::new(self.h.clone(), Accepted { shared, rx }))
@@ -387,12 +416,22 @@ impl Session {
 
     /// Local addresses of the tunnels, in tunnel order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.h.inner.tunnels.iter().filter_map(|t| t.sock.local_addr().ok()).collect()
+        self.h
+            .inner
+            .tunnels
+            .iter()
+            .filter_map(|t| t.sock.local_addr().ok())
+            .collect()
     }
 
     /// Peer addresses of the tunnels, in tunnel order.
     pub fn peer_addrs(&self) -> Vec<SocketAddr> {
-        self.h.inner.tunnels.iter().filter_map(|t| t.sock.peer_addr().ok()).collect()
+        self.h
+            .inner
+            .tunnels
+            .iter()
+            .filter_map(|t| t.sock.peer_addr().ok())
+            .collect()
     }
 
     /// The configuration the session runs with.
@@ -405,7 +444,9 @@ impl State {
     /// The error for opening or accepting a stream now, if the session no longer takes them.
     fn refuses_new_streams(&self) -> Option<Error> {
         match &self.lifecycle {
-            Lifecycle::Open if self.peer_going_away => Some(Error::SessionClosed(CloseReason::Peer)),
+            Lifecycle::Open if self.peer_going_away => {
+                Some(Error::SessionClosed(CloseReason::Peer))
+            }
             Lifecycle::Open => None,
             Lifecycle::Closing { .. } => Some(Error::SessionClosed(CloseReason::Local)),
             Lifecycle::Closed(r) => Some(Error::SessionClosed(r.clone())),
@@ -485,7 +526,9 @@ impl Inner {
             if tun.is_dead() {
                 continue;
             }
-            let Some(mut tx) = tun.tx.try_lock() else { continue };
+            let Some(mut tx) = tun.tx.try_lock() else {
+                continue;
+            };
             if !tx.pending.is_empty() {
                 continue;
             }
@@ -574,6 +617,35 @@ impl Inner {
         }
     }
 
+    /// Send a RESET and remember it for a while: unlike DATA, a control frame lost with a
+    /// dying tunnel is not revealed by any gap, so it is sent again after a tunnel failure.
+    fn send_reset(&self, id: u32, code: ResetCode) {
+        {
+            let mut r = self.recent_resets.lock();
+            if r.len() == RECENT_RESETS {
+                r.pop_front();
+            }
+            r.push_back((id, code, Instant::now()));
+        }
+        self.send_control(Control::Reset {
+            stream: id,
+            code: code.to_u32(),
+        });
+    }
+
+    /// Queue several control frames at once (any tunnel).
+    fn queue_controls(&self, frames: impl IntoIterator<Item = Control>) {
+        let mut s = self.sched.lock();
+        let mut wake = Vec::new();
+        for c in frames {
+            wake.extend(s.push_control(c));
+        }
+        drop(s);
+        for t in wake {
+            self.tunnels[t].wake.notify_one();
+        }
+    }
+
     /// Stream `id` sent its FIN (or RESET): forget it once the peer's side is done too.
     fn send_finished(&self, id: u32) {
         let mut st = self.state.lock();
@@ -602,12 +674,15 @@ impl Inner {
     }
 
     /// Abort stream `id` locally: tell the peer, drop its queued frames, forget it.
-    fn reset_stream(&self, id: u32, code: crate::ResetCode) {
+    fn reset_stream(&self, id: u32, code: ResetCode) {
         let existed = {
             let mut st = self.state.lock();
             match st.streams.remove(&id) {
                 Some(e) => {
-                    let _ = e.tx.send(Inbound::Reset { code, remote: false });
+                    let _ = e.tx.send(Inbound::Reset {
+                        code,
+                        remote: false,
+                    });
                     true
                 }
                 None => false,
@@ -618,7 +693,7 @@ impl Inner {
             self.room.notify_all();
         }
         if existed && !self.is_closed() {
-            self.send_control(Control::Reset { stream: id, code: code.to_u32() });
+            self.send_reset(id, code);
         }
     }
 
@@ -665,7 +740,9 @@ impl Inner {
                 return;
             }
             let linger = self.cfg.keepalive_timeout.min(Duration::from_secs(5));
-            st.lifecycle = Lifecycle::Closing { deadline: Instant::now() + linger };
+            st.lifecycle = Lifecycle::Closing {
+                deadline: Instant::now() + linger,
+            };
             self.phase.store(CLOSING, Relaxed);
             st.accept_tx = None;
             st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>()
@@ -742,7 +819,11 @@ impl Inner {
         if phase != OPEN || going_away {
             // An expected end: we or the peer are closing.
             if remaining == 0 {
-                self.fail(if phase == OPEN { CloseReason::Peer } else { CloseReason::Local });
+                self.fail(if phase == OPEN {
+                    CloseReason::Peer
+                } else {
+                    CloseReason::Local
+                });
             }
             return;
         }
@@ -757,13 +838,45 @@ impl Inner {
             self.fail(CloseReason::TunnelsLost(why));
             return;
         }
-        // Frames in flight on the dead tunnel are lost. Tell the peer how many frames each
-        // stream has sent, so that a lost tail shows up as a gap in its reorder buffer.
-        let streams: Vec<Arc<StreamShared>> = self.state.lock().streams.values().map(|e| e.shared.clone()).collect();
-        for s in streams {
-            if let Some(count) = s.frames_sent() {
-                self.send_control(Control::Sent { stream: s.id, count });
-            }
-        }
+        // Frames in flight on the dead tunnel are lost. DATA frames: tell the peer how many
+        // frames each stream has sent, so that a lost tail shows up as a gap in its reorder
+        // buffer. Control frames: WINDOW limits are absolute, so announcing them again is
+        // harmless; recent RESETs are sent again (the peer ignores those it already has).
+        let (streams, windows, session_limit) = {
+            let st = self.state.lock();
+            let streams: Vec<Arc<StreamShared>> =
+                st.streams.values().map(|e| e.shared.clone()).collect();
+            let windows: Vec<Control> = st
+                .streams
+                .iter()
+                .map(|(&id, e)| Control::Window {
+                    stream: id,
+                    limit: e.recv_limit,
+                })
+                .collect();
+            (streams, windows, st.recv.limit())
+        };
+        let marks = streams.iter().filter_map(|s| {
+            s.frames_sent().map(|count| Control::Sent {
+                stream: s.id,
+                count,
+            })
+        });
+        let horizon = Instant::now().checked_sub(self.cfg.keepalive_timeout * 2);
+        let resets: Vec<Control> = self
+            .recent_resets
+            .lock()
+            .iter()
+            .filter(|(_, _, at)| horizon.is_none_or(|h| *at >= h))
+            .map(|&(stream, code, _)| Control::Reset {
+                stream,
+                code: code.to_u32(),
+            })
+            .collect();
+        let session = std::iter::once(Control::Window {
+            stream: 0,
+            limit: session_limit,
+        });
+        self.queue_controls(marks.chain(windows).chain(session).chain(resets));
     }
 }

@@ -26,7 +26,11 @@ use std::time::{Duration, Instant};
 /// What a tunnel reader (or the session) tells a stream.
 pub(crate) enum Inbound {
     /// A DATA frame.
-    Data { seq: u32, flags: u16, payload: Vec<u8> },
+    Data {
+        seq: u32,
+        flags: u16,
+        payload: Vec<u8>,
+    },
     /// The peer has sent this many sequenced frames (after a tunnel failure).
     Sent(u32),
     /// The stream was reset.
@@ -72,7 +76,11 @@ impl StreamShared {
         StreamShared {
             id,
             local,
-            send: Mutex::new(SendState { window: SendWindow::new(window), next_seq: 0, phase: SendPhase::Open }),
+            send: Mutex::new(SendState {
+                window: SendWindow::new(window),
+                next_seq: 0,
+                phase: SendPhase::Open,
+            }),
             send_cv: Condvar::new(),
         }
     }
@@ -141,7 +149,9 @@ pub struct Stream {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("id", &self.shared.id).finish()
+        f.debug_struct("Stream")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -154,9 +164,9 @@ fn load_timeout(a: &AtomicU64) -> Option<Duration> {
 
 fn store_timeout(a: &AtomicU64, t: Option<Duration>) -> Result<()> {
     match t {
-        Some(d) if d.is_zero() => {
-            Err(Error::InvalidConfig("a zero timeout is not allowed; use None for no timeout".into()))
-        }
+        Some(d) if d.is_zero() => Err(Error::InvalidConfig(
+            "a zero timeout is not allowed; use None for no timeout".into(),
+        )),
         Some(d) => {
             a.store(d.as_nanos().min(u64::MAX as u128).max(1) as u64, Relaxed);
             Ok(())
@@ -205,7 +215,9 @@ impl Stream {
 
     /// The session this stream belongs to.
     pub fn session(&self) -> crate::Session {
-        crate::Session { h: self.session.clone() }
+        crate::Session {
+            h: self.session.clone(),
+        }
     }
 
     /// Set the read timeout (`None`: block indefinitely). A read that times out fails with
@@ -237,7 +249,12 @@ impl Stream {
             match &s.phase {
                 SendPhase::Open => {}
                 SendPhase::Finished => return Ok(()),
-                SendPhase::Reset { code, remote } => return Err(Error::StreamReset { code: *code, remote: *remote }),
+                SendPhase::Reset { code, remote } => {
+                    return Err(Error::StreamReset {
+                        code: *code,
+                        remote: *remote,
+                    })
+                }
                 SendPhase::Closed(r) => return Err(Error::SessionClosed(r.clone())),
             }
             let seq = s.next_seq;
@@ -247,7 +264,8 @@ impl Stream {
         };
         let flags = FLAG_FIN | if seq == 0 { FLAG_OPEN } else { 0 };
         let id = self.id();
-        self.inner().send_data(id, &Header::data(id, seq, flags, 0).encode(), &[]);
+        self.inner()
+            .send_data(id, &Header::data(id, seq, flags, 0).encode(), &[]);
         self.inner().send_finished(id);
         Ok(())
     }
@@ -288,7 +306,10 @@ impl Stream {
         self.inner().reset_stream(self.id(), code);
         self.discard_receive(|p| {
             if matches!(p, RecvPhase::Open) {
-                *p = RecvPhase::Failed(Error::StreamReset { code, remote: false });
+                *p = RecvPhase::Failed(Error::StreamReset {
+                    code,
+                    remote: false,
+                });
             }
         });
     }
@@ -325,13 +346,18 @@ impl Stream {
             s.next_seq = 1;
         }
         let id = self.id();
-        self.inner().send_data(id, &Header::data(id, 0, FLAG_OPEN, 0).encode(), &[]);
+        self.inner()
+            .send_data(id, &Header::data(id, 0, FLAG_OPEN, 0).encode(), &[]);
     }
 
     /// Apply one inbound message; returns the flow-control charge it released.
     fn apply(&self, r: &mut RecvState, m: Inbound) -> u64 {
         match m {
-            Inbound::Data { seq, flags, payload } => {
+            Inbound::Data {
+                seq,
+                flags,
+                payload,
+            } => {
                 let charge = data_charge(payload.len());
                 if !matches!(r.phase, RecvPhase::Open) {
                     return charge;
@@ -340,7 +366,10 @@ impl Stream {
                     Ok(_) => 0,
                     Err(e) => {
                         let released = r.reorder.discard() + charge;
-                        r.phase = RecvPhase::Failed(Error::Protocol(format!("stream {}: {e}", self.id())));
+                        r.phase = RecvPhase::Failed(Error::Protocol(format!(
+                            "stream {}: {e}",
+                            self.id()
+                        )));
                         self.shared.reset(ResetCode::Protocol, false);
                         self.inner().reset_stream(self.id(), ResetCode::Protocol);
                         released
@@ -417,12 +446,16 @@ impl Stream {
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
                     if gap.is_some_and(|g| now >= g) {
-                        let e = Error::ReorderTimeout { stream: self.id(), missing: r.reorder.waiting_for() };
+                        let e = Error::ReorderTimeout {
+                            stream: self.id(),
+                            missing: r.reorder.waiting_for(),
+                        };
                         released += r.reorder.discard();
                         r.phase = RecvPhase::Failed(e.clone());
                         drop(r);
                         self.shared.reset(ResetCode::ReorderTimeout, false);
-                        self.inner().reset_stream(self.id(), ResetCode::ReorderTimeout);
+                        self.inner()
+                            .reset_stream(self.id(), ResetCode::ReorderTimeout);
                         self.inner().release(self.id(), released, None);
                         return Err(e);
                     }
@@ -433,7 +466,10 @@ impl Stream {
             }
         };
         let stream_limit = match r.phase {
-            RecvPhase::Open if released > 0 => r.window.consume(released, Instant::now(), self.inner().srtt()),
+            RecvPhase::Open if released > 0 => {
+                r.window
+                    .consume(released, Instant::now(), self.inner().srtt())
+            }
             _ => None,
         };
         drop(r);
@@ -450,7 +486,12 @@ impl Stream {
             match &s.phase {
                 SendPhase::Open => {}
                 SendPhase::Finished => return Err(Error::WriteClosed),
-                SendPhase::Reset { code, remote } => return Err(Error::StreamReset { code: *code, remote: *remote }),
+                SendPhase::Reset { code, remote } => {
+                    return Err(Error::StreamReset {
+                        code: *code,
+                        remote: *remote,
+                    })
+                }
                 SendPhase::Closed(r) => return Err(Error::SessionClosed(r.clone())),
             }
             let avail = s.window.available();
@@ -461,7 +502,9 @@ impl Stream {
                 }
                 let session_avail = c.window.available();
                 if session_avail > FRAME_CHARGE {
-                    let n = want.min(max_frame).min((avail.min(session_avail) - FRAME_CHARGE) as usize);
+                    let n = want
+                        .min(max_frame)
+                        .min((avail.min(session_avail) - FRAME_CHARGE) as usize);
                     let charge = data_charge(n);
                     s.window.spend(charge);
                     c.window.spend(charge);
@@ -493,7 +536,9 @@ impl Stream {
             }
             match deadline {
                 Some(d) => {
-                    if self.shared.send_cv.wait_until(&mut s, d).timed_out() && s.window.available() <= FRAME_CHARGE {
+                    if self.shared.send_cv.wait_until(&mut s, d).timed_out()
+                        && s.window.available() <= FRAME_CHARGE
+                    {
                         return Err(Error::TimedOut);
                     }
                 }
@@ -517,7 +562,8 @@ impl Stream {
             };
             let flags = if seq == 0 { FLAG_OPEN } else { 0 };
             let header = Header::data(id, seq, flags, n as u32).encode();
-            self.inner().send_data(id, &header, &buf[written..written + n]);
+            self.inner()
+                .send_data(id, &header, &buf[written..written + n]);
             written += n;
             if !self.inner().wait_room(deadline) {
                 break;

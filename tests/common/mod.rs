@@ -37,7 +37,9 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
     match rx.recv_timeout(limit) {
         Ok(v) => v,
         // The body panicked: report its panic, not a timeout.
-        Err(mpsc::RecvTimeoutError::Disconnected) => std::panic::resume_unwind(h.join().unwrap_err()),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(h.join().unwrap_err())
+        }
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not finish within {limit:?}"),
     }
 }
@@ -60,12 +62,61 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Control flags of one relayed connection.
+#[derive(Default)]
+struct Flow {
+    /// Stop moving bytes (they stay in the relay's socket buffers).
+    held: AtomicBool,
+    /// Drop everything, including held bytes, and close.
+    killed: AtomicBool,
+}
+
+struct RelayConn {
+    down: TcpStream,
+    up: TcpStream,
+    flow: Arc<Flow>,
+}
+
 /// A TCP relay between mtmux peers (single-port mode) that a test can freeze (stop moving
-/// bytes, keeping connections open: a silent peer) or cut one connection of (a tunnel dies).
+/// bytes, keeping connections open: a silent peer), or hold and cut one connection of (a
+/// tunnel dies with frames inside it).
 pub struct Relay {
     pub addr: SocketAddr,
-    conns: Arc<Mutex<Vec<(TcpStream, TcpStream)>>>,
+    conns: Arc<Mutex<Vec<RelayConn>>>,
     frozen: Arc<AtomicBool>,
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, flow: Arc<Flow>, frozen: Arc<AtomicBool>) {
+    let stopped = || flow.held.load(Ordering::SeqCst) || frozen.load(Ordering::SeqCst);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // While held or frozen the relay does not read, so bytes pile up in its socket buffer
+        // (the relay's own test-lifetime loop; it polls its flags, it does not synchronise the
+        // test).
+        while stopped() && !flow.killed.load(Ordering::SeqCst) {
+            thread::park_timeout(Duration::from_millis(5));
+        }
+        if flow.killed.load(Ordering::SeqCst) {
+            break;
+        }
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                while stopped() && !flow.killed.load(Ordering::SeqCst) {
+                    thread::park_timeout(Duration::from_millis(5));
+                }
+                if flow.killed.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if flow.killed.load(Ordering::SeqCst) {
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    } else {
+        let _ = to.shutdown(Shutdown::Write);
+    }
 }
 
 impl Relay {
@@ -78,51 +129,54 @@ impl Relay {
         thread::spawn(move || {
             for down in l.incoming() {
                 let Ok(down) = down else { return };
-                let Ok(up) = TcpStream::connect(target) else { return };
-                c2.lock().unwrap().push((down.try_clone().unwrap(), up.try_clone().unwrap()));
-                for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
-                    let f = f2.clone();
-                    thread::spawn(move || {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            while f.load(Ordering::SeqCst) {
-                                // Frozen: hold the bytes, keep the connection (bounded by the
-                                // test's own timeouts; the relay thread dies with the process).
-                                thread::park_timeout(Duration::from_millis(20));
-                            }
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    if f.load(Ordering::SeqCst) {
-                                        while f.load(Ordering::SeqCst) {
-                                            thread::park_timeout(Duration::from_millis(20));
-                                        }
-                                    }
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                }
+                let Ok(up) = TcpStream::connect(target) else {
+                    return;
+                };
+                let flow = Arc::new(Flow::default());
+                c2.lock().unwrap().push(RelayConn {
+                    down: down.try_clone().unwrap(),
+                    up: up.try_clone().unwrap(),
+                    flow: flow.clone(),
+                });
+                let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let (fa, fb) = (flow.clone(), flow);
+                let (za, zb) = (f2.clone(), f2.clone());
+                thread::spawn(move || pump(d2, u2, fa, za));
+                thread::spawn(move || pump(up, down, fb, zb));
             }
         });
-        Relay { addr, conns, frozen }
+        Relay {
+            addr,
+            conns,
+            frozen,
+        }
     }
 
-    /// Stop forwarding in both directions (connections stay open).
+    /// Stop forwarding on every connection (connections stay open).
     pub fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
     }
 
-    /// Abort relayed connection `i` (in accept order) on both sides.
+    /// Stop forwarding on connection `i` (in accept order); its bytes wait in the relay.
+    pub fn hold(&self, i: usize) {
+        self.conns.lock().unwrap()[i]
+            .flow
+            .held
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Abort connection `i` on both sides, dropping whatever it holds.
     pub fn cut(&self, i: usize) {
         let conns = self.conns.lock().unwrap();
-        let (a, b) = &conns[i];
-        let _ = a.shutdown(Shutdown::Both);
-        let _ = b.shutdown(Shutdown::Both);
+        let c = &conns[i];
+        c.flow.killed.store(true, Ordering::SeqCst);
+        let _ = c.down.shutdown(Shutdown::Both);
+        let _ = c.up.shutdown(Shutdown::Both);
+    }
+
+    /// The client-side address of connection `i` (to find which tunnel it is).
+    pub fn client_addr(&self, i: usize) -> SocketAddr {
+        self.conns.lock().unwrap()[i].down.peer_addr().unwrap()
     }
 
     pub fn connections(&self) -> usize {
@@ -132,7 +186,10 @@ impl Relay {
 
 /// A client/server pair whose tunnels all pass through a [`Relay`] (single-port mode).
 pub fn relayed_pair(cfg: &Config) -> (Session, Session, Relay) {
-    let cfg = Config { single_port: true, ..cfg.clone() };
+    let cfg = Config {
+        single_port: true,
+        ..cfg.clone()
+    };
     let l = Listener::bind("127.0.0.1:0", &cfg).expect("bind");
     let relay = Relay::new(l.local_addr());
     let addr = relay.addr;

@@ -1,0 +1,429 @@
+//! Hostile or broken peers: garbage and half-finished handshakes, incomplete bundles,
+//! malformed frames. The offender gets a clear error and is closed; the listener keeps
+//! serving everyone else; nothing panics or hangs.
+mod common;
+
+use common::{cfg, within};
+use mtmux::proto::frame::{Cmd, Control, Header, FLAG_OPEN, HEADER_LEN};
+use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Reply, Status, HELLO_LEN};
+use mtmux::{CloseReason, Config, Error, Listener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn hello(index: u16, count: u16, cfg: &Config) -> Hello {
+    let id = BundleId(*b"fake-bundle-0001");
+    let params = mtmux::proto::handshake::Params {
+        max_frame: cfg.max_frame_size as u32,
+        stream_window: cfg.stream_window as u32,
+        session_window: cfg.session_window as u32,
+    };
+    Hello {
+        kind: HelloKind::Join,
+        bundle: id,
+        index,
+        count,
+        params,
+    }
+}
+
+fn read_reply(mut c: &TcpStream) -> Option<Reply> {
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = [0u8; HELLO_LEN];
+    c.read_exact(&mut raw).ok()?;
+    let (mut r, n) = Reply::decode_fixed(&raw).ok()?;
+    let mut reason = vec![0u8; n];
+    c.read_exact(&mut reason).ok()?;
+    r.set_reason(&reason);
+    Some(r)
+}
+
+/// A real client still gets a working session.
+fn assert_listener_serves(l: &Listener, cfg: &Config) {
+    let addr = l.local_addr();
+    let c = cfg.clone();
+    let client = thread::spawn(move || mtmux::dial(addr, &c));
+    let server = l
+        .accept_timeout(Duration::from_secs(10))
+        .expect("listener still accepts");
+    let client = client.join().unwrap().expect("dial works");
+    let mut s = client.open_stream().unwrap();
+    s.write_all(b"ok").unwrap();
+    s.close_write().unwrap();
+    let mut got = Vec::new();
+    server
+        .accept_stream()
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert_eq!(got, b"ok");
+}
+
+#[test]
+fn garbage_on_the_listener_is_refused() {
+    within(Duration::from_secs(30), || {
+        let c = cfg(2);
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        let mut g = TcpStream::connect(l.local_addr()).unwrap();
+        g.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n")
+            .unwrap();
+        let r = read_reply(&g).expect("a refusal");
+        assert_eq!(r.status, Status::Malformed);
+        assert!(r.reason.contains("not an mtmux peer"), "{}", r.reason);
+        let mut rest = Vec::new();
+        let _ = g.read_to_end(&mut rest);
+        assert_listener_serves(&l, &c);
+    });
+}
+
+#[test]
+fn truncated_handshake_times_out_without_blocking_others() {
+    within(Duration::from_secs(30), || {
+        let c = Config {
+            handshake_timeout: Duration::from_millis(500),
+            ..cfg(2)
+        };
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        let mut t = TcpStream::connect(l.local_addr()).unwrap();
+        t.write_all(b"MTMX\x01").unwrap();
+        let start = Instant::now();
+        // While it hangs there, a real client is served.
+        assert_listener_serves(
+            &l,
+            &Config {
+                handshake_timeout: Duration::from_secs(5),
+                ..c.clone()
+            },
+        );
+        let r = read_reply(&t).expect("a refusal after the timeout");
+        assert_eq!(r.status, Status::Malformed);
+        assert!(start.elapsed() >= Duration::from_millis(400));
+    });
+}
+
+#[test]
+fn bundle_missing_tunnels_is_refused_after_the_timeout() {
+    within(Duration::from_secs(30), || {
+        let c = Config {
+            handshake_timeout: Duration::from_millis(500),
+            ..cfg(3)
+        };
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        // Only tunnel 0 of a 3-tunnel bundle shows up.
+        let mut t = TcpStream::connect(l.local_addr()).unwrap();
+        t.write_all(&hello(0, 3, &c).encode()).unwrap();
+        let r = read_reply(&t).expect("a refusal");
+        assert_eq!(r.status, Status::Incomplete);
+        assert!(r.reason.contains("only 1 of 3"), "{}", r.reason);
+        assert_listener_serves(
+            &l,
+            &Config {
+                handshake_timeout: Duration::from_secs(5),
+                ..c
+            },
+        );
+    });
+}
+
+#[test]
+fn pending_handshakes_are_bounded() {
+    within(Duration::from_secs(30), || {
+        let c = Config {
+            handshake_timeout: Duration::from_millis(800),
+            max_pending_handshakes: 4,
+            ..cfg(1)
+        };
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        let silent: Vec<TcpStream> = (0..4)
+            .map(|_| TcpStream::connect(l.local_addr()).unwrap())
+            .collect();
+        // Beyond the limit: refused at once, not queued.
+        let mut busy = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while busy.is_none() {
+            assert!(Instant::now() < deadline);
+            let extra = TcpStream::connect(l.local_addr()).unwrap();
+            if let Some(r) = read_reply(&extra) {
+                if r.status == Status::Busy {
+                    busy = Some(r);
+                }
+            }
+        }
+        // The silent ones are dropped at the handshake timeout, and then service resumes.
+        for s in &silent {
+            assert_eq!(read_reply(s).map(|r| r.status), Some(Status::Malformed));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match mtmux::dial(l.local_addr(), &c) {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "listener did not recover: {e}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn clients_dialing_at_once_get_their_own_sessions() {
+    within(Duration::from_secs(60), || {
+        let c = cfg(4);
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        let addr = l.local_addr();
+        const CLIENTS: usize = 6;
+        let barrier = Arc::new(Barrier::new(CLIENTS));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let (b, c) = (barrier.clone(), c.clone());
+                thread::spawn(move || {
+                    b.wait();
+                    let s = mtmux::dial(addr, &c).unwrap();
+                    let mut st = s.open_stream().unwrap();
+                    st.write_all(format!("client {i}").as_bytes()).unwrap();
+                    st.close_write().unwrap();
+                    let mut echo = String::new();
+                    st.read_to_string(&mut echo).unwrap();
+                    assert_eq!(echo, format!("client {i}"));
+                    s.local_addrs()
+                })
+            })
+            .collect();
+        let mut groups = Vec::new();
+        for _ in 0..CLIENTS {
+            let s = l.accept_timeout(Duration::from_secs(20)).unwrap();
+            let mut st = s.accept_stream().unwrap();
+            let mut msg = String::new();
+            st.read_to_string(&mut msg).unwrap();
+            st.write_all(msg.as_bytes()).unwrap();
+            st.close_write().unwrap();
+            groups.push((s.peer_addrs(), s));
+        }
+        let mut client_addrs: Vec<Vec<SocketAddr>> =
+            clients.into_iter().map(|h| h.join().unwrap()).collect();
+        // Every server session's tunnels are exactly one client's tunnels, in order.
+        for (peer, _) in &groups {
+            let pos = client_addrs
+                .iter()
+                .position(|a| a == peer)
+                .expect("a session mixes clients");
+            client_addrs.remove(pos);
+        }
+        assert!(client_addrs.is_empty());
+    });
+}
+
+#[test]
+fn port_mode_mismatch_is_refused_with_a_clear_reason() {
+    within(Duration::from_secs(30), || {
+        let c = cfg(3);
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        let single = Config {
+            single_port: true,
+            ..c
+        };
+        match mtmux::dial(l.local_addr(), &single) {
+            Err(Error::Refused(why)) => assert!(why.contains("must connect to"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn dial_to_a_closed_port_names_the_tunnel() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    match mtmux::dial(
+        ("127.0.0.1", port),
+        &Config {
+            single_port: true,
+            ..cfg(2)
+        },
+    ) {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+            assert!(e.to_string().contains("tunnel"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        mtmux::dial(
+            "127.0.0.1:1",
+            &Config {
+                tunnels: 0,
+                ..cfg(1)
+            }
+        ),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn listener_close_wakes_accept() {
+    within(Duration::from_secs(10), || {
+        let l = Arc::new(Listener::bind("127.0.0.1:0", &cfg(2)).unwrap());
+        let l2 = l.clone();
+        let waiter = thread::spawn(move || l2.accept());
+        // A bounded wait for the acceptor to block is not needed: close() also covers an
+        // accept that starts afterwards.
+        l.close();
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(Error::SessionClosed(_))
+        ));
+        assert!(l.accept().is_err());
+    });
+}
+
+/// A one-tunnel bundle whose client side is a raw socket speaking the handshake by hand.
+fn fake_peer(cfg: &Config) -> (Listener, TcpStream, mtmux::Session) {
+    let c = Config {
+        tunnels: 1,
+        ..cfg.clone()
+    };
+    let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+    let mut raw = TcpStream::connect(l.local_addr()).unwrap();
+    let mut h = hello(0, 1, &c);
+    h.bundle = BundleId([9; 16]);
+    raw.write_all(&h.encode()).unwrap();
+    assert_eq!(read_reply(&raw).unwrap().status, Status::Accept);
+    let s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+    (l, raw, s)
+}
+
+/// Send `bytes` from the fake peer and expect the server session to close with a protocol
+/// error mentioning `expect`.
+fn expect_protocol_error(cfg: &Config, bytes: Vec<u8>, expect: &str) {
+    let (l, mut raw, s) = fake_peer(cfg);
+    raw.write_all(&bytes).unwrap();
+    let e = s.accept_stream_timeout(Duration::from_secs(10)).map(|_| ());
+    // A frame that opens a stream first hands that stream out; the violation follows.
+    let e = match e {
+        Ok(()) => s.accept_stream_timeout(Duration::from_secs(10)).map(|_| ()),
+        e => e,
+    };
+    match e {
+        Err(Error::SessionClosed(CloseReason::Protocol(why))) => {
+            assert!(why.contains(expect), "{why}")
+        }
+        other => panic!("expected a protocol violation about {expect:?}, got {other:?}"),
+    }
+    // The offender's connection is closed.
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = Vec::new();
+    let _ = raw.read_to_end(&mut sink);
+    assert_listener_serves(
+        &l,
+        &Config {
+            tunnels: 1,
+            ..cfg.clone()
+        },
+    );
+}
+
+fn data(stream: u32, seq: u32, flags: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Header::data(stream, seq, flags, payload.len() as u32)
+        .encode()
+        .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn unknown_command_closes_the_session() {
+    within(Duration::from_secs(30), || {
+        let mut b = data(1, 0, FLAG_OPEN, b"x");
+        b[1] = 0x33;
+        expect_protocol_error(&cfg(1), b, "unknown frame command");
+    });
+}
+
+#[test]
+fn oversized_frame_closes_the_session() {
+    within(Duration::from_secs(30), || {
+        let c = cfg(1);
+        let h = Header::data(1, 0, FLAG_OPEN, c.max_frame_size as u32 + 1)
+            .encode()
+            .to_vec();
+        expect_protocol_error(&c, h, "exceeds the maximum");
+    });
+}
+
+#[test]
+fn frame_beyond_the_window_closes_the_session() {
+    within(Duration::from_secs(30), || {
+        let c = Config {
+            max_frame_size: 16 << 10,
+            stream_window: 40 << 10,
+            max_stream_window: 40 << 10,
+            ..cfg(1)
+        };
+        let mut b = Vec::new();
+        for seq in 0..3 {
+            b.extend(data(
+                1,
+                seq,
+                if seq == 0 { FLAG_OPEN } else { 0 },
+                &vec![0u8; 16 << 10],
+            ));
+        }
+        expect_protocol_error(&c, b, "beyond the advertised window");
+    });
+}
+
+#[test]
+fn frame_for_a_stream_never_opened_closes_the_session() {
+    within(Duration::from_secs(30), || {
+        // Even ids are the server's; it never opened stream 2.
+        let mut b = Control::Window {
+            stream: 2,
+            limit: 1 << 30,
+        }
+        .encode();
+        b.extend(data(2, 0, FLAG_OPEN, b"x"));
+        expect_protocol_error(&cfg(1), b, "never opened");
+    });
+}
+
+#[test]
+fn garbage_after_the_handshake_closes_the_session() {
+    within(Duration::from_secs(30), || {
+        expect_protocol_error(
+            &cfg(1),
+            b"\xde\xad\xbe\xef garbage garbage".to_vec(),
+            "version",
+        );
+    });
+}
+
+#[test]
+fn duplicate_frames_reset_only_their_stream() {
+    within(Duration::from_secs(30), || {
+        let (_l, mut raw, s) = fake_peer(&cfg(1));
+        let mut b = data(1, 0, FLAG_OPEN, b"abc");
+        b.extend(data(1, 0, FLAG_OPEN, b"abc"));
+        raw.write_all(&b).unwrap();
+        let st = s.accept_stream().unwrap();
+        let mut buf = [0u8; 3];
+        let first = (&st).read(&mut buf);
+        let e = match first {
+            Ok(_) => (&st).read(&mut buf).unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(matches!(Error::from(e), Error::Protocol(m) if m.contains("duplicate")));
+        // The fake peer is told with a RESET; the session itself stays up.
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got_reset = false;
+        let mut hdr = [0u8; HEADER_LEN];
+        while !got_reset {
+            raw.read_exact(&mut hdr).unwrap();
+            let h = Header::decode(&hdr, 1 << 20).unwrap();
+            let mut payload = vec![0u8; h.len as usize];
+            raw.read_exact(&mut payload).unwrap();
+            got_reset = h.cmd == Cmd::Reset && h.stream == 1;
+        }
+        assert!(!s.is_closed());
+    });
+}

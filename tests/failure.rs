@@ -1,0 +1,282 @@
+//! When the peer or a tunnel goes away: every blocked call returns an error within the
+//! keepalive (or reorder) timeout, and no data is silently lost or corrupted.
+mod common;
+
+use common::{cfg, pattern, relayed_pair, within};
+use mtmux::{CloseReason, Config, Error, Listener};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Fill `s`'s send window (the peer does not read), so that the next write blocks.
+fn fill_window(s: &mtmux::Stream) {
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while (&*s).write(&chunk).is_ok() {}
+    s.set_write_timeout(None).unwrap();
+}
+
+#[test]
+#[ignore = "helper run as a child process by peer_process_killed_fails_every_blocked_call"]
+fn child_peer_process() {
+    let Ok(addr) = std::env::var("MTMUX_TEST_PEER") else {
+        return;
+    };
+    let s = mtmux::dial(addr, &cfg(4)).unwrap();
+    let st = s.open_stream().unwrap();
+    (&st).write_all(b"ready").unwrap();
+    // Wait to be killed (bounded, in case the parent dies first).
+    st.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _ = (&st).read(&mut [0u8; 1]);
+}
+
+#[test]
+fn peer_process_killed_fails_every_blocked_call() {
+    within(Duration::from_secs(60), || {
+        let c = cfg(4);
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_peer_process", "--ignored", "--nocapture"])
+            .env("MTMUX_TEST_PEER", l.local_addr().to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let session = l.accept_timeout(Duration::from_secs(30)).unwrap();
+        let st = Arc::new(session.accept_stream().unwrap());
+        let mut ready = [0u8; 5];
+        (&*st).read_exact(&mut ready).unwrap();
+        let mine = session.open_stream().unwrap();
+        fill_window(&mine);
+        // Three calls blocked on the peer: a read, an accept and a write.
+        let (r, s2) = (st.clone(), session.clone());
+        let reader = thread::spawn(move || (&*r).read(&mut [0u8; 1]).map_err(Error::from));
+        let acceptor = thread::spawn(move || s2.accept_stream().map(|_| ()));
+        let writer = thread::spawn(move || (&mine).write_all(&[0u8; 1 << 16]).map_err(Error::from));
+        let t = Instant::now();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for (what, result) in [
+            ("read", reader.join().unwrap().map(|_| ())),
+            ("accept", acceptor.join().unwrap()),
+            ("write", writer.join().unwrap()),
+        ] {
+            match result {
+                Err(Error::SessionClosed(CloseReason::TunnelsLost(_))) => {}
+                other => panic!("{what}: expected SessionClosed(TunnelsLost), got {other:?}"),
+            }
+        }
+        assert!(t.elapsed() < c.keepalive_timeout, "took {:?}", t.elapsed());
+        assert!(matches!(
+            session.open_stream(),
+            Err(Error::SessionClosed(_))
+        ));
+    });
+}
+
+#[test]
+fn silent_peer_is_detected_by_keepalive() {
+    within(Duration::from_secs(60), || {
+        let c = cfg(3);
+        let (client, server, relay) = relayed_pair(&c);
+        let st = Arc::new(client.open_stream().unwrap());
+        (&*st).write_all(b"x").unwrap();
+        let _peer = server.accept_stream().unwrap();
+        let r = st.clone();
+        let reader = thread::spawn(move || (&*r).read(&mut [0u8; 1]).map_err(Error::from));
+        let c2 = client.clone();
+        let acceptor = thread::spawn(move || c2.accept_stream().map(|_| ()));
+        let t = Instant::now();
+        relay.freeze();
+        match reader.join().unwrap() {
+            Err(Error::SessionClosed(CloseReason::TunnelsLost(why))) => {
+                assert!(why.contains("keepalive"), "{why}")
+            }
+            other => panic!("read: {other:?}"),
+        }
+        assert!(matches!(
+            acceptor.join().unwrap(),
+            Err(Error::SessionClosed(_))
+        ));
+        let took = t.elapsed();
+        assert!(
+            took >= c.keepalive_timeout - Duration::from_millis(600),
+            "too early: {took:?}"
+        );
+        assert!(
+            took < c.keepalive_timeout + Duration::from_secs(2),
+            "too late: {took:?}"
+        );
+        // The server side sees the same silence.
+        assert!(matches!(
+            server.accept_stream(),
+            Err(Error::SessionClosed(_))
+        ));
+    });
+}
+
+#[test]
+fn tunnel_cut_mid_transfer_fails_the_stream_cleanly_and_the_session_survives() {
+    within(Duration::from_secs(60), || {
+        let c = cfg(4);
+        let (client, server, relay) = relayed_pair(&c);
+        assert_eq!(relay.connections(), 4);
+        // An idle stream, opened before the cut, that sent nothing recently.
+        let mut idle = client.open_stream().unwrap();
+        idle.write_all(b"idle").unwrap();
+        let idle_peer = server.accept_stream().unwrap();
+        let mut b = [0u8; 4];
+        (&idle_peer).read_exact(&mut b).unwrap();
+
+        // Which tunnel of the client is relayed connection 1.
+        let victim = client
+            .local_addrs()
+            .iter()
+            .position(|a| *a == relay.client_addr(1))
+            .unwrap();
+        const CHUNK: usize = 256 << 10;
+        let client2 = client.clone();
+        let sender = thread::spawn(move || {
+            let mut s = client2.open_stream().unwrap();
+            let mut result = Ok(());
+            for i in 0..1024u64 {
+                if let Err(e) = s.write_all(&pattern(i, CHUNK)) {
+                    result = Err(Error::from(e));
+                    break;
+                }
+            }
+            result
+        });
+        let mut s = server.accept_stream().unwrap();
+        let mut buf = vec![0u8; CHUNK];
+        // Every chunk that arrives, before or after the cut, is exactly what was sent.
+        let mut next = 0u64;
+        let mut read_chunk = |s: &mut mtmux::Stream| -> Result<(), Error> {
+            s.read_exact(&mut buf)?;
+            assert!(buf == pattern(next, CHUNK), "chunk {next} corrupted");
+            next += 1;
+            Ok(())
+        };
+        let mut failure = None;
+        for _ in 0..8 {
+            read_chunk(&mut s).unwrap();
+        }
+        // Hold the victim tunnel until frames of the stream are stuck inside it, then cut it:
+        // those frames are lost for good.
+        let before = client.tunnel_stats()[victim].bytes_sent;
+        relay.hold(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.tunnel_stats()[victim].bytes_sent < before + (256 << 10) {
+            assert!(
+                Instant::now() < deadline,
+                "no frames went into the held tunnel"
+            );
+            // Keep the stream moving so the sender keeps writing.
+            if let Err(e) = read_chunk(&mut s) {
+                failure = Some(e);
+                break;
+            }
+        }
+        relay.cut(1);
+        let t_cut = Some(Instant::now());
+        while failure.is_none() {
+            if let Err(e) = read_chunk(&mut s) {
+                failure = Some(e);
+            }
+        }
+        let failure = failure.expect("frames lost with the cut tunnel: the stream must fail");
+        assert!(
+            matches!(failure, Error::ReorderTimeout { .. }),
+            "{failure:?}"
+        );
+        assert!(t_cut.unwrap().elapsed() < c.reorder_timeout + Duration::from_secs(3));
+        let sent = sender.join().unwrap();
+        assert!(
+            matches!(sent, Err(Error::StreamReset { remote: true, .. })),
+            "{sent:?}"
+        );
+        // The session goes on over the three remaining tunnels; the idle stream still works.
+        assert_eq!(client.tunnel_stats().iter().filter(|t| t.alive).count(), 3);
+        idle.write_all(b" still works").unwrap();
+        idle.close_write().unwrap();
+        let mut rest = String::new();
+        (&idle_peer).read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, " still works");
+        let rx = thread::spawn(move || {
+            let mut v = Vec::new();
+            server.accept_stream().unwrap().read_to_end(&mut v).unwrap();
+            v
+        });
+        let mut fresh = client.open_stream().unwrap();
+        fresh.write_all(&pattern(77, 2 << 20)).unwrap();
+        fresh.close_write().unwrap();
+        assert!(rx.join().unwrap() == pattern(77, 2 << 20));
+    });
+}
+
+#[test]
+fn losing_the_last_tunnel_closes_the_session() {
+    within(Duration::from_secs(30), || {
+        let c = Config { ..cfg(2) };
+        let (client, server, relay) = relayed_pair(&c);
+        let st = client.open_stream().unwrap();
+        relay.cut(0);
+        relay.cut(1);
+        let e = Error::from((&st).read(&mut [0u8; 1]).unwrap_err());
+        assert!(
+            matches!(e, Error::SessionClosed(CloseReason::TunnelsLost(_))),
+            "{e:?}"
+        );
+        assert!(matches!(
+            server.accept_stream(),
+            Err(Error::SessionClosed(_))
+        ));
+        assert!(client.is_closed() && server.is_closed());
+    });
+}
+
+/// Regression: RESETs written into a tunnel that then died were lost, leaving the peer's
+/// writers blocked forever. Control frames are now sent again after a tunnel failure.
+#[test]
+fn resets_lost_with_a_dying_tunnel_are_sent_again() {
+    within(Duration::from_secs(60), || {
+        let c = cfg(2);
+        let (client, server, relay) = relayed_pair(&c);
+        // Six streams whose writers are blocked on a full window.
+        let mut writers = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..6 {
+            let s = client.open_stream().unwrap();
+            (&s).write_all(b"x").unwrap();
+            peers.push(server.accept_stream().unwrap());
+            fill_window(&s);
+            writers.push(thread::spawn(move || {
+                (&s).write_all(&[0u8; 1 << 16]).map_err(Error::from)
+            }));
+        }
+        // Hold one tunnel: direct writes rotate over the tunnels, so some of the six RESETs
+        // go into the held one and are lost when it is cut.
+        relay.hold(1);
+        for p in &peers {
+            p.reset().unwrap();
+        }
+        relay.cut(1);
+        let t = Instant::now();
+        for w in writers {
+            match w.join().unwrap() {
+                Err(Error::StreamReset {
+                    code: mtmux::ResetCode::Cancelled,
+                    remote: true,
+                }) => {}
+                other => panic!("expected the peer's reset, got {other:?}"),
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+    });
+}
