@@ -25,10 +25,7 @@ fn raw() -> f64 {
 }
 
 fn mux(tunnels: usize) -> f64 {
-    let cfg = mtmux::Config {
-        tunnels,
-        ..Default::default()
-    };
+    let cfg = mtmux::Config { tunnels, ..Default::default() };
     let l = mtmux::Listener::bind("127.0.0.1:0", &cfg).unwrap();
     let a = l.local_addr();
     let c2 = cfg.clone();
@@ -63,10 +60,7 @@ fn mux(tunnels: usize) -> f64 {
     let stats = sess.tunnel_stats();
     eprintln!(
         "  per-tunnel MB received: {:?}",
-        stats
-            .iter()
-            .map(|s| s.bytes_received >> 20)
-            .collect::<Vec<_>>()
+        stats.iter().map(|s| s.bytes_received >> 20).collect::<Vec<_>>()
     );
     drop(cs);
     (1u64 << 30) as f64 / e / 1e6
@@ -77,10 +71,6 @@ fn main() {
         let r = raw();
         let m1 = mux(1);
         let m4 = mux(4);
-        println!(
-            "raw {r:.0} MB/s | mux1 {m1:.0} ({:.2}) | mux4 {m4:.0} ({:.2})",
-            m1 / r,
-            m4 / r
-        );
+        println!("raw {r:.0} MB/s | mux1 {m1:.0} ({:.2}) | mux4 {m4:.0} ({:.2})", m1 / r, m4 / r);
     }
 }

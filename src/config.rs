@@ -76,10 +76,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
         if self.tunnels == 0 || self.tunnels > MAX_TUNNELS {
-            return bad(format!(
-                "tunnels must be 1..={MAX_TUNNELS}, got {}",
-                self.tunnels
-            ));
+            return bad(format!("tunnels must be 1..={MAX_TUNNELS}, got {}", self.tunnels));
         }
         if self.keepalive_interval.is_zero() {
             return bad("keepalive_interval must be greater than zero".into());
@@ -145,16 +142,10 @@ impl Config {
 /// Check parameters announced by a peer; returns a reason when they cannot work.
 pub(crate) fn check_peer_params(p: &Params) -> Result<(), String> {
     if p.max_frame < 1024 || p.max_frame > MAX_FRAME_LIMIT {
-        return Err(format!(
-            "peer max frame size {} is out of range",
-            p.max_frame
-        ));
+        return Err(format!("peer max frame size {} is out of range", p.max_frame));
     }
     if (p.stream_window as u64) < data_charge(p.max_frame as usize) {
-        return Err(format!(
-            "peer stream window {} is smaller than one frame",
-            p.stream_window
-        ));
+        return Err(format!("peer stream window {} is smaller than one frame", p.stream_window));
     }
     if p.session_window < p.stream_window {
         return Err("peer session window is smaller than its stream window".into());
@@ -174,30 +165,19 @@ mod tests {
 
     #[test]
     fn nonsense_is_rejected_with_the_field_name() {
-        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.tunnels = 0), "tunnels"),
             (Box::new(|c| c.tunnels = 10_000), "tunnels"),
-            (
-                Box::new(|c| c.keepalive_timeout = c.keepalive_interval),
-                "keepalive_timeout",
-            ),
-            (
-                Box::new(|c| c.keepalive_interval = Duration::ZERO),
-                "keepalive_interval",
-            ),
-            (
-                Box::new(|c| c.reorder_timeout = Duration::ZERO),
-                "reorder_timeout",
-            ),
+            (Box::new(|c| c.keepalive_timeout = c.keepalive_interval), "keepalive_timeout"),
+            (Box::new(|c| c.keepalive_interval = Duration::ZERO), "keepalive_interval"),
+            (Box::new(|c| c.reorder_timeout = Duration::ZERO), "reorder_timeout"),
             (Box::new(|c| c.max_frame_size = 10), "max_frame_size"),
             (Box::new(|c| c.stream_window = 100), "stream_window"),
             (Box::new(|c| c.session_window = 1), "session_window"),
             (Box::new(|c| c.max_streams = 0), "max_streams"),
             (Box::new(|c| c.accept_backlog = 0), "accept_backlog"),
-            (
-                Box::new(|c| c.handshake_timeout = Duration::ZERO),
-                "handshake_timeout",
-            ),
+            (Box::new(|c| c.handshake_timeout = Duration::ZERO), "handshake_timeout"),
         ];
         for (change, field) in cases {
             let mut c = Config::default();

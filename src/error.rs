@@ -137,17 +137,11 @@ impl fmt::Display for Error {
             Error::StreamReset { code, remote: true } => {
                 write!(f, "stream reset by the peer: {code}")
             }
-            Error::StreamReset {
-                code,
-                remote: false,
-            } => write!(f, "stream reset: {code}"),
+            Error::StreamReset { code, remote: false } => write!(f, "stream reset: {code}"),
             Error::WriteClosed => f.write_str("the stream's write side is closed"),
             Error::TimedOut => f.write_str("timed out"),
             Error::ReorderTimeout { stream, missing } => {
-                write!(
-                    f,
-                    "stream {stream}: frame {missing} did not arrive within the reorder timeout"
-                )
+                write!(f, "stream {stream}: frame {missing} did not arrive within the reorder timeout")
             }
             Error::Protocol(m) => write!(f, "protocol violation: {m}"),
             Error::TooManyStreams => f.write_str("too many streams"),
@@ -170,11 +164,7 @@ impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         // An mtmux error that travelled through `io::Error` comes back as itself.
         if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-            let inner = e
-                .into_inner()
-                .expect("checked")
-                .downcast::<Error>()
-                .expect("checked");
+            let inner = e.into_inner().expect("checked").downcast::<Error>().expect("checked");
             return *inner;
         }
         Error::Io(Arc::new(e))
@@ -215,18 +205,12 @@ mod tests {
 
     #[test]
     fn round_trips_through_io_error() {
-        let e = Error::ReorderTimeout {
-            stream: 3,
-            missing: 7,
-        };
+        let e = Error::ReorderTimeout { stream: 3, missing: 7 };
         let io: io::Error = e.clone().into();
         assert_eq!(io.kind(), io::ErrorKind::ConnectionAborted);
         assert!(io.to_string().contains("reorder timeout"));
         match Error::from(io) {
-            Error::ReorderTimeout {
-                stream: 3,
-                missing: 7,
-            } => {}
+            Error::ReorderTimeout { stream: 3, missing: 7 } => {}
             other => panic!("got {other:?}"),
         }
     }

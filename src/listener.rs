@@ -49,18 +49,13 @@ struct ListenerInner {
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener")
-            .field("addrs", &self.inner.addrs)
-            .finish()
+        f.debug_struct("Listener").field("addrs", &self.inner.addrs).finish()
     }
 }
 
 fn resolve(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
     addr.to_socket_addrs()?.next().ok_or_else(|| {
-        Error::Io(Arc::new(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "address resolved to nothing",
-        )))
+        Error::Io(Arc::new(io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
     })
 }
 
@@ -88,8 +83,7 @@ fn bind_range(base: SocketAddr, n: usize) -> Result<Vec<TcpListener>> {
                 ))
             })?;
             v.push(
-                TcpListener::bind(a)
-                    .map_err(|e| context(e, format!("cannot listen on {a} (tunnel {i})")))?,
+                TcpListener::bind(a).map_err(|e| context(e, format!("cannot listen on {a} (tunnel {i})")))?,
             );
         }
         return Ok(v);
@@ -128,15 +122,11 @@ impl Listener {
         cfg.validate()?;
         let base = resolve(addr)?;
         let sockets = if cfg.single_port {
-            vec![TcpListener::bind(base)
-                .map_err(|e| context(e, format!("cannot listen on {base}")))?]
+            vec![TcpListener::bind(base).map_err(|e| context(e, format!("cannot listen on {base}")))?]
         } else {
             bind_range(base, cfg.tunnels)?
         };
-        let addrs = sockets
-            .iter()
-            .map(|s| s.local_addr())
-            .collect::<io::Result<Vec<_>>>()?;
+        let addrs = sockets.iter().map(|s| s.local_addr()).collect::<io::Result<Vec<_>>>()?;
         let (sessions_tx, sessions_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(0);
         let inner = Arc::new(ListenerInner {
@@ -271,10 +261,8 @@ impl ListenerInner {
                 continue;
             }
             let li = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("mtmux-hs".into())
-                .stack_size(128 * 1024)
-                .spawn(move || {
+            let spawned =
+                std::thread::Builder::new().name("mtmux-hs".into()).stack_size(128 * 1024).spawn(move || {
                     li.handshake(conn, port_index);
                     li.handshakes.fetch_sub(1, Relaxed);
                 });
@@ -309,10 +297,7 @@ impl ListenerInner {
             return;
         }
         if !self.cfg.single_port && hello.index as usize != port_index {
-            let want = with_port(
-                self.addrs[0],
-                self.addrs[0].port() as u32 + hello.index as u32,
-            );
+            let want = with_port(self.addrs[0], self.addrs[0].port() as u32 + hello.index as u32);
             let why = match want {
                 Some(a) => format!(
                     "tunnel {} must connect to {a} (this server listens on a port range)",
@@ -327,12 +312,7 @@ impl ListenerInner {
         let mut a = self.assembler.lock();
         if self.closed.load(Relaxed) {
             drop(a);
-            refuse(
-                &conn,
-                Some(&hello),
-                Status::Closing,
-                "server is shutting down",
-            );
+            refuse(&conn, Some(&hello), Status::Closing, "server is shutting down");
             return;
         }
         match a.join(&hello, conn, Instant::now(), timeout, max) {
@@ -341,15 +321,10 @@ impl ListenerInner {
                 self.bundle_cv.notify_all();
                 self.start_session(&hello, tunnels, params);
             }
-            Join::Refused {
-                conn,
-                status,
-                reason,
-            } => {
-                let rest = if status == Status::Busy {
-                    Vec::new()
-                } else {
-                    a.remove(&hello.bundle)
+            Join::Refused { conn, status, reason } => {
+                let rest = match status {
+                    Status::Busy => Vec::new(),
+                    _ => a.refuse(&hello.bundle, status, &reason, Instant::now(), timeout),
                 };
                 drop(a);
                 refuse(&conn, Some(&hello), status, &reason);
@@ -383,7 +358,13 @@ impl ListenerInner {
 
     /// Refuse `conn` and every tunnel already waiting in its bundle.
     fn refuse_bundle(&self, conn: &TcpStream, hello: &Hello, status: Status, why: &str) {
-        let rest = self.assembler.lock().remove(&hello.bundle);
+        let rest = self.assembler.lock().refuse(
+            &hello.bundle,
+            status,
+            why,
+            Instant::now(),
+            self.cfg.handshake_timeout,
+        );
         self.bundle_cv.notify_all();
         refuse(conn, Some(hello), status, why);
         for c in rest {
@@ -429,9 +410,8 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
     let targets: Vec<SocketAddr> = (0..cfg.tunnels)
         .map(|i| {
             let port = base.port() as u32 + if cfg.single_port { 0 } else { i as u32 };
-            with_port(base, port).ok_or_else(|| {
-                Error::InvalidConfig(format!("tunnel {i} would use port {port} > 65535"))
-            })
+            with_port(base, port)
+                .ok_or_else(|| Error::InvalidConfig(format!("tunnel {i} would use port {port} > 65535")))
         })
         .collect::<Result<_>>()?;
     // Connect all tunnels at once: over a long path, one after another would cost a round
@@ -441,20 +421,13 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
             .iter()
             .map(|a| {
                 scope.spawn(move || {
-                    let left = deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1));
+                    let left =
+                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                     TcpStream::connect_timeout(a, left)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::ErrorKind::Other.into()))
-            })
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::ErrorKind::Other.into()))).collect()
     });
     let mut tunnels = Vec::with_capacity(conns.len());
     for (i, c) in conns.into_iter().enumerate() {
@@ -490,9 +463,7 @@ fn left(deadline: Instant) -> Result<Duration> {
 
 fn check_count(n: usize) -> Result<()> {
     if n == 0 || n > MAX_TUNNELS {
-        return Err(Error::InvalidConfig(format!(
-            "a bundle needs 1..={MAX_TUNNELS} tunnels, got {n}"
-        )));
+        return Err(Error::InvalidConfig(format!("a bundle needs 1..={MAX_TUNNELS} tunnels, got {n}")));
     }
     Ok(())
 }
@@ -515,62 +486,38 @@ fn client_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
     let count = tunnels.len() as u16;
     for (i, mut c) in tunnels.iter().enumerate() {
         c.set_write_timeout(Some(left(deadline)?))?;
-        let hello = Hello {
-            kind: HelloKind::Join,
-            bundle,
-            index: i as u16,
-            count,
-            params: cfg.params(),
-        };
-        c.write_all(&hello.encode())
-            .map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
+        let hello = Hello { kind: HelloKind::Join, bundle, index: i as u16, count, params: cfg.params() };
+        c.write_all(&hello.encode()).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
     }
     let mut params = None;
     for (i, c) in tunnels.iter().enumerate() {
         c.set_read_timeout(Some(left(deadline)?))?;
         let reply = read_reply(c).map_err(|e| match e {
-            Error::Io(io)
-                if matches!(
-                    io.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 Error::TimedOut
             }
-            Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => Error::Protocol(format!(
-                "tunnel {i}: the server closed the connection during the handshake"
-            )),
+            Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+                Error::Protocol(format!("tunnel {i}: the server closed the connection during the handshake"))
+            }
             e => e,
         })?;
         if reply.status != Status::Accept {
-            return Err(Error::Refused(format!(
-                "{:?}: {}",
-                reply.status, reply.reason
-            )));
+            return Err(Error::Refused(format!("{:?}: {}", reply.status, reply.reason)));
         }
         if reply.bundle != bundle || reply.index as usize != i {
-            return Err(Error::Protocol(format!(
-                "tunnel {i}: reply for another tunnel"
-            )));
+            return Err(Error::Protocol(format!("tunnel {i}: reply for another tunnel")));
         }
         check_peer_params(&reply.params).map_err(Error::Protocol)?;
         match params {
             None => params = Some(reply.params),
             Some(p) if p != reply.params => {
-                return Err(Error::Protocol(
-                    "tunnels of one bundle announced different parameters".into(),
-                ))
+                return Err(Error::Protocol("tunnels of one bundle announced different parameters".into()))
             }
             Some(_) => {}
         }
         c.set_read_timeout(None)?;
     }
-    Session::start(
-        Role::Client,
-        tunnels,
-        cfg,
-        params.expect("at least one tunnel"),
-    )
+    Session::start(Role::Client, tunnels, cfg, params.expect("at least one tunnel"))
 }
 
 fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) -> Result<Session> {
@@ -596,19 +543,11 @@ fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
     }
     for (c, h) in tunnels.into_iter().zip(hellos) {
         let f = *first.get_or_insert(h);
-        if h.kind != HelloKind::Join
-            || h.bundle != f.bundle
-            || h.count as usize != n
-            || h.params != f.params
+        if h.kind != HelloKind::Join || h.bundle != f.bundle || h.count as usize != n || h.params != f.params
         {
             let mut rest: Vec<TcpStream> = slots.into_iter().flatten().collect();
             rest.push(c);
-            return fail(
-                &rest,
-                Some(&h),
-                Status::Conflict,
-                "the connections are not one bundle".into(),
-            );
+            return fail(&rest, Some(&h), Status::Conflict, "the connections are not one bundle".into());
         }
         if let Err(why) = check_peer_params(&h.params) {
             let mut rest: Vec<TcpStream> = slots.into_iter().flatten().collect();
@@ -628,10 +567,7 @@ fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
         slots[h.index as usize] = Some(c);
     }
     let f = first.expect("at least one tunnel");
-    let ordered: Vec<TcpStream> = slots
-        .into_iter()
-        .map(|s| s.expect("indices cover 0..n"))
-        .collect();
+    let ordered: Vec<TcpStream> = slots.into_iter().map(|s| s.expect("indices cover 0..n")).collect();
     for (i, mut c) in ordered.iter().enumerate() {
         let mut h = f;
         h.index = i as u16;

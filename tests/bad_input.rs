@@ -20,13 +20,7 @@ fn hello(index: u16, count: u16, cfg: &Config) -> Hello {
         stream_window: cfg.stream_window as u32,
         session_window: cfg.session_window as u32,
     };
-    Hello {
-        kind: HelloKind::Join,
-        bundle: id,
-        index,
-        count,
-        params,
-    }
+    Hello { kind: HelloKind::Join, bundle: id, index, count, params }
 }
 
 fn read_reply(mut c: &TcpStream) -> Option<Reply> {
@@ -45,19 +39,13 @@ fn assert_listener_serves(l: &Listener, cfg: &Config) {
     let addr = l.local_addr();
     let c = cfg.clone();
     let client = thread::spawn(move || mtmux::dial(addr, &c));
-    let server = l
-        .accept_timeout(Duration::from_secs(10))
-        .expect("listener still accepts");
+    let server = l.accept_timeout(Duration::from_secs(10)).expect("listener still accepts");
     let client = client.join().unwrap().expect("dial works");
     let mut s = client.open_stream().unwrap();
     s.write_all(b"ok").unwrap();
     s.close_write().unwrap();
     let mut got = Vec::new();
-    server
-        .accept_stream()
-        .unwrap()
-        .read_to_end(&mut got)
-        .unwrap();
+    server.accept_stream().unwrap().read_to_end(&mut got).unwrap();
     assert_eq!(got, b"ok");
 }
 
@@ -67,8 +55,7 @@ fn garbage_on_the_listener_is_refused() {
         let c = cfg(2);
         let l = Listener::bind("127.0.0.1:0", &c).unwrap();
         let mut g = TcpStream::connect(l.local_addr()).unwrap();
-        g.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n")
-            .unwrap();
+        g.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n").unwrap();
         let r = read_reply(&g).expect("a refusal");
         assert_eq!(r.status, Status::Malformed);
         assert!(r.reason.contains("not an mtmux peer"), "{}", r.reason);
@@ -81,22 +68,13 @@ fn garbage_on_the_listener_is_refused() {
 #[test]
 fn truncated_handshake_times_out_without_blocking_others() {
     within(Duration::from_secs(30), || {
-        let c = Config {
-            handshake_timeout: Duration::from_millis(500),
-            ..cfg(2)
-        };
+        let c = Config { handshake_timeout: Duration::from_millis(500), ..cfg(2) };
         let l = Listener::bind("127.0.0.1:0", &c).unwrap();
         let mut t = TcpStream::connect(l.local_addr()).unwrap();
         t.write_all(b"MTMX\x01").unwrap();
         let start = Instant::now();
         // While it hangs there, a real client is served.
-        assert_listener_serves(
-            &l,
-            &Config {
-                handshake_timeout: Duration::from_secs(5),
-                ..c.clone()
-            },
-        );
+        assert_listener_serves(&l, &Config { handshake_timeout: Duration::from_secs(5), ..c.clone() });
         let r = read_reply(&t).expect("a refusal after the timeout");
         assert_eq!(r.status, Status::Malformed);
         assert!(start.elapsed() >= Duration::from_millis(400));
@@ -106,10 +84,7 @@ fn truncated_handshake_times_out_without_blocking_others() {
 #[test]
 fn bundle_missing_tunnels_is_refused_after_the_timeout() {
     within(Duration::from_secs(30), || {
-        let c = Config {
-            handshake_timeout: Duration::from_millis(500),
-            ..cfg(3)
-        };
+        let c = Config { handshake_timeout: Duration::from_millis(500), ..cfg(3) };
         let l = Listener::bind("127.0.0.1:0", &c).unwrap();
         // Only tunnel 0 of a 3-tunnel bundle shows up.
         let mut t = TcpStream::connect(l.local_addr()).unwrap();
@@ -117,28 +92,16 @@ fn bundle_missing_tunnels_is_refused_after_the_timeout() {
         let r = read_reply(&t).expect("a refusal");
         assert_eq!(r.status, Status::Incomplete);
         assert!(r.reason.contains("only 1 of 3"), "{}", r.reason);
-        assert_listener_serves(
-            &l,
-            &Config {
-                handshake_timeout: Duration::from_secs(5),
-                ..c
-            },
-        );
+        assert_listener_serves(&l, &Config { handshake_timeout: Duration::from_secs(5), ..c });
     });
 }
 
 #[test]
 fn pending_handshakes_are_bounded() {
     within(Duration::from_secs(30), || {
-        let c = Config {
-            handshake_timeout: Duration::from_millis(800),
-            max_pending_handshakes: 4,
-            ..cfg(1)
-        };
+        let c = Config { handshake_timeout: Duration::from_millis(800), max_pending_handshakes: 4, ..cfg(1) };
         let l = Listener::bind("127.0.0.1:0", &c).unwrap();
-        let silent: Vec<TcpStream> = (0..4)
-            .map(|_| TcpStream::connect(l.local_addr()).unwrap())
-            .collect();
+        let silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(l.local_addr()).unwrap()).collect();
         // Beyond the limit: refused at once, not queued.
         let mut busy = None;
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -199,14 +162,10 @@ fn clients_dialing_at_once_get_their_own_sessions() {
             st.close_write().unwrap();
             groups.push((s.peer_addrs(), s));
         }
-        let mut client_addrs: Vec<Vec<SocketAddr>> =
-            clients.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut client_addrs: Vec<Vec<SocketAddr>> = clients.into_iter().map(|h| h.join().unwrap()).collect();
         // Every server session's tunnels are exactly one client's tunnels, in order.
         for (peer, _) in &groups {
-            let pos = client_addrs
-                .iter()
-                .position(|a| a == peer)
-                .expect("a session mixes clients");
+            let pos = client_addrs.iter().position(|a| a == peer).expect("a session mixes clients");
             client_addrs.remove(pos);
         }
         assert!(client_addrs.is_empty());
@@ -218,10 +177,7 @@ fn port_mode_mismatch_is_refused_with_a_clear_reason() {
     within(Duration::from_secs(30), || {
         let c = cfg(3);
         let l = Listener::bind("127.0.0.1:0", &c).unwrap();
-        let single = Config {
-            single_port: true,
-            ..c
-        };
+        let single = Config { single_port: true, ..c };
         match mtmux::dial(l.local_addr(), &single) {
             Err(Error::Refused(why)) => assert!(why.contains("must connect to"), "{why}"),
             other => panic!("expected a refusal, got {other:?}"),
@@ -235,13 +191,7 @@ fn dial_to_a_closed_port_names_the_tunnel() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    match mtmux::dial(
-        ("127.0.0.1", port),
-        &Config {
-            single_port: true,
-            ..cfg(2)
-        },
-    ) {
+    match mtmux::dial(("127.0.0.1", port), &Config { single_port: true, ..cfg(2) }) {
         Err(Error::Io(e)) => {
             assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
             assert!(e.to_string().contains("tunnel"), "{e}");
@@ -249,13 +199,7 @@ fn dial_to_a_closed_port_names_the_tunnel() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        mtmux::dial(
-            "127.0.0.1:1",
-            &Config {
-                tunnels: 0,
-                ..cfg(1)
-            }
-        ),
+        mtmux::dial("127.0.0.1:1", &Config { tunnels: 0, ..cfg(1) }),
         Err(Error::InvalidConfig(_))
     ));
 }
@@ -269,20 +213,14 @@ fn listener_close_wakes_accept() {
         // A bounded wait for the acceptor to block is not needed: close() also covers an
         // accept that starts afterwards.
         l.close();
-        assert!(matches!(
-            waiter.join().unwrap(),
-            Err(Error::SessionClosed(_))
-        ));
+        assert!(matches!(waiter.join().unwrap(), Err(Error::SessionClosed(_))));
         assert!(l.accept().is_err());
     });
 }
 
 /// A one-tunnel bundle whose client side is a raw socket speaking the handshake by hand.
 fn fake_peer(cfg: &Config) -> (Listener, TcpStream, mtmux::Session) {
-    let c = Config {
-        tunnels: 1,
-        ..cfg.clone()
-    };
+    let c = Config { tunnels: 1, ..cfg.clone() };
     let l = Listener::bind("127.0.0.1:0", &c).unwrap();
     let mut raw = TcpStream::connect(l.local_addr()).unwrap();
     let mut h = hello(0, 1, &c);
@@ -314,19 +252,11 @@ fn expect_protocol_error(cfg: &Config, bytes: Vec<u8>, expect: &str) {
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut sink = Vec::new();
     let _ = raw.read_to_end(&mut sink);
-    assert_listener_serves(
-        &l,
-        &Config {
-            tunnels: 1,
-            ..cfg.clone()
-        },
-    );
+    assert_listener_serves(&l, &Config { tunnels: 1, ..cfg.clone() });
 }
 
 fn data(stream: u32, seq: u32, flags: u16, payload: &[u8]) -> Vec<u8> {
-    let mut v = Header::data(stream, seq, flags, payload.len() as u32)
-        .encode()
-        .to_vec();
+    let mut v = Header::data(stream, seq, flags, payload.len() as u32).encode().to_vec();
     v.extend_from_slice(payload);
     v
 }
@@ -344,9 +274,7 @@ fn unknown_command_closes_the_session() {
 fn oversized_frame_closes_the_session() {
     within(Duration::from_secs(30), || {
         let c = cfg(1);
-        let h = Header::data(1, 0, FLAG_OPEN, c.max_frame_size as u32 + 1)
-            .encode()
-            .to_vec();
+        let h = Header::data(1, 0, FLAG_OPEN, c.max_frame_size as u32 + 1).encode().to_vec();
         expect_protocol_error(&c, h, "exceeds the maximum");
     });
 }
@@ -362,12 +290,7 @@ fn frame_beyond_the_window_closes_the_session() {
         };
         let mut b = Vec::new();
         for seq in 0..3 {
-            b.extend(data(
-                1,
-                seq,
-                if seq == 0 { FLAG_OPEN } else { 0 },
-                &vec![0u8; 16 << 10],
-            ));
+            b.extend(data(1, seq, if seq == 0 { FLAG_OPEN } else { 0 }, &vec![0u8; 16 << 10]));
         }
         expect_protocol_error(&c, b, "beyond the advertised window");
     });
@@ -377,11 +300,7 @@ fn frame_beyond_the_window_closes_the_session() {
 fn frame_for_a_stream_never_opened_closes_the_session() {
     within(Duration::from_secs(30), || {
         // Even ids are the server's; it never opened stream 2.
-        let mut b = Control::Window {
-            stream: 2,
-            limit: 1 << 30,
-        }
-        .encode();
+        let mut b = Control::Window { stream: 2, limit: 1 << 30 }.encode();
         b.extend(data(2, 0, FLAG_OPEN, b"x"));
         expect_protocol_error(&cfg(1), b, "never opened");
     });
@@ -390,11 +309,7 @@ fn frame_for_a_stream_never_opened_closes_the_session() {
 #[test]
 fn garbage_after_the_handshake_closes_the_session() {
     within(Duration::from_secs(30), || {
-        expect_protocol_error(
-            &cfg(1),
-            b"\xde\xad\xbe\xef garbage garbage".to_vec(),
-            "version",
-        );
+        expect_protocol_error(&cfg(1), b"\xde\xad\xbe\xef garbage garbage".to_vec(), "version");
     });
 }
 

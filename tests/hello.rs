@@ -7,10 +7,7 @@ use std::time::Duration;
 #[test]
 fn hello_world_as_in_the_readme() {
     common::within(Duration::from_secs(30), || {
-        let cfg = mtmux::Config {
-            tunnels: 4,
-            ..Default::default()
-        };
+        let cfg = mtmux::Config { tunnels: 4, ..Default::default() };
         let listener = mtmux::Listener::bind("127.0.0.1:0", &cfg).unwrap();
         let addr = listener.local_addr();
         let server = std::thread::spawn(move || -> mtmux::Result<()> {

@@ -52,9 +52,19 @@ pub struct Expired<T> {
     pub count: u16,
 }
 
+/// A bundle refused while some of its tunnels may still be on their way.
+struct Refusal {
+    status: Status,
+    reason: String,
+    until: Instant,
+}
+
 /// Bundles being assembled.
 pub struct Assembler<T> {
     bundles: HashMap<BundleId, Pending<T>>,
+    /// Recently refused bundles: their late tunnels are refused at once instead of waiting
+    /// for the rest of a bundle that will never complete. At most `max_held` entries.
+    refused: HashMap<BundleId, Refusal>,
     held: usize,
     max_held: usize,
 }
@@ -62,11 +72,7 @@ pub struct Assembler<T> {
 impl<T> Assembler<T> {
     /// An assembler holding at most `max_held` waiting tunnels in total.
     pub fn new(max_held: usize) -> Self {
-        Assembler {
-            bundles: HashMap::new(),
-            held: 0,
-            max_held,
-        }
+        Assembler { bundles: HashMap::new(), refused: HashMap::new(), held: 0, max_held }
     }
 
     /// Tunnels currently held.
@@ -83,11 +89,12 @@ impl<T> Assembler<T> {
         timeout: Duration,
         max_tunnels: u16,
     ) -> Join<T> {
-        let refuse = |conn, status, reason: String| Join::Refused {
-            conn,
-            status,
-            reason,
-        };
+        let refuse = |conn, status, reason: String| Join::Refused { conn, status, reason };
+        if let Some(r) = self.refused.get(&hello.bundle) {
+            if r.until > now {
+                return refuse(conn, r.status, r.reason.clone());
+            }
+        }
         if hello.kind == HelloKind::Rejoin {
             return refuse(
                 conn,
@@ -99,10 +106,7 @@ impl<T> Assembler<T> {
             return refuse(
                 conn,
                 Status::BadParams,
-                format!(
-                    "bundle of {} tunnels; this server accepts at most {max_tunnels}",
-                    hello.count
-                ),
+                format!("bundle of {} tunnels; this server accepts at most {max_tunnels}", hello.count),
             );
         }
         if let Some(p) = self.bundles.get(&hello.bundle) {
@@ -114,18 +118,11 @@ impl<T> Assembler<T> {
                 );
             }
             if p.slots[hello.index as usize].is_some() {
-                return refuse(
-                    conn,
-                    Status::Conflict,
-                    format!("tunnel index {} arrived twice", hello.index),
-                );
+                return refuse(conn, Status::Conflict, format!("tunnel index {} arrived twice", hello.index));
             }
         }
         if hello.count == 1 {
-            return Join::Complete {
-                tunnels: vec![conn],
-                params: hello.params,
-            };
+            return Join::Complete { tunnels: vec![conn], params: hello.params };
         }
         if self.held >= self.max_held {
             return refuse(conn, Status::Busy, "too many handshakes in progress".into());
@@ -142,22 +139,12 @@ impl<T> Assembler<T> {
         p.arrived += 1;
         self.held += 1;
         if p.arrived < p.count as usize {
-            return Join::Waiting {
-                deadline: p.deadline,
-                first,
-            };
+            return Join::Waiting { deadline: p.deadline, first };
         }
         let p = self.bundles.remove(&hello.bundle).expect("present");
         self.held -= p.arrived;
-        let tunnels = p
-            .slots
-            .into_iter()
-            .map(|s| s.expect("all arrived"))
-            .collect();
-        Join::Complete {
-            tunnels,
-            params: p.params,
-        }
+        let tunnels = p.slots.into_iter().map(|s| s.expect("all arrived")).collect();
+        Join::Complete { tunnels, params: p.params }
     }
 
     /// Whether bundle `id` is still being assembled.
@@ -165,8 +152,20 @@ impl<T> Assembler<T> {
         self.bundles.contains_key(id)
     }
 
-    /// Remove bundle `id` now (one of its tunnels was refused); returns its connections.
-    pub fn remove(&mut self, id: &BundleId) -> Vec<T> {
+    /// Refuse bundle `id` now (one of its tunnels was refused): returns the connections it
+    /// held, and its tunnels arriving within `linger` are refused with the same reason.
+    pub fn refuse(
+        &mut self,
+        id: &BundleId,
+        status: Status,
+        reason: &str,
+        now: Instant,
+        linger: Duration,
+    ) -> Vec<T> {
+        self.refused.retain(|_, r| r.until > now);
+        if self.refused.len() < self.max_held {
+            self.refused.insert(*id, Refusal { status, reason: reason.to_string(), until: now + linger });
+        }
         match self.bundles.remove(id) {
             Some(p) => {
                 self.held -= p.arrived;
@@ -183,20 +182,13 @@ impl<T> Assembler<T> {
         }
         let p = self.bundles.remove(id)?;
         self.held -= p.arrived;
-        Some(Expired {
-            tunnels: p.slots.into_iter().flatten().collect(),
-            arrived: p.arrived,
-            count: p.count,
-        })
+        Some(Expired { tunnels: p.slots.into_iter().flatten().collect(), arrived: p.arrived, count: p.count })
     }
 
     /// Remove every waiting bundle (the listener is closing).
     pub fn drain(&mut self) -> Vec<T> {
         self.held = 0;
-        self.bundles
-            .drain()
-            .flat_map(|(_, p)| p.slots.into_iter().flatten())
-            .collect()
+        self.bundles.drain().flat_map(|(_, p)| p.slots.into_iter().flatten()).collect()
     }
 }
 
@@ -210,11 +202,7 @@ mod tests {
             bundle: BundleId([id; 16]),
             index,
             count,
-            params: Params {
-                max_frame: 1024,
-                stream_window: 4096,
-                session_window: 8192,
-            },
+            params: Params { max_frame: 1024, stream_window: 4096, session_window: 8192 },
         }
     }
 
@@ -224,14 +212,8 @@ mod tests {
     fn interleaved_clients_get_their_own_bundles() {
         let mut a = Assembler::new(16);
         let now = Instant::now();
-        assert!(matches!(
-            a.join(&hello(1, 1, 2), "a1", now, T, 8),
-            Join::Waiting { first: true, .. }
-        ));
-        assert!(matches!(
-            a.join(&hello(2, 0, 2), "b0", now, T, 8),
-            Join::Waiting { first: true, .. }
-        ));
+        assert!(matches!(a.join(&hello(1, 1, 2), "a1", now, T, 8), Join::Waiting { first: true, .. }));
+        assert!(matches!(a.join(&hello(2, 0, 2), "b0", now, T, 8), Join::Waiting { first: true, .. }));
         match a.join(&hello(2, 1, 2), "b1", now, T, 8) {
             Join::Complete { tunnels, .. } => assert_eq!(tunnels, vec!["b0", "b1"]),
             _ => panic!("bundle 2 should be complete"),
@@ -250,34 +232,19 @@ mod tests {
         a.join(&hello(1, 0, 3), "x", now, T, 8);
         assert!(matches!(
             a.join(&hello(1, 0, 3), "dup", now, T, 8),
-            Join::Refused {
-                status: Status::Conflict,
-                ..
-            }
+            Join::Refused { status: Status::Conflict, .. }
         ));
         assert!(matches!(
             a.join(&hello(1, 1, 4), "cnt", now, T, 8),
-            Join::Refused {
-                status: Status::Conflict,
-                ..
-            }
+            Join::Refused { status: Status::Conflict, .. }
         ));
         assert!(matches!(
             a.join(&hello(3, 0, 9), "big", now, T, 8),
-            Join::Refused {
-                status: Status::BadParams,
-                ..
-            }
+            Join::Refused { status: Status::BadParams, .. }
         ));
         let mut r = hello(4, 0, 2);
         r.kind = HelloKind::Rejoin;
-        assert!(matches!(
-            a.join(&r, "rj", now, T, 8),
-            Join::Refused {
-                status: Status::Unsupported,
-                ..
-            }
-        ));
+        assert!(matches!(a.join(&r, "rj", now, T, 8), Join::Refused { status: Status::Unsupported, .. }));
     }
 
     #[test]
@@ -286,36 +253,35 @@ mod tests {
         let now = Instant::now();
         a.join(&hello(1, 0, 4), 1, now, T, 8);
         a.join(&hello(2, 0, 4), 2, now, T, 8);
-        assert!(matches!(
-            a.join(&hello(3, 0, 4), 3, now, T, 8),
-            Join::Refused {
-                status: Status::Busy,
-                ..
-            }
-        ));
+        assert!(matches!(a.join(&hello(3, 0, 4), 3, now, T, 8), Join::Refused { status: Status::Busy, .. }));
         // A single-tunnel bundle needs no waiting room.
-        assert!(matches!(
-            a.join(&hello(4, 0, 1), 4, now, T, 8),
-            Join::Complete { .. }
-        ));
+        assert!(matches!(a.join(&hello(4, 0, 1), 4, now, T, 8), Join::Complete { .. }));
     }
 
     #[test]
     fn only_the_first_tunnel_watches_the_deadline() {
         let mut a = Assembler::new(16);
         let now = Instant::now();
-        assert!(matches!(
-            a.join(&hello(1, 0, 3), 0, now, T, 8),
-            Join::Waiting { first: true, .. }
-        ));
-        assert!(matches!(
-            a.join(&hello(1, 1, 3), 1, now, T, 8),
-            Join::Waiting { first: false, .. }
-        ));
+        assert!(matches!(a.join(&hello(1, 0, 3), 0, now, T, 8), Join::Waiting { first: true, .. }));
+        assert!(matches!(a.join(&hello(1, 1, 3), 1, now, T, 8), Join::Waiting { first: false, .. }));
         assert!(a.contains(&BundleId([1; 16])));
-        assert_eq!(a.remove(&BundleId([1; 16])), vec![0, 1]);
+        assert_eq!(a.refuse(&BundleId([1; 16]), Status::WrongPort, "wrong port", now, T), vec![0, 1]);
         assert!(!a.contains(&BundleId([1; 16])));
         assert_eq!(a.held(), 0);
+    }
+
+    #[test]
+    fn late_tunnels_of_a_refused_bundle_are_refused_at_once() {
+        let mut a = Assembler::new(16);
+        let now = Instant::now();
+        // Tunnel 1 was refused before tunnel 0 arrived.
+        assert!(a.refuse(&BundleId([1; 16]), Status::WrongPort, "wrong port", now, T).is_empty());
+        match a.join(&hello(1, 0, 3), 0, now, T, 8) {
+            Join::Refused { status: Status::WrongPort, reason, .. } => assert_eq!(reason, "wrong port"),
+            _ => panic!("a late tunnel of a refused bundle must be refused"),
+        }
+        // Once the refusal has lapsed, the id is free again.
+        assert!(matches!(a.join(&hello(1, 0, 3), 0, now + T, T, 8), Join::Waiting { .. }));
     }
 
     #[test]

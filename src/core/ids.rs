@@ -71,13 +71,7 @@ impl StreamIds {
             Role::Client => (1, 0),
             Role::Server => (2, 1),
         };
-        StreamIds {
-            next_local,
-            peer_parity,
-            peer_highest: 0,
-            missing: HashSet::new(),
-            max_missing,
-        }
+        StreamIds { next_local, peer_parity, peer_highest: 0, missing: HashSet::new(), max_missing }
     }
 
     /// Allocate the next local id, or `None` when the id space is exhausted.
@@ -108,11 +102,8 @@ impl StreamIds {
     pub fn observe_peer(&mut self, id: u32) -> Result<PeerId, IdError> {
         debug_assert!(self.is_peer(id) && id != 0);
         if id > self.peer_highest {
-            let first_skipped = if self.peer_highest == 0 {
-                2 - self.peer_parity
-            } else {
-                self.peer_highest + 2
-            };
+            let first_skipped =
+                if self.peer_highest == 0 { 2 - self.peer_parity } else { self.peer_highest + 2 };
             let skipped = ((id - first_skipped) / 2) as usize;
             if self.missing.len() + skipped > self.max_missing {
                 return Err(IdError::TooManyMissing(id));

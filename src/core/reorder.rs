@@ -212,11 +212,7 @@ impl ReorderBuffer {
     pub fn discard(&mut self) -> u64 {
         let mut released: u64 = self.ready.iter().map(|p| data_charge(p.len())).sum();
         released -= self.front_read as u64;
-        released += self
-            .pending
-            .values()
-            .map(|h| data_charge(h.payload.len()))
-            .sum::<u64>();
+        released += self.pending.values().map(|h| data_charge(h.payload.len())).sum::<u64>();
         // Keep sequence tracking so that later frames are still checked and counted.
         let pending = std::mem::take(&mut self.pending);
         for (seq, h) in pending {
@@ -268,10 +264,7 @@ mod tests {
         let now = t0();
         assert!(!r.insert(1, 0, b"cd".to_vec(), now).unwrap());
         assert_eq!(r.readable(), 0);
-        assert_eq!(
-            r.gap_deadline(Duration::from_secs(1)),
-            Some(now + Duration::from_secs(1))
-        );
+        assert_eq!(r.gap_deadline(Duration::from_secs(1)), Some(now + Duration::from_secs(1)));
         assert!(r.insert(0, FLAG_OPEN, b"ab".to_vec(), now).unwrap());
         assert_eq!(read_all(&mut r), b"abcd");
         assert_eq!(r.gap_deadline(Duration::from_secs(1)), None);
@@ -282,19 +275,10 @@ mod tests {
         let mut r = ReorderBuffer::new();
         let now = t0();
         r.insert(0, FLAG_OPEN, b"a".to_vec(), now).unwrap();
-        assert_eq!(
-            r.insert(0, FLAG_OPEN, b"a".to_vec(), now),
-            Err(ReorderError::Duplicate(0))
-        );
+        assert_eq!(r.insert(0, FLAG_OPEN, b"a".to_vec(), now), Err(ReorderError::Duplicate(0)));
         r.insert(2, FLAG_FIN, vec![], now).unwrap();
-        assert_eq!(
-            r.insert(3, 0, b"x".to_vec(), now),
-            Err(ReorderError::AfterFin(3))
-        );
-        assert_eq!(
-            r.insert(5, FLAG_FIN, vec![], now),
-            Err(ReorderError::AfterFin(5))
-        );
+        assert_eq!(r.insert(3, 0, b"x".to_vec(), now), Err(ReorderError::AfterFin(3)));
+        assert_eq!(r.insert(5, FLAG_FIN, vec![], now), Err(ReorderError::AfterFin(5)));
     }
 
     #[test]
@@ -302,23 +286,14 @@ mod tests {
         let mut r = ReorderBuffer::new();
         let now = t0();
         r.insert(4, 0, b"x".to_vec(), now).unwrap();
-        assert_eq!(
-            r.insert(2, FLAG_FIN, vec![], now),
-            Err(ReorderError::AfterFin(4))
-        );
+        assert_eq!(r.insert(2, FLAG_FIN, vec![], now), Err(ReorderError::AfterFin(4)));
     }
 
     #[test]
     fn open_flag_must_match_sequence_zero() {
         let mut r = ReorderBuffer::new();
-        assert_eq!(
-            r.insert(0, 0, b"a".to_vec(), t0()),
-            Err(ReorderError::BadOpen(0))
-        );
-        assert_eq!(
-            r.insert(3, FLAG_OPEN, b"a".to_vec(), t0()),
-            Err(ReorderError::BadOpen(3))
-        );
+        assert_eq!(r.insert(0, 0, b"a".to_vec(), t0()), Err(ReorderError::BadOpen(0)));
+        assert_eq!(r.insert(3, FLAG_OPEN, b"a".to_vec(), t0()), Err(ReorderError::BadOpen(3)));
     }
 
     #[test]
@@ -330,10 +305,7 @@ mod tests {
         // The sender says it sent 3 frames; frames 1 and 2 are missing.
         let later = now + Duration::from_millis(5);
         r.mark_sent(3, later);
-        assert_eq!(
-            r.gap_deadline(Duration::from_secs(1)),
-            Some(later + Duration::from_secs(1))
-        );
+        assert_eq!(r.gap_deadline(Duration::from_secs(1)), Some(later + Duration::from_secs(1)));
         r.insert(1, 0, b"b".to_vec(), later).unwrap();
         r.insert(2, FLAG_FIN, vec![], later).unwrap();
         assert_eq!(r.gap_deadline(Duration::from_secs(1)), None);
@@ -350,10 +322,7 @@ mod tests {
         let later = now + Duration::from_millis(50);
         r.insert(0, FLAG_OPEN, b"a".to_vec(), later).unwrap();
         // Frame 1 is now the missing one; it gets a full timeout from `later`.
-        assert_eq!(
-            r.gap_deadline(Duration::from_secs(1)),
-            Some(later + Duration::from_secs(1))
-        );
+        assert_eq!(r.gap_deadline(Duration::from_secs(1)), Some(later + Duration::from_secs(1)));
     }
 
     #[test]

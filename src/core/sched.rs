@@ -103,9 +103,7 @@ impl Scheduler {
 
     /// Whether nothing at all waits to be sent.
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
-            && self.control.is_empty()
-            && self.tunnel_control.iter().all(VecDeque::is_empty)
+        self.ring.is_empty() && self.control.is_empty() && self.tunnel_control.iter().all(VecDeque::is_empty)
     }
 
     /// Bytes of DATA waiting.
@@ -267,10 +265,7 @@ mod tests {
     fn control_goes_before_data() {
         let mut s = Scheduler::new(2, 1 << 20);
         s.push_data(1, frame(1, 100));
-        s.push_control(Control::Window {
-            stream: 1,
-            limit: 5,
-        });
+        s.push_control(Control::Window { stream: 1, limit: 5 });
         s.push_tunnel_control(1, Control::Pong(9));
         let mut b = Batch::default();
         assert_eq!(s.next_batch(0, 1000, &mut b), 1);

@@ -25,13 +25,7 @@ pub struct RecvWindow {
 impl RecvWindow {
     /// A window of `initial` charge that auto-tuning may grow to `max`.
     pub fn new(initial: u64, max: u64) -> Self {
-        RecvWindow {
-            size: initial,
-            max: max.max(initial),
-            limit: initial,
-            consumed: 0,
-            last_update: None,
-        }
+        RecvWindow { size: initial, max: max.max(initial), limit: initial, consumed: 0, last_update: None }
     }
 
     /// The absolute limit currently granted to the peer.
@@ -84,10 +78,7 @@ pub struct SendWindow {
 impl SendWindow {
     /// A window with the peer's initial limit.
     pub fn new(initial: u64) -> Self {
-        SendWindow {
-            limit: initial,
-            used: 0,
-        }
+        SendWindow { limit: initial, used: 0 }
     }
 
     /// Charge that may still be sent.
@@ -139,16 +130,10 @@ mod tests {
         let rtt = Some(Duration::from_millis(10));
         assert_eq!(w.consume(60, now, rtt), Some(160));
         // Next update 5 ms later (< 2 RTT): the window doubles.
-        assert_eq!(
-            w.consume(60, now + Duration::from_millis(5), rtt),
-            Some(120 + 200)
-        );
+        assert_eq!(w.consume(60, now + Duration::from_millis(5), rtt), Some(120 + 200));
         assert_eq!(w.size(), 200);
         // Slow consumption (> 2 RTT): stays.
-        assert_eq!(
-            w.consume(150, now + Duration::from_secs(1), rtt),
-            Some(270 + 200)
-        );
+        assert_eq!(w.consume(150, now + Duration::from_secs(1), rtt), Some(270 + 200));
         // Never beyond max.
         let t = now + Duration::from_secs(1);
         w.consume(200, t, rtt);

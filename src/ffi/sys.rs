@@ -9,11 +9,7 @@ use std::time::Duration;
 
 /// Send `bufs` with one `sendmsg`. `MSG_NOSIGNAL` always (a C program linking us must not die
 /// of SIGPIPE); `MSG_DONTWAIT` when `nonblocking`. Returns the bytes sent.
-pub fn send_vectored(
-    sock: &TcpStream,
-    bufs: &[IoSlice<'_>],
-    nonblocking: bool,
-) -> io::Result<usize> {
+pub fn send_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>], nonblocking: bool) -> io::Result<usize> {
     let mut flags = libc::MSG_NOSIGNAL;
     if nonblocking {
         flags |= libc::MSG_DONTWAIT;
@@ -37,11 +33,7 @@ pub fn send_vectored(
 /// the mark) or `timeout` passes. Returns whether it is writable (or in error, which the next
 /// write reports).
 pub fn wait_writable(sock: &TcpStream, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
     let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
     loop {
         // Safety: `pfd` is a valid pollfd and we pass a count of 1.
@@ -120,11 +112,7 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     while filled < buf.len() {
         // Safety: we pass the unfilled tail of `buf` and its exact length.
         let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr() as *mut libc::c_void,
-                buf.len() - filled,
-                0,
-            )
+            libc::getrandom(buf[filled..].as_mut_ptr() as *mut libc::c_void, buf.len() - filled, 0)
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -149,12 +137,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
-        let n = send_vectored(
-            &a,
-            &[IoSlice::new(b"hello "), IoSlice::new(b"world")],
-            false,
-        )
-        .unwrap();
+        let n = send_vectored(&a, &[IoSlice::new(b"hello "), IoSlice::new(b"world")], false).unwrap();
         assert_eq!(n, 11);
         let mut v = Vec::with_capacity(64);
         let mut got = 0;

@@ -127,10 +127,7 @@ impl fmt::Display for FrameError {
             FrameError::UnknownCommand(c) => write!(f, "unknown frame command {c:#04x}"),
             FrameError::Unsupported(c) => write!(f, "frame command {c:?} is not supported"),
             FrameError::TooLong { len, max } => {
-                write!(
-                    f,
-                    "frame payload of {len} bytes exceeds the maximum of {max}"
-                )
+                write!(f, "frame payload of {len} bytes exceeds the maximum of {max}")
             }
             FrameError::BadLength { cmd, len } => {
                 write!(f, "{cmd:?} frame with invalid payload length {len}")
@@ -150,13 +147,7 @@ impl std::error::Error for FrameError {}
 impl Header {
     /// A DATA header.
     pub fn data(stream: u32, seq: u32, flags: u16, len: u32) -> Header {
-        Header {
-            cmd: Cmd::Data,
-            flags,
-            stream,
-            seq,
-            len,
-        }
+        Header { cmd: Cmd::Data, flags, stream, seq, len }
     }
 
     /// Encode into the 16-byte wire form.
@@ -190,33 +181,20 @@ impl Header {
     }
 
     fn validate(&self, max_frame: u32) -> Result<(), FrameError> {
-        let Header {
-            cmd,
-            flags,
-            stream,
-            len,
-            ..
-        } = *self;
+        let Header { cmd, flags, stream, len, .. } = *self;
         let needs_stream = matches!(cmd, Cmd::Data | Cmd::Reset | Cmd::Sent);
         let session_only = matches!(cmd, Cmd::Ping | Cmd::Pong | Cmd::GoAway);
         if (needs_stream && stream == 0) || (session_only && stream != 0) {
             return Err(FrameError::BadStream { cmd, stream });
         }
-        let allowed_flags = if cmd == Cmd::Data {
-            FLAG_OPEN | FLAG_FIN
-        } else {
-            0
-        };
+        let allowed_flags = if cmd == Cmd::Data { FLAG_OPEN | FLAG_FIN } else { 0 };
         if flags & !allowed_flags != 0 {
             return Err(FrameError::BadFlags { cmd, flags });
         }
         let expected_len = match cmd {
             Cmd::Data => {
                 if len > max_frame {
-                    return Err(FrameError::TooLong {
-                        len,
-                        max: max_frame,
-                    });
+                    return Err(FrameError::TooLong { len, max: max_frame });
                 }
                 // An empty DATA frame must mean something (open or fin), otherwise it is
                 // a free way to make the receiver do work.
@@ -288,38 +266,20 @@ impl Control {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let (cmd, stream, seq, payload): (Cmd, u32, u32, &[u8]) = match *self {
             Control::Window { stream, limit } => {
-                let h = Header {
-                    cmd: Cmd::Window,
-                    flags: 0,
-                    stream,
-                    seq: 0,
-                    len: 8,
-                };
+                let h = Header { cmd: Cmd::Window, flags: 0, stream, seq: 0, len: 8 };
                 out.extend_from_slice(&h.encode());
                 out.extend_from_slice(&limit.to_be_bytes());
                 return;
             }
             Control::Reset { stream, code } => (Cmd::Reset, stream, 0, &code.to_be_bytes()[..]),
             Control::Ping(t) => {
-                let h = Header {
-                    cmd: Cmd::Ping,
-                    flags: 0,
-                    stream: 0,
-                    seq: 0,
-                    len: 8,
-                };
+                let h = Header { cmd: Cmd::Ping, flags: 0, stream: 0, seq: 0, len: 8 };
                 out.extend_from_slice(&h.encode());
                 out.extend_from_slice(&t.to_be_bytes());
                 return;
             }
             Control::Pong(t) => {
-                let h = Header {
-                    cmd: Cmd::Pong,
-                    flags: 0,
-                    stream: 0,
-                    seq: 0,
-                    len: 8,
-                };
+                let h = Header { cmd: Cmd::Pong, flags: 0, stream: 0, seq: 0, len: 8 };
                 out.extend_from_slice(&h.encode());
                 out.extend_from_slice(&t.to_be_bytes());
                 return;
@@ -327,13 +287,7 @@ impl Control {
             Control::GoAway(code) => (Cmd::GoAway, 0, 0, &code.to_be_bytes()[..]),
             Control::Sent { stream, count } => (Cmd::Sent, stream, count, &[][..]),
         };
-        let h = Header {
-            cmd,
-            flags: 0,
-            stream,
-            seq,
-            len: payload.len() as u32,
-        };
+        let h = Header { cmd, flags: 0, stream, seq, len: payload.len() as u32 };
         out.extend_from_slice(&h.encode());
         out.extend_from_slice(payload);
     }
@@ -348,27 +302,15 @@ impl Control {
     /// Build a control frame from a validated non-DATA header and its payload.
     pub fn decode(h: &Header, payload: &[u8]) -> Result<Control, FrameError> {
         if payload.len() != h.len as usize {
-            return Err(FrameError::BadLength {
-                cmd: h.cmd,
-                len: payload.len() as u32,
-            });
+            return Err(FrameError::BadLength { cmd: h.cmd, len: payload.len() as u32 });
         }
         Ok(match h.cmd {
-            Cmd::Window => Control::Window {
-                stream: h.stream,
-                limit: BigEndian::read_u64(payload),
-            },
-            Cmd::Reset => Control::Reset {
-                stream: h.stream,
-                code: BigEndian::read_u32(payload),
-            },
+            Cmd::Window => Control::Window { stream: h.stream, limit: BigEndian::read_u64(payload) },
+            Cmd::Reset => Control::Reset { stream: h.stream, code: BigEndian::read_u32(payload) },
             Cmd::Ping => Control::Ping(BigEndian::read_u64(payload)),
             Cmd::Pong => Control::Pong(BigEndian::read_u64(payload)),
             Cmd::GoAway => Control::GoAway(BigEndian::read_u32(payload)),
-            Cmd::Sent => Control::Sent {
-                stream: h.stream,
-                count: h.seq,
-            },
+            Cmd::Sent => Control::Sent { stream: h.stream, count: h.seq },
             Cmd::Data | Cmd::Ack => return Err(FrameError::Unsupported(h.cmd)),
         })
     }
@@ -408,13 +350,7 @@ mod tests {
     #[test]
     fn rejects_oversized_data() {
         let b = Header::data(1, 0, 0, MAX + 1).encode();
-        assert_eq!(
-            decode(&b),
-            Err(FrameError::TooLong {
-                len: MAX + 1,
-                max: MAX
-            })
-        );
+        assert_eq!(decode(&b), Err(FrameError::TooLong { len: MAX + 1, max: MAX }));
     }
 
     #[test]
@@ -429,30 +365,15 @@ mod tests {
             decode(&Header::data(0, 0, FLAG_OPEN, 1).encode()),
             Err(FrameError::BadStream { .. })
         ));
-        let h = Header {
-            cmd: Cmd::Ping,
-            flags: 0,
-            stream: 5,
-            seq: 0,
-            len: 8,
-        };
-        assert!(matches!(
-            decode(&h.encode()),
-            Err(FrameError::BadStream { .. })
-        ));
+        let h = Header { cmd: Cmd::Ping, flags: 0, stream: 5, seq: 0, len: 8 };
+        assert!(matches!(decode(&h.encode()), Err(FrameError::BadStream { .. })));
     }
 
     #[test]
     fn rejects_unknown_flags_and_ack() {
         let b = Header::data(1, 0, 0x80, 5).encode();
         assert!(matches!(decode(&b), Err(FrameError::BadFlags { .. })));
-        let h = Header {
-            cmd: Cmd::Ack,
-            flags: 0,
-            stream: 1,
-            seq: 0,
-            len: 0,
-        };
+        let h = Header { cmd: Cmd::Ack, flags: 0, stream: 1, seq: 0, len: 0 };
         assert_eq!(decode(&h.encode()), Err(FrameError::Unsupported(Cmd::Ack)));
     }
 
@@ -465,9 +386,7 @@ mod tests {
     fn control_strategy() -> impl Strategy<Value = Control> {
         prop_oneof![
             (1u32.., any::<u64>()).prop_map(|(stream, limit)| Control::Window { stream, limit }),
-            Just(0u32)
-                .prop_flat_map(|_| any::<u64>())
-                .prop_map(|limit| Control::Window { stream: 0, limit }),
+            Just(0u32).prop_flat_map(|_| any::<u64>()).prop_map(|limit| Control::Window { stream: 0, limit }),
             (1u32.., any::<u32>()).prop_map(|(stream, code)| Control::Reset { stream, code }),
             any::<u64>().prop_map(Control::Ping),
             any::<u64>().prop_map(Control::Pong),

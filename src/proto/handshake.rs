@@ -160,10 +160,7 @@ impl fmt::Display for HandshakeError {
         match self {
             HandshakeError::BadMagic(m) => write!(f, "not an mtmux peer (magic {m:02x?})"),
             HandshakeError::BadVersion(v) => {
-                write!(
-                    f,
-                    "handshake version {v} (this side speaks {HANDSHAKE_VERSION})"
-                )
+                write!(f, "handshake version {v} (this side speaks {HANDSHAKE_VERSION})")
             }
             HandshakeError::BadKind(k) => write!(f, "unknown handshake kind {k}"),
             HandshakeError::Malformed(why) => write!(f, "malformed handshake: {why}"),
@@ -173,14 +170,7 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-fn write_common(
-    b: &mut [u8; HELLO_LEN],
-    kind: u8,
-    index: u16,
-    count: u16,
-    bundle: &BundleId,
-    p: &Params,
-) {
+fn write_common(b: &mut [u8; HELLO_LEN], kind: u8, index: u16, count: u16, bundle: &BundleId, p: &Params) {
     b[0..4].copy_from_slice(&MAGIC);
     b[4] = HANDSHAKE_VERSION;
     b[5] = kind;
@@ -214,14 +204,7 @@ impl Hello {
     /// Encode into the fixed 40-byte form.
     pub fn encode(&self) -> [u8; HELLO_LEN] {
         let mut b = [0u8; HELLO_LEN];
-        write_common(
-            &mut b,
-            self.kind as u8,
-            self.index,
-            self.count,
-            &self.bundle,
-            &self.params,
-        );
+        write_common(&mut b, self.kind as u8, self.index, self.count, &self.bundle, &self.params);
         b
     }
 
@@ -242,9 +225,7 @@ impl Hello {
             return Err(HandshakeError::Malformed("tunnel count is zero"));
         }
         if index >= count {
-            return Err(HandshakeError::Malformed(
-                "tunnel index is not below the tunnel count",
-            ));
+            return Err(HandshakeError::Malformed("tunnel index is not below the tunnel count"));
         }
         let params = read_params(b);
         if params.max_frame == 0 || params.stream_window == 0 || params.session_window == 0 {
@@ -252,13 +233,7 @@ impl Hello {
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&b[12..28]);
-        Ok(Hello {
-            kind,
-            bundle: BundleId(id),
-            index,
-            count,
-            params,
-        })
+        Ok(Hello { kind, bundle: BundleId(id), index, count, params })
     }
 }
 
@@ -277,11 +252,7 @@ impl Reply {
 
     /// A refusal; `hello` may be unknown when the HELLO itself could not be decoded.
     pub fn refuse(hello: Option<&Hello>, status: Status, reason: impl Into<String>) -> Reply {
-        let zero = Params {
-            max_frame: 0,
-            stream_window: 0,
-            session_window: 0,
-        };
+        let zero = Params { max_frame: 0, stream_window: 0, session_window: 0 };
         let mut reason = reason.into();
         if reason.len() > MAX_REASON_LEN {
             let mut cut = MAX_REASON_LEN;
@@ -303,14 +274,7 @@ impl Reply {
     /// Encode: the fixed part followed by the reason text.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = [0u8; HELLO_LEN];
-        write_common(
-            &mut b,
-            self.status as u8,
-            self.index,
-            self.count,
-            &self.bundle,
-            &self.params,
-        );
+        write_common(&mut b, self.status as u8, self.index, self.count, &self.bundle, &self.params);
         let reason = &self.reason.as_bytes()[..self.reason.len().min(MAX_REASON_LEN)];
         BigEndian::write_u16(&mut b[10..12], reason.len() as u16);
         let mut v = b.to_vec();
@@ -356,11 +320,7 @@ mod tests {
             bundle: BundleId([7; 16]),
             index: 2,
             count: 4,
-            params: Params {
-                max_frame: 65536,
-                stream_window: 1 << 20,
-                session_window: 1 << 26,
-            },
+            params: Params { max_frame: 65536, stream_window: 1 << 20, session_window: 1 << 26 },
         }
     }
 
@@ -373,20 +333,14 @@ mod tests {
     #[test]
     fn garbage_is_not_a_hello() {
         let b = *b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n\0\0\0";
-        assert!(matches!(
-            Hello::decode(&b),
-            Err(HandshakeError::BadMagic(_))
-        ));
+        assert!(matches!(Hello::decode(&b), Err(HandshakeError::BadMagic(_))));
     }
 
     #[test]
     fn index_must_be_below_count() {
         let mut h = hello();
         h.index = 4;
-        assert!(matches!(
-            Hello::decode(&h.encode()),
-            Err(HandshakeError::Malformed(_))
-        ));
+        assert!(matches!(Hello::decode(&h.encode()), Err(HandshakeError::Malformed(_))));
     }
 
     #[test]

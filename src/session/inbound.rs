@@ -43,18 +43,14 @@ impl Inner {
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(StreamShared::new(id, false, self.peer.stream_window as u64));
-        let queued = st.accept_tx.as_ref().is_some_and(|a| {
-            a.try_send(Accepted {
-                shared: shared.clone(),
-                rx,
-            })
-            .is_ok()
-        });
+        let queued = st
+            .accept_tx
+            .as_ref()
+            .is_some_and(|a| a.try_send(Accepted { shared: shared.clone(), rx }).is_ok());
         if !queued {
             return Some(ResetCode::Refused);
         }
-        st.streams
-            .insert(id, Entry::new(shared, tx, self.cfg.stream_window as u64));
+        st.streams.insert(id, Entry::new(shared, tx, self.cfg.stream_window as u64));
         None
     }
 
@@ -66,9 +62,7 @@ impl Inner {
             let mut st = self.state.lock();
             st.recv_total += charge;
             if !st.recv.allows(st.recv_total) {
-                return Err(format!(
-                    "stream {id}: frame beyond the session receive window"
-                ));
+                return Err(format!("stream {id}: frame beyond the session receive window"));
             }
             if self.classify(&mut st, id)? {
                 refuse = self.admit(&mut st, id);
@@ -88,13 +82,7 @@ impl Inner {
                     e.fin_seq = Some(h.seq);
                 }
                 if !e.read_closed {
-                    stale =
-                        e.tx.send(Inbound::Data {
-                            seq: h.seq,
-                            flags: h.flags,
-                            payload,
-                        })
-                        .is_err();
+                    stale = e.tx.send(Inbound::Data { seq: h.seq, flags: h.flags, payload }).is_err();
                 }
                 if stale && e.send_done {
                     // Closed in both directions here, like a TCP socket that answers late
@@ -142,10 +130,7 @@ impl Inner {
                     let mut st = self.state.lock();
                     self.classify(&mut st, stream)?;
                     st.streams.remove(&stream).map(|e| {
-                        let _ = e.tx.send(Inbound::Reset {
-                            code: ResetCode::from_u32(code),
-                            remote: true,
-                        });
+                        let _ = e.tx.send(Inbound::Reset { code: ResetCode::from_u32(code), remote: true });
                         e.shared
                     })
                 };

@@ -206,12 +206,7 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Start a session over tunnels whose handshake is complete. `tunnels` are in index order.
-    pub(crate) fn start(
-        role: Role,
-        tunnels: Vec<TcpStream>,
-        cfg: &Config,
-        peer: Params,
-    ) -> Result<Session> {
+    pub(crate) fn start(role: Role, tunnels: Vec<TcpStream>, cfg: &Config, peer: Params) -> Result<Session> {
         for s in &tunnels {
             s.set_nodelay(true)?;
             s.set_write_timeout(None)?;
@@ -228,11 +223,7 @@ impl Session {
             cfg: cfg.clone(),
             role,
             peer,
-            tunnels: tunnels
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| Tunnel::new(i, s))
-                .collect(),
+            tunnels: tunnels.into_iter().enumerate().map(|(i, s)| Tunnel::new(i, s)).collect(),
             sched: Mutex::new(Scheduler::new(n, queue_limit)),
             room: Condvar::new(),
             state: Mutex::new(State {
@@ -246,10 +237,7 @@ impl Session {
                 closed_tx: Some(closed_tx),
                 readers: n,
             }),
-            credit: Mutex::new(Credit {
-                window: SendWindow::new(peer.session_window as u64),
-                closed: None,
-            }),
+            credit: Mutex::new(Credit { window: SendWindow::new(peer.session_window as u64), closed: None }),
             credit_cv: Condvar::new(),
             phase: AtomicU8::new(OPEN),
             accept_rx,
@@ -263,10 +251,7 @@ impl Session {
         });
         let mut threads = Vec::with_capacity(2 * n);
         for t in 0..n {
-            for (kind, body) in [
-                ("r", tunnel::reader as fn(Arc<Inner>, usize)),
-                ("w", tunnel::writer),
-            ] {
+            for (kind, body) in [("r", tunnel::reader as fn(Arc<Inner>, usize)), ("w", tunnel::writer)] {
                 let inner2 = inner.clone();
                 let exited = exited_tx.clone();
                 let spawned = std::thread::Builder::new()
@@ -279,18 +264,14 @@ impl Session {
                 match spawned {
                     Ok(h) => threads.push(h),
                     Err(e) => {
-                        inner.fail(CloseReason::TunnelsLost(format!(
-                            "cannot start a tunnel thread: {e}"
-                        )));
+                        inner.fail(CloseReason::TunnelsLost(format!("cannot start a tunnel thread: {e}")));
                         return Err(e.into());
                     }
                 }
             }
         }
         *inner.threads.lock() = threads;
-        Ok(Session {
-            h: Arc::new(Handle { inner }),
-        })
+        Ok(Session { h: Arc::new(Handle { inner }) })
     }
 
     /// Open a new stream. Costs no round trip: the peer learns of the stream from its first
@@ -310,10 +291,7 @@ impl Session {
             let id = st.ids.allocate().ok_or(Error::TooManyStreams)?;
             let (tx, rx) = crossbeam_channel::unbounded();
             let shared = Arc::new(StreamShared::new(id, true, inner.peer.stream_window as u64));
-            st.streams.insert(
-                id,
-                Entry::new(shared.clone(), tx, inner.cfg.stream_window as u64),
-            );
+            st.streams.insert(id, Entry::new(shared.clone(), tx, inner.cfg.stream_window as u64));
             (shared, rx)
         };
         Ok(Stream::new(self.h.clone(), Accepted { shared, rx }))
@@ -416,22 +394,12 @@ impl Session {
 
     /// Local addresses of the tunnels, in tunnel order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.h
-            .inner
-            .tunnels
-            .iter()
-            .filter_map(|t| t.sock.local_addr().ok())
-            .collect()
+        self.h.inner.tunnels.iter().filter_map(|t| t.sock.local_addr().ok()).collect()
     }
 
     /// Peer addresses of the tunnels, in tunnel order.
     pub fn peer_addrs(&self) -> Vec<SocketAddr> {
-        self.h
-            .inner
-            .tunnels
-            .iter()
-            .filter_map(|t| t.sock.peer_addr().ok())
-            .collect()
+        self.h.inner.tunnels.iter().filter_map(|t| t.sock.peer_addr().ok()).collect()
     }
 
     /// The configuration the session runs with.
@@ -444,9 +412,7 @@ impl State {
     /// The error for opening or accepting a stream now, if the session no longer takes them.
     fn refuses_new_streams(&self) -> Option<Error> {
         match &self.lifecycle {
-            Lifecycle::Open if self.peer_going_away => {
-                Some(Error::SessionClosed(CloseReason::Peer))
-            }
+            Lifecycle::Open if self.peer_going_away => Some(Error::SessionClosed(CloseReason::Peer)),
             Lifecycle::Open => None,
             Lifecycle::Closing { .. } => Some(Error::SessionClosed(CloseReason::Local)),
             Lifecycle::Closed(r) => Some(Error::SessionClosed(r.clone())),
@@ -627,10 +593,7 @@ impl Inner {
             }
             r.push_back((id, code, Instant::now()));
         }
-        self.send_control(Control::Reset {
-            stream: id,
-            code: code.to_u32(),
-        });
+        self.send_control(Control::Reset { stream: id, code: code.to_u32() });
     }
 
     /// Queue several control frames at once (any tunnel).
@@ -679,10 +642,7 @@ impl Inner {
             let mut st = self.state.lock();
             match st.streams.remove(&id) {
                 Some(e) => {
-                    let _ = e.tx.send(Inbound::Reset {
-                        code,
-                        remote: false,
-                    });
+                    let _ = e.tx.send(Inbound::Reset { code, remote: false });
                     true
                 }
                 None => false,
@@ -740,9 +700,7 @@ impl Inner {
                 return;
             }
             let linger = self.cfg.keepalive_timeout.min(Duration::from_secs(5));
-            st.lifecycle = Lifecycle::Closing {
-                deadline: Instant::now() + linger,
-            };
+            st.lifecycle = Lifecycle::Closing { deadline: Instant::now() + linger };
             self.phase.store(CLOSING, Relaxed);
             st.accept_tx = None;
             st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>()
@@ -819,11 +777,7 @@ impl Inner {
         if phase != OPEN || going_away {
             // An expected end: we or the peer are closing.
             if remaining == 0 {
-                self.fail(if phase == OPEN {
-                    CloseReason::Peer
-                } else {
-                    CloseReason::Local
-                });
+                self.fail(if phase == OPEN { CloseReason::Peer } else { CloseReason::Local });
             }
             return;
         }
@@ -844,39 +798,25 @@ impl Inner {
         // harmless; recent RESETs are sent again (the peer ignores those it already has).
         let (streams, windows, session_limit) = {
             let st = self.state.lock();
-            let streams: Vec<Arc<StreamShared>> =
-                st.streams.values().map(|e| e.shared.clone()).collect();
+            let streams: Vec<Arc<StreamShared>> = st.streams.values().map(|e| e.shared.clone()).collect();
             let windows: Vec<Control> = st
                 .streams
                 .iter()
-                .map(|(&id, e)| Control::Window {
-                    stream: id,
-                    limit: e.recv_limit,
-                })
+                .map(|(&id, e)| Control::Window { stream: id, limit: e.recv_limit })
                 .collect();
             (streams, windows, st.recv.limit())
         };
-        let marks = streams.iter().filter_map(|s| {
-            s.frames_sent().map(|count| Control::Sent {
-                stream: s.id,
-                count,
-            })
-        });
+        let marks =
+            streams.iter().filter_map(|s| s.frames_sent().map(|count| Control::Sent { stream: s.id, count }));
         let horizon = Instant::now().checked_sub(self.cfg.keepalive_timeout * 2);
         let resets: Vec<Control> = self
             .recent_resets
             .lock()
             .iter()
             .filter(|(_, _, at)| horizon.is_none_or(|h| *at >= h))
-            .map(|&(stream, code, _)| Control::Reset {
-                stream,
-                code: code.to_u32(),
-            })
+            .map(|&(stream, code, _)| Control::Reset { stream, code: code.to_u32() })
             .collect();
-        let session = std::iter::once(Control::Window {
-            stream: 0,
-            limit: session_limit,
-        });
+        let session = std::iter::once(Control::Window { stream: 0, limit: session_limit });
         self.queue_controls(marks.chain(windows).chain(session).chain(resets));
     }
 }

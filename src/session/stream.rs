@@ -26,11 +26,7 @@ use std::time::{Duration, Instant};
 /// What a tunnel reader (or the session) tells a stream.
 pub(crate) enum Inbound {
     /// A DATA frame.
-    Data {
-        seq: u32,
-        flags: u16,
-        payload: Vec<u8>,
-    },
+    Data { seq: u32, flags: u16, payload: Vec<u8> },
     /// The peer has sent this many sequenced frames (after a tunnel failure).
     Sent(u32),
     /// The stream was reset.
@@ -149,9 +145,7 @@ pub struct Stream {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream")
-            .field("id", &self.shared.id)
-            .finish()
+        f.debug_struct("Stream").field("id", &self.shared.id).finish()
     }
 }
 
@@ -164,9 +158,9 @@ fn load_timeout(a: &AtomicU64) -> Option<Duration> {
 
 fn store_timeout(a: &AtomicU64, t: Option<Duration>) -> Result<()> {
     match t {
-        Some(d) if d.is_zero() => Err(Error::InvalidConfig(
-            "a zero timeout is not allowed; use None for no timeout".into(),
-        )),
+        Some(d) if d.is_zero() => {
+            Err(Error::InvalidConfig("a zero timeout is not allowed; use None for no timeout".into()))
+        }
         Some(d) => {
             a.store(d.as_nanos().min(u64::MAX as u128).max(1) as u64, Relaxed);
             Ok(())
@@ -215,9 +209,7 @@ impl Stream {
 
     /// The session this stream belongs to.
     pub fn session(&self) -> crate::Session {
-        crate::Session {
-            h: self.session.clone(),
-        }
+        crate::Session { h: self.session.clone() }
     }
 
     /// Set the read timeout (`None`: block indefinitely). A read that times out fails with
@@ -250,10 +242,7 @@ impl Stream {
                 SendPhase::Open => {}
                 SendPhase::Finished => return Ok(()),
                 SendPhase::Reset { code, remote } => {
-                    return Err(Error::StreamReset {
-                        code: *code,
-                        remote: *remote,
-                    })
+                    return Err(Error::StreamReset { code: *code, remote: *remote })
                 }
                 SendPhase::Closed(r) => return Err(Error::SessionClosed(r.clone())),
             }
@@ -264,8 +253,7 @@ impl Stream {
         };
         let flags = FLAG_FIN | if seq == 0 { FLAG_OPEN } else { 0 };
         let id = self.id();
-        self.inner()
-            .send_data(id, &Header::data(id, seq, flags, 0).encode(), &[]);
+        self.inner().send_data(id, &Header::data(id, seq, flags, 0).encode(), &[]);
         self.inner().send_finished(id);
         Ok(())
     }
@@ -306,10 +294,7 @@ impl Stream {
         self.inner().reset_stream(self.id(), code);
         self.discard_receive(|p| {
             if matches!(p, RecvPhase::Open) {
-                *p = RecvPhase::Failed(Error::StreamReset {
-                    code,
-                    remote: false,
-                });
+                *p = RecvPhase::Failed(Error::StreamReset { code, remote: false });
             }
         });
     }
@@ -346,18 +331,13 @@ impl Stream {
             s.next_seq = 1;
         }
         let id = self.id();
-        self.inner()
-            .send_data(id, &Header::data(id, 0, FLAG_OPEN, 0).encode(), &[]);
+        self.inner().send_data(id, &Header::data(id, 0, FLAG_OPEN, 0).encode(), &[]);
     }
 
     /// Apply one inbound message; returns the flow-control charge it released.
     fn apply(&self, r: &mut RecvState, m: Inbound) -> u64 {
         match m {
-            Inbound::Data {
-                seq,
-                flags,
-                payload,
-            } => {
+            Inbound::Data { seq, flags, payload } => {
                 let charge = data_charge(payload.len());
                 if !matches!(r.phase, RecvPhase::Open) {
                     return charge;
@@ -366,10 +346,7 @@ impl Stream {
                     Ok(_) => 0,
                     Err(e) => {
                         let released = r.reorder.discard() + charge;
-                        r.phase = RecvPhase::Failed(Error::Protocol(format!(
-                            "stream {}: {e}",
-                            self.id()
-                        )));
+                        r.phase = RecvPhase::Failed(Error::Protocol(format!("stream {}: {e}", self.id())));
                         self.shared.reset(ResetCode::Protocol, false);
                         self.inner().reset_stream(self.id(), ResetCode::Protocol);
                         released
@@ -446,16 +423,12 @@ impl Stream {
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
                     if gap.is_some_and(|g| now >= g) {
-                        let e = Error::ReorderTimeout {
-                            stream: self.id(),
-                            missing: r.reorder.waiting_for(),
-                        };
+                        let e = Error::ReorderTimeout { stream: self.id(), missing: r.reorder.waiting_for() };
                         released += r.reorder.discard();
                         r.phase = RecvPhase::Failed(e.clone());
                         drop(r);
                         self.shared.reset(ResetCode::ReorderTimeout, false);
-                        self.inner()
-                            .reset_stream(self.id(), ResetCode::ReorderTimeout);
+                        self.inner().reset_stream(self.id(), ResetCode::ReorderTimeout);
                         self.inner().release(self.id(), released, None);
                         return Err(e);
                     }
@@ -467,8 +440,7 @@ impl Stream {
         };
         let stream_limit = match r.phase {
             RecvPhase::Open if released > 0 => {
-                r.window
-                    .consume(released, Instant::now(), self.inner().srtt())
+                r.window.consume(released, Instant::now(), self.inner().srtt())
             }
             _ => None,
         };
@@ -487,10 +459,7 @@ impl Stream {
                 SendPhase::Open => {}
                 SendPhase::Finished => return Err(Error::WriteClosed),
                 SendPhase::Reset { code, remote } => {
-                    return Err(Error::StreamReset {
-                        code: *code,
-                        remote: *remote,
-                    })
+                    return Err(Error::StreamReset { code: *code, remote: *remote })
                 }
                 SendPhase::Closed(r) => return Err(Error::SessionClosed(r.clone())),
             }
@@ -502,9 +471,7 @@ impl Stream {
                 }
                 let session_avail = c.window.available();
                 if session_avail > FRAME_CHARGE {
-                    let n = want
-                        .min(max_frame)
-                        .min((avail.min(session_avail) - FRAME_CHARGE) as usize);
+                    let n = want.min(max_frame).min((avail.min(session_avail) - FRAME_CHARGE) as usize);
                     let charge = data_charge(n);
                     s.window.spend(charge);
                     c.window.spend(charge);
@@ -562,8 +529,7 @@ impl Stream {
             };
             let flags = if seq == 0 { FLAG_OPEN } else { 0 };
             let header = Header::data(id, seq, flags, n as u32).encode();
-            self.inner()
-                .send_data(id, &header, &buf[written..written + n]);
+            self.inner().send_data(id, &header, &buf[written..written + n]);
             written += n;
             if !self.inner().wait_room(deadline) {
                 break;

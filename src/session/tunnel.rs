@@ -67,9 +67,7 @@ impl Tunnel {
         Tunnel {
             index,
             sock,
-            tx: Mutex::new(TunnelTx {
-                pending: Vec::new(),
-            }),
+            tx: Mutex::new(TunnelTx { pending: Vec::new() }),
             wake: Condvar::new(),
             dead: AtomicBool::new(false),
             counters: Counters::default(),
@@ -140,11 +138,7 @@ struct FrameReader {
 
 impl FrameReader {
     fn new() -> Self {
-        FrameReader {
-            buf: Vec::with_capacity(READ_BUF),
-            start: 0,
-            partial: None,
-        }
+        FrameReader { buf: Vec::with_capacity(READ_BUF), start: 0, partial: None }
     }
 
     /// Read the next frame. `Ok(None)`: end of stream at a frame boundary.
@@ -177,9 +171,8 @@ impl FrameReader {
             }
             let avail = self.buf.len() - self.start;
             if avail >= HEADER_LEN {
-                let raw: &[u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN]
-                    .try_into()
-                    .expect("len");
+                let raw: &[u8; HEADER_LEN] =
+                    self.buf[self.start..self.start + HEADER_LEN].try_into().expect("len");
                 let h = Header::decode(raw, max_frame)
                     .map_err(|e: FrameError| ReadEnd::Protocol(e.to_string()))?;
                 if h.cmd == Cmd::Data {
@@ -190,8 +183,7 @@ impl FrameReader {
                 let total = HEADER_LEN + h.len as usize;
                 if avail >= total {
                     let payload = &self.buf[self.start + HEADER_LEN..self.start + total];
-                    let c = Control::decode(&h, payload)
-                        .map_err(|e| ReadEnd::Protocol(e.to_string()))?;
+                    let c = Control::decode(&h, payload).map_err(|e| ReadEnd::Protocol(e.to_string()))?;
                     self.start += total;
                     return Ok(Some(Frame::Control(c)));
                 }
@@ -215,10 +207,7 @@ impl FrameReader {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 /// The reader thread of tunnel `t`.

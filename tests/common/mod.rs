@@ -37,9 +37,7 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
     match rx.recv_timeout(limit) {
         Ok(v) => v,
         // The body panicked: report its panic, not a timeout.
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(h.join().unwrap_err())
-        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => std::panic::resume_unwind(h.join().unwrap_err()),
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not finish within {limit:?}"),
     }
 }
@@ -145,11 +143,7 @@ impl Relay {
                 thread::spawn(move || pump(up, down, fb, zb));
             }
         });
-        Relay {
-            addr,
-            conns,
-            frozen,
-        }
+        Relay { addr, conns, frozen }
     }
 
     /// Stop forwarding on every connection (connections stay open).
@@ -159,10 +153,7 @@ impl Relay {
 
     /// Stop forwarding on connection `i` (in accept order); its bytes wait in the relay.
     pub fn hold(&self, i: usize) {
-        self.conns.lock().unwrap()[i]
-            .flow
-            .held
-            .store(true, Ordering::SeqCst);
+        self.conns.lock().unwrap()[i].flow.held.store(true, Ordering::SeqCst);
     }
 
     /// Abort connection `i` on both sides, dropping whatever it holds.
@@ -186,10 +177,7 @@ impl Relay {
 
 /// A client/server pair whose tunnels all pass through a [`Relay`] (single-port mode).
 pub fn relayed_pair(cfg: &Config) -> (Session, Session, Relay) {
-    let cfg = Config {
-        single_port: true,
-        ..cfg.clone()
-    };
+    let cfg = Config { single_port: true, ..cfg.clone() };
     let l = Listener::bind("127.0.0.1:0", &cfg).expect("bind");
     let relay = Relay::new(l.local_addr());
     let addr = relay.addr;
