@@ -27,7 +27,10 @@ fn main() -> Result<(), mtmux::Error> {
     println!("{reply}");
     server.join().expect("server thread")?;
     for t in session.tunnel_stats() {
-        println!("tunnel {}: sent {} B, received {} B, rtt {:?}", t.index, t.bytes_sent, t.bytes_received, t.rtt);
+        println!(
+            "tunnel {}: sent {} B, received {} B, rtt {:?}",
+            t.index, t.bytes_sent, t.bytes_received, t.rtt
+        );
     }
     session.close()
 }
