@@ -28,6 +28,12 @@ lint: fmt-check clippy
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
+## ---- C ABI (issue 3): header, C examples, C tests ---------------------------
+
+## ---- Command-line tool (issue 4) ------------------------------------------
+
+## ---- Benchmarks (issue 5) -------------------------------------------------
+
 ## ---- Entry points ---------------------------------------------------------
 test: test-rust
 
