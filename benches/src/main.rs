@@ -1,0 +1,333 @@
+//! The mtmux benchmark suite. Every figure is a median of interleaved rounds and a ratio
+//! against a baseline measured in the same run (this machine is shared and noisy).
+//!
+//! ```text
+//! mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]
+//! ```
+//! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous.
+//! The link-emulation benchmarks (scaling, heterogeneous) need root; without it they are
+//! skipped with a message.
+
+mod linkemu;
+mod loopback;
+mod report;
+
+use report::{median, percentile, Better, Figure};
+use std::process::Command;
+
+struct Opts {
+    quick: bool,
+    rounds: usize,
+    only: Vec<String>,
+    out: String,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts { quick: false, rounds: 5, only: Vec::new(), out: "benches/RESULTS.md".into() };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--rounds" => {
+                o.rounds = args.next().and_then(|v| v.parse().ok()).ok_or("--rounds needs a number")?
+            }
+            "--only" => {
+                o.only = args.next().ok_or("--only needs names")?.split(',').map(String::from).collect()
+            }
+            "--out" => o.out = args.next().ok_or("--out needs a file")?,
+            "-h" | "--help" => {
+                println!("usage: mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]");
+                println!("names: bulk many pingpong churn fairness memory scaling heterogeneous");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(o)
+}
+
+impl Opts {
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+}
+
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} rounds, {:.0}–{:.0}", v.len(), lo, hi)
+}
+
+/// Interleave two measurements round by round, so both see the same machine noise.
+fn interleaved(
+    rounds: usize,
+    mut base: impl FnMut() -> f64,
+    mut mux: impl FnMut() -> f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut b = Vec::new();
+    let mut m = Vec::new();
+    for _ in 0..rounds {
+        b.push(base());
+        m.push(mux());
+    }
+    (b, m)
+}
+
+fn log(msg: &str) {
+    eprintln!("[mtmux-bench] {msg}");
+}
+
+/// Pingpong pinned to CPU 0: runs this binary under `taskset -c 0` and returns
+/// (raw medians, raw p99s, mux medians, mux p99s) per round.
+fn pinned_pingpong(n: usize, rounds: usize) -> Option<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let exe = std::env::current_exe().ok()?;
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(exe)
+        .args(["--internal-pingpong", &n.to_string(), &rounds.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        log(&format!("pinned pingpong failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return None;
+    }
+    let mut r = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Vec<f64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if v.len() == 4 {
+            r.0.push(v[0]);
+            r.1.push(v[1]);
+            r.2.push(v[2]);
+            r.3.push(v[3]);
+        }
+    }
+    Some(r)
+}
+
+fn internal_pingpong(n: usize, rounds: usize) {
+    for _ in 0..rounds {
+        let raw = loopback::pingpong_raw(n);
+        let mux = loopback::pingpong_mux(4, n);
+        println!("{} {} {} {}", median(&raw), percentile(&raw, 99.0), median(&mux), percentile(&mux, 99.0));
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--internal-pingpong") {
+        internal_pingpong(argv[2].parse().unwrap(), argv[3].parse().unwrap());
+        return;
+    }
+    if argv.get(1).map(String::as_str) == Some("--internal-linkemu") {
+        linkemu::internal(&argv[2..]);
+        return;
+    }
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mtmux-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let gib: u64 = if o.quick { 128 << 20 } else { 1 << 30 };
+    let each: u64 = if o.quick { 16 << 20 } else { 64 << 20 };
+    let pp_n = if o.quick { 5_000 } else { 20_000 };
+    let churn_n = if o.quick { 2_000 } else { 10_000 };
+    let idle_n = 10_000;
+    let rounds = o.rounds.max(1);
+    let mut figs: Vec<Figure> = Vec::new();
+    let fig = |name: &str,
+               unit: &'static str,
+               value: f64,
+               baseline: f64,
+               bname: &str,
+               better,
+               target,
+               note: String| Figure {
+        name: name.into(),
+        unit,
+        value,
+        baseline,
+        baseline_name: bname.into(),
+        better,
+        target,
+        absolute: false,
+        note,
+    };
+
+    if o.wants("bulk") {
+        for tunnels in [1usize, 4] {
+            log(&format!("bulk: 1 stream, {} MiB, {tunnels} tunnel(s)", gib >> 20));
+            let (raw, mux) =
+                interleaved(rounds, || loopback::bulk_raw(gib), || loopback::bulk_mux(tunnels, gib));
+            let target = if tunnels == 1 { 0.9 } else { 1.0 };
+            figs.push(fig(
+                &format!(
+                    "bulk, {} MiB, 1 stream, {tunnels} tunnel{}",
+                    gib >> 20,
+                    if tunnels > 1 { "s" } else { "" }
+                ),
+                "MB/s",
+                median(&mux),
+                median(&raw),
+                "1 TCP conn",
+                Better::Higher,
+                target,
+                spread(&mux),
+            ));
+        }
+    }
+    if o.wants("many") {
+        log(&format!("many: 16 streams × {} MiB, 4 tunnels", each >> 20));
+        let (raw, mux) =
+            interleaved(rounds, || loopback::many_raw(16, each), || loopback::many_mux(4, 16, each));
+        figs.push(fig(
+            &format!("many, 16 streams × {} MiB, 4 tunnels", each >> 20),
+            "MB/s",
+            median(&mux),
+            median(&raw),
+            "16 TCP conns",
+            Better::Higher,
+            0.9,
+            spread(&mux),
+        ));
+    }
+    if o.wants("pingpong") {
+        log("pingpong: 64 B round trips, unpinned");
+        let mut raw_med = Vec::new();
+        let mut mux_med = Vec::new();
+        let mut raw_p99 = Vec::new();
+        let mut mux_p99 = Vec::new();
+        for _ in 0..rounds {
+            let r = loopback::pingpong_raw(pp_n);
+            let m = loopback::pingpong_mux(4, pp_n);
+            raw_med.push(median(&r));
+            raw_p99.push(percentile(&r, 99.0));
+            mux_med.push(median(&m));
+            mux_p99.push(percentile(&m, 99.0));
+        }
+        figs.push(fig(
+            "pingpong 64 B, median, unpinned",
+            "µs",
+            median(&mux_med),
+            median(&raw_med),
+            "TCP",
+            Better::Lower,
+            f64::INFINITY,
+            String::new(),
+        ));
+        log("pingpong: 64 B round trips, pinned to CPU 0");
+        match pinned_pingpong(pp_n, rounds) {
+            Some((rm, rp, mm, mp)) => {
+                figs.push(fig(
+                    "pingpong 64 B, median, pinned (taskset -c 0)",
+                    "µs",
+                    median(&mm),
+                    median(&rm),
+                    "TCP",
+                    Better::Lower,
+                    1.5,
+                    String::new(),
+                ));
+                figs.push(fig(
+                    "pingpong 64 B, p99, pinned (taskset -c 0)",
+                    "µs",
+                    median(&mp),
+                    median(&rp),
+                    "TCP",
+                    Better::Lower,
+                    3.0,
+                    String::new(),
+                ));
+            }
+            None => log("pinned pingpong skipped: taskset unavailable"),
+        }
+    }
+    if o.wants("churn") {
+        log(&format!("churn: {churn_n} × open, 64 B echo, close"));
+        let (raw, mux) =
+            interleaved(rounds, || loopback::churn_raw(churn_n), || loopback::churn_mux(4, churn_n));
+        figs.push(fig(
+            "churn: open, 64 B echo, close",
+            "streams/s",
+            median(&mux),
+            median(&raw),
+            "TCP connect/close",
+            Better::Higher,
+            2.0,
+            spread(&mux),
+        ));
+    }
+    if o.wants("fairness") {
+        log("fairness: pingpong p99 next to a saturating stream");
+        let mut p99 = Vec::new();
+        let mut med = Vec::new();
+        for _ in 0..rounds {
+            let v = loopback::fairness_mux(4, if o.quick { 1_000 } else { 5_000 });
+            p99.push(percentile(&v, 99.0) / 1000.0);
+            med.push(median(&v) / 1000.0);
+        }
+        let mut f = fig(
+            "fairness: pingpong p99 beside a bulk stream",
+            "ms",
+            median(&p99),
+            f64::NAN,
+            "",
+            Better::Lower,
+            5.0,
+            format!("median {:.3} ms", median(&med)),
+        );
+        f.absolute = true;
+        figs.push(f);
+    }
+    if o.wants("memory") {
+        log(&format!("idle memory: {idle_n} idle streams on one session"));
+        let mut per = Vec::new();
+        let mut threads = (0, 0);
+        for _ in 0..rounds.min(3) {
+            let (p, tb, ta) = loopback::idle_memory(4, idle_n);
+            per.push(p / 1024.0);
+            threads = (tb, ta);
+        }
+        let mut f = fig(
+            &format!("idle memory per stream ({idle_n} streams, both ends)"),
+            "KiB",
+            median(&per),
+            f64::NAN,
+            "",
+            Better::Lower,
+            4.0,
+            format!("threads {} before, {} after", threads.0, threads.1),
+        );
+        f.absolute = true;
+        figs.push(f);
+    }
+    if o.wants("scaling") || o.wants("heterogeneous") {
+        figs.extend(linkemu::run(&o.only, rounds, o.quick));
+    }
+
+    let table = report::table(&figs);
+    println!("\n{table}");
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let header = format!(
+        "# mtmux benchmark results\n\nProduced by `make bench` (`mtmux-bench{}{}`), {} round(s) per figure, medians.\nMachine: {} × {}, Linux {}.\n\n",
+        if o.quick { " --quick" } else { "" },
+        if o.only.is_empty() { String::new() } else { format!(" --only {}", o.only.join(",")) },
+        rounds,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpu,
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+    );
+    if let Err(e) = std::fs::write(&o.out, format!("{header}{table}")) {
+        log(&format!("cannot write {}: {e}", o.out));
+    } else {
+        log(&format!("table written to {}", o.out));
+    }
+}

@@ -1,0 +1,155 @@
+//! Figures, medians and the results table.
+
+use std::fmt::Write as _;
+
+/// Whether bigger or smaller is better for a figure's ratio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Better {
+    /// Throughput-like: ratio = mtmux / baseline, target is a minimum.
+    Higher,
+    /// Latency-like: ratio = mtmux / baseline, target is a maximum.
+    Lower,
+}
+
+/// One line of the results table.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// Unit of `value` and `baseline`.
+    pub unit: &'static str,
+    /// mtmux's median.
+    pub value: f64,
+    /// The baseline's median, measured in the same run (NaN when the target is absolute).
+    pub baseline: f64,
+    /// What the baseline is.
+    pub baseline_name: String,
+    /// Direction of goodness.
+    pub better: Better,
+    /// Target on the ratio (or on the value when `absolute`).
+    pub target: f64,
+    /// The target applies to `value`, not to the ratio.
+    pub absolute: bool,
+    /// Extra detail (samples, spread).
+    pub note: String,
+}
+
+impl Figure {
+    /// mtmux / baseline.
+    pub fn ratio(&self) -> f64 {
+        self.value / self.baseline
+    }
+
+    /// Whether the figure meets its target.
+    pub fn ok(&self) -> bool {
+        let x = if self.absolute { self.value } else { self.ratio() };
+        match self.better {
+            Better::Higher => x >= self.target,
+            Better::Lower => x <= self.target,
+        }
+    }
+
+    fn target_text(&self) -> String {
+        let op = if self.better == Better::Higher { "≥" } else { "≤" };
+        if self.absolute {
+            format!("{op} {} {}", fmt_num(self.target), self.unit)
+        } else {
+            format!("{op} {:.2}×", self.target)
+        }
+    }
+}
+
+/// The median of `v` (NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    percentile(v, 50.0)
+}
+
+/// The `p`-th percentile of `v` (nearest rank; NaN when empty).
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN samples"));
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
+}
+
+fn fmt_num(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// The results table in Markdown.
+pub fn table(figures: &[Figure]) -> String {
+    let mut out = String::new();
+    out.push_str("| # | benchmark | mtmux | baseline | ratio | target | met |\n");
+    out.push_str("|---|---|---|---|---|---|---|\n");
+    for (i, f) in figures.iter().enumerate() {
+        let ratio = if f.baseline.is_nan() { "–".to_string() } else { format!("{:.2}×", f.ratio()) };
+        let baseline = if f.baseline.is_nan() {
+            "–".to_string()
+        } else {
+            format!("{} {} ({})", fmt_num(f.baseline), f.unit, f.baseline_name)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {}{} | {} {} | {} | {} | {} | {} |",
+            i + 1,
+            f.name,
+            if f.note.is_empty() { String::new() } else { format!(" <br><sub>{}</sub>", f.note) },
+            fmt_num(f.value),
+            f.unit,
+            baseline,
+            ratio,
+            f.target_text(),
+            if f.ok() { "yes" } else { "**no**" }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(median(&v), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn targets() {
+        let mut f = Figure {
+            name: "x".into(),
+            unit: "MB/s",
+            value: 90.0,
+            baseline: 100.0,
+            baseline_name: "raw".into(),
+            better: Better::Higher,
+            target: 0.9,
+            absolute: false,
+            note: String::new(),
+        };
+        assert!(f.ok());
+        f.value = 89.0;
+        assert!(!f.ok());
+        f.better = Better::Lower;
+        f.absolute = true;
+        f.target = 5.0;
+        f.value = 4.0;
+        assert!(f.ok());
+        assert!(table(&[f]).contains("≤ 5.00 MB/s"));
+    }
+}
