@@ -3,4 +3,5 @@
 //! - `capi`: the C ABI exported as `libmtmux` (see `include/mtmux.h`).
 #![allow(unsafe_code)]
 
+pub mod capi;
 pub mod sys;
