@@ -64,13 +64,46 @@ fn interleaved(
     mut base: impl FnMut() -> f64,
     mut mux: impl FnMut() -> f64,
 ) -> (Vec<f64>, Vec<f64>) {
+    // MTMUX_BENCH_NO_BASELINE=1 skips the baselines (to profile mtmux alone).
+    let skip = std::env::var_os("MTMUX_BENCH_NO_BASELINE").is_some();
     let mut b = Vec::new();
     let mut m = Vec::new();
     for _ in 0..rounds {
-        b.push(base());
-        m.push(mux());
+        if skip {
+            b.push(f64::NAN);
+        } else {
+            let (v, cpu) = with_cpu(&mut base);
+            log(&format!("  baseline {v:.0} ({cpu})"));
+            b.push(v);
+        }
+        let (v, cpu) = with_cpu(&mut mux);
+        log(&format!("  mtmux    {v:.0} ({cpu})"));
+        m.push(v);
     }
     (b, m)
+}
+
+/// Process CPU time (user + system) in seconds, and context switches (voluntary,
+/// involuntary), all threads included.
+fn usage() -> (f64, i64, i64) {
+    // Safety: getrusage only writes the struct we pass.
+    #[allow(unsafe_code)]
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    (t(ru.ru_utime) + t(ru.ru_stime), ru.ru_nvcsw, ru.ru_nivcsw)
+}
+
+/// Run `f`, returning its result and a note of what it cost the process (CPU time, context
+/// switches): figures that other load on the machine disturbs much less than throughput.
+fn with_cpu(f: &mut impl FnMut() -> f64) -> (f64, String) {
+    let (c0, v0, i0) = usage();
+    let v = f();
+    let (c1, v1, i1) = usage();
+    (v, format!("CPU {:.2} s, {} + {} context switches", c1 - c0, v1 - v0, i1 - i0))
 }
 
 fn log(msg: &str) {

@@ -185,12 +185,16 @@ impl ReorderBuffer {
     /// Copy in-order bytes into `buf`. Returns the number of bytes copied and the flow-control
     /// charge released (payload bytes plus the per-frame charge of every frame finished).
     pub fn read(&mut self, buf: &mut [u8]) -> (usize, u64) {
+        self.read_recycling(buf, |_| {})
+    }
+
+    /// [`read`](Self::read), handing every payload buffer it finishes to `recycle` (so the
+    /// caller can reuse its allocation).
+    pub fn read_recycling(&mut self, buf: &mut [u8], mut recycle: impl FnMut(Vec<u8>)) -> (usize, u64) {
         let mut copied = 0;
         let mut released = 0;
         while copied < buf.len() {
-            let Some(front) = self.ready.front() else {
-                break;
-            };
+            let Some(front) = self.ready.front() else { break };
             let avail = &front[self.front_read..];
             let n = avail.len().min(buf.len() - copied);
             buf[copied..copied + n].copy_from_slice(&avail[..n]);
@@ -199,7 +203,7 @@ impl ReorderBuffer {
             released += n as u64;
             if self.front_read == front.len() {
                 released += data_charge(front.len()) - front.len() as u64;
-                self.ready.pop_front();
+                recycle(self.ready.pop_front().expect("front exists"));
                 self.front_read = 0;
             }
         }

@@ -96,6 +96,13 @@ impl Scheduler {
         self.queued_bytes < self.limit
     }
 
+    /// Whether the queue has drained to half its limit: the point at which writers blocked on
+    /// a full queue are woken (waking them on every frame taken would cost a context switch
+    /// per frame).
+    pub fn at_low_water(&self) -> bool {
+        self.queued_bytes <= self.limit / 2
+    }
+
     /// Whether stream `id` has DATA frames waiting.
     pub fn has_queued(&self, id: u32) -> bool {
         self.queues.get(&id).is_some_and(|q| !q.is_empty())
@@ -299,6 +306,18 @@ mod tests {
         assert_eq!(s.queued_bytes(), 200);
         assert_eq!(s.drop_stream(1), 200);
         assert!(s.has_room() && s.is_empty());
+    }
+
+    #[test]
+    fn low_water_is_half_the_limit() {
+        let mut s = Scheduler::new(1, 400);
+        s.push_data(1, frame(1, 100));
+        s.push_data(1, frame(1, 100));
+        s.push_data(1, frame(1, 100));
+        assert!(s.has_room() && !s.at_low_water());
+        let mut b = Batch::default();
+        s.next_batch(0, 0, &mut b);
+        assert!(s.at_low_water());
     }
 
     #[test]

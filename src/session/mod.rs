@@ -23,6 +23,7 @@
 //! Nobody blocks while holding a lock except a tunnel writer holding its own `tunnel.tx`.
 
 mod inbound;
+mod pool;
 mod stream;
 pub(crate) mod tunnel;
 
@@ -170,7 +171,18 @@ pub(crate) struct Inner {
     /// RESETs sent recently (stream, code, when): resent if a tunnel dies, since they may have
     /// been lost with it. Bounded by [`RECENT_RESETS`].
     recent_resets: Mutex<VecDeque<(u32, ResetCode, Instant)>>,
+    /// Recycled DATA payload buffers.
+    pool: pool::BufPool,
+    /// Session-level charge consumed by streams and not yet applied to `state.recv`.
+    unreported: AtomicU64,
 }
+
+/// Largest DATA payload an application thread writes to a tunnel itself. Small frames go out
+/// without a thread hand-off (latency); larger ones are copied into the scheduler so that the
+/// tunnel writers send them in parallel: on loopback a send also runs the receiver's TCP
+/// processing, and one application thread doing all sends could never move more than one TCP
+/// connection does.
+const DIRECT_MAX: usize = 16 * 1024;
 
 /// How many recent RESETs are remembered for resending after a tunnel failure.
 const RECENT_RESETS: usize = 1024;
@@ -216,9 +228,9 @@ impl Session {
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(0);
         let (exited_tx, exited_rx) = crossbeam_channel::bounded::<()>(0);
-        // Up to two frames per tunnel in the queue keeps every writer busy; beyond that the
-        // application thread waits.
-        let queue_limit = 2 * n * (cfg.max_frame_size.max(peer.max_frame as usize) + 64);
+        // Four frames per tunnel (at least eight) keep every writer busy and let writers and
+        // application threads work in batches; beyond that the application thread waits.
+        let queue_limit = (4 * n).max(8) * (cfg.max_frame_size.max(peer.max_frame as usize) + 64);
         let inner = Arc::new(Inner {
             cfg: cfg.clone(),
             role,
@@ -248,6 +260,8 @@ impl Session {
             srtt_ns: AtomicU64::new(0),
             next_tunnel: AtomicUsize::new(0),
             recent_resets: Mutex::new(VecDeque::new()),
+            pool: pool::BufPool::new(32),
+            unreported: AtomicU64::new(0),
         });
         let mut threads = Vec::with_capacity(2 * n);
         for t in 0..n {
@@ -529,12 +543,15 @@ impl Inner {
         false
     }
 
-    /// Send a DATA frame: straight to a free tunnel, or queued for the writers.
+    /// Send a DATA frame: small ones straight to a free tunnel, large ones (and any a tunnel
+    /// would not take at once) queued for the tunnel writers.
     fn send_data(&self, id: u32, header: &[u8], payload: &[u8]) {
-        if self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None) {
+        if payload.len() <= DIRECT_MAX
+            && self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None)
+        {
             return;
         }
-        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        let mut frame = self.pool.take(header.len() + payload.len());
         frame.extend_from_slice(header);
         frame.extend_from_slice(payload);
         let wake = self.sched.lock().push_data(id, frame);
@@ -659,8 +676,17 @@ impl Inner {
 
     /// The application consumed (or discarded) `released` charge of stream `id`; `stream_limit`
     /// is the stream's new receive limit to announce, if any.
+    ///
+    /// Session-level consumption is accumulated without a lock and applied to the session
+    /// window in steps of 1/16 of it, so that reads do not all contend for the session lock;
+    /// the peer's session credit lags by less than a step.
     fn release(&self, id: u32, released: u64, stream_limit: Option<u64>) {
         if released == 0 && stream_limit.is_none() {
+            return;
+        }
+        let pending = self.unreported.fetch_add(released, Relaxed) + released;
+        let report = pending >= self.cfg.session_window as u64 / 16;
+        if !report && stream_limit.is_none() {
             return;
         }
         let session_limit = {
@@ -668,7 +694,12 @@ impl Inner {
             if let (Some(l), Some(e)) = (stream_limit, st.streams.get_mut(&id)) {
                 e.recv_limit = l;
             }
-            st.recv.consume(released, Instant::now(), None)
+            if report {
+                let n = self.unreported.swap(0, Relaxed);
+                st.recv.consume(n, Instant::now(), None)
+            } else {
+                None
+            }
         };
         if self.is_closed() {
             return;

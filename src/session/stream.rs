@@ -400,7 +400,8 @@ impl Stream {
                 RecvPhase::Open => {}
             }
             if r.reorder.readable() > 0 || buf.is_empty() {
-                let (n, rel) = r.reorder.read(buf);
+                let pool = &self.inner().pool;
+                let (n, rel) = r.reorder.read_recycling(buf, |v| pool.give(v));
                 released += rel;
                 break Ok(n);
             }

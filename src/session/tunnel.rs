@@ -10,6 +10,7 @@
 //! Application threads write to a tunnel directly when its writer is idle and the socket takes
 //! the whole frame without blocking; that path needs no thread hand-off at all.
 
+use super::pool::BufPool;
 use super::Inner;
 use crate::core::sched::Batch;
 use crate::ffi::sys;
@@ -147,6 +148,7 @@ impl FrameReader {
         sock: &TcpStream,
         max_frame: u32,
         counted: &AtomicU64,
+        pool: &BufPool,
     ) -> Result<Option<Frame>, ReadEnd> {
         loop {
             if let Some((h, payload)) = &mut self.partial {
@@ -177,7 +179,7 @@ impl FrameReader {
                     .map_err(|e: FrameError| ReadEnd::Protocol(e.to_string()))?;
                 if h.cmd == Cmd::Data {
                     self.start += HEADER_LEN;
-                    self.partial = Some((h, Vec::with_capacity(h.len as usize)));
+                    self.partial = Some((h, pool.take(h.len as usize)));
                     continue;
                 }
                 let total = HEADER_LEN + h.len as usize;
@@ -221,7 +223,7 @@ pub(crate) fn reader(inner: Arc<Inner>, t: usize) {
     let mut last_heard = Instant::now();
     let mut heard = 0;
     let end = loop {
-        match fr.next(&tun.sock, max_frame, &tun.counters.bytes_received) {
+        match fr.next(&tun.sock, max_frame, &tun.counters.bytes_received, &inner.pool) {
             Ok(Some(frame)) => {
                 tun.counters.frames_received.fetch_add(1, Relaxed);
                 if let Err(why) = inner.handle_frame(t, frame) {
@@ -287,7 +289,7 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
                 let mut ready = s.take_flush(t);
                 if s.has_work_for(t) {
                     let frames = s.next_batch(t, BATCH_BUDGET, &mut batch);
-                    if frames > 0 {
+                    if frames > 0 && s.at_low_water() {
                         inner.room.notify_all();
                     }
                     ready = true;
@@ -329,6 +331,9 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
             r
         };
         tx.pending.clear();
+        for frame in batch.data.drain(..) {
+            inner.pool.give(frame);
+        }
         batch.clear();
         if result.is_err() {
             drop(tx);
