@@ -522,52 +522,34 @@ fn client_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
 
 fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) -> Result<Session> {
     check_count(tunnels.len())?;
-    let n = tunnels.len();
-    let mut slots: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
-    let mut first: Option<Hello> = None;
-    let fail = |tunnels: &[TcpStream], hello: Option<&Hello>, status, why: String| {
-        for c in tunnels {
+    // Any failure refuses every connection, so that no client is left with a bare EOF.
+    let fail = |hello: Option<&Hello>, status, why: String| {
+        for c in &tunnels {
             refuse(c, hello, status, &why);
         }
         Err(Error::Protocol(why))
     };
-    let mut hellos = Vec::with_capacity(n);
-    for mut c in tunnels.iter() {
-        c.set_read_timeout(Some(left(deadline)?))?;
+    let mut hellos = Vec::with_capacity(tunnels.len());
+    for (i, mut c) in tunnels.iter().enumerate() {
         let mut raw = [0u8; HELLO_LEN];
-        c.read_exact(&mut raw)?;
+        let read = left(deadline)
+            .and_then(|t| Ok(c.set_read_timeout(Some(t))?))
+            .and_then(|()| Ok(c.read_exact(&mut raw)?));
+        if let Err(e) = read {
+            return fail(None, Status::Malformed, format!("tunnel {i}: no complete handshake ({e})"));
+        }
         match Hello::decode(&raw) {
             Ok(h) => hellos.push(h),
-            Err(e) => return fail(&tunnels, None, Status::Malformed, e.to_string()),
+            Err(e) => return fail(None, Status::Malformed, e.to_string()),
         }
     }
-    for (c, h) in tunnels.into_iter().zip(hellos) {
-        let f = *first.get_or_insert(h);
-        if h.kind != HelloKind::Join || h.bundle != f.bundle || h.count as usize != n || h.params != f.params
-        {
-            let mut rest: Vec<TcpStream> = slots.into_iter().flatten().collect();
-            rest.push(c);
-            return fail(&rest, Some(&h), Status::Conflict, "the connections are not one bundle".into());
-        }
-        if let Err(why) = check_peer_params(&h.params) {
-            let mut rest: Vec<TcpStream> = slots.into_iter().flatten().collect();
-            rest.push(c);
-            return fail(&rest, Some(&h), Status::BadParams, why);
-        }
-        if slots[h.index as usize].is_some() {
-            let mut rest: Vec<TcpStream> = slots.into_iter().flatten().collect();
-            rest.push(c);
-            return fail(
-                &rest,
-                Some(&h),
-                Status::Conflict,
-                format!("tunnel index {} appears twice", h.index),
-            );
-        }
-        slots[h.index as usize] = Some(c);
-    }
-    let f = first.expect("at least one tunnel");
-    let ordered: Vec<TcpStream> = slots.into_iter().map(|s| s.expect("indices cover 0..n")).collect();
+    let order = match bundle_order(&hellos) {
+        Ok(order) => order,
+        Err((status, why)) => return fail(Some(&hellos[0]), status, why),
+    };
+    let f = hellos[0];
+    let mut slots: Vec<Option<TcpStream>> = tunnels.into_iter().map(Some).collect();
+    let ordered: Vec<TcpStream> = order.iter().map(|&i| slots[i].take().expect("each once")).collect();
     for (i, mut c) in ordered.iter().enumerate() {
         let mut h = f;
         h.index = i as u16;
@@ -576,4 +558,23 @@ fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
         c.set_read_timeout(None)?;
     }
     Session::start(Role::Server, ordered, cfg, f.params)
+}
+
+/// Check that `hellos` (one per connection) form one complete bundle; returns, for each
+/// tunnel index, the position of its connection.
+fn bundle_order(hellos: &[Hello]) -> Result<Vec<usize>, (Status, String)> {
+    let n = hellos.len();
+    let f = hellos[0];
+    let mut order: Vec<Option<usize>> = vec![None; n];
+    for (i, h) in hellos.iter().enumerate() {
+        if h.kind != HelloKind::Join || h.bundle != f.bundle || h.count as usize != n || h.params != f.params
+        {
+            return Err((Status::Conflict, "the connections are not one bundle".into()));
+        }
+        check_peer_params(&h.params).map_err(|why| (Status::BadParams, why))?;
+        if order[h.index as usize].replace(i).is_some() {
+            return Err((Status::Conflict, format!("tunnel index {} appears twice", h.index)));
+        }
+    }
+    Ok(order.into_iter().map(|o| o.expect("n distinct indices below n")).collect())
 }

@@ -432,3 +432,37 @@ fn threads_do_not_grow_with_streams() {
         drop(theirs);
     });
 }
+
+#[test]
+fn sessions_over_connections_the_caller_made() {
+    within(Duration::from_secs(30), || {
+        let c = cfg(3);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let mut accepted: Vec<_> = (0..3).map(|_| l.accept().unwrap().0).collect();
+        // The server may hold them in any order: the HELLOs say which tunnel each is.
+        accepted.reverse();
+        let c2 = c.clone();
+        let server = thread::spawn(move || mtmux::Session::server(accepted, &c2).unwrap());
+        let client = mtmux::Session::client(conns, &c).unwrap();
+        let server = server.join().unwrap();
+        assert_eq!((client.num_tunnels(), server.num_tunnels()), (3, 3));
+        let mut s = server.open_stream().unwrap();
+        s.write_all(b"from the server").unwrap();
+        s.close_write().unwrap();
+        assert_eq!(read_all(&client.accept_stream().unwrap()), b"from the server");
+        // Connections that are not one bundle are refused.
+        let a = std::net::TcpStream::connect(addr).unwrap();
+        let (a_srv, _) = l.accept().unwrap();
+        let b = std::net::TcpStream::connect(addr).unwrap();
+        let (b_srv, _) = l.accept().unwrap();
+        let c3 = c.clone();
+        let one = thread::spawn(move || mtmux::Session::client(vec![a], &Config { tunnels: 1, ..c3 }));
+        let c4 = c.clone();
+        let two = thread::spawn(move || mtmux::Session::client(vec![b], &Config { tunnels: 1, ..c4 }));
+        assert!(matches!(mtmux::Session::server(vec![a_srv, b_srv], &c), Err(Error::Protocol(_))));
+        assert!(matches!(one.join().unwrap(), Err(Error::Refused(_))));
+        assert!(matches!(two.join().unwrap(), Err(Error::Refused(_))));
+    });
+}
