@@ -43,7 +43,7 @@ CXXFLAGS_MTMUX := -std=c++11 $(C_WARN) -pedantic -g -Iinclude
 C_STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl
 C_LINK_DYNAMIC = -L$(C_LIBDIR) -lmtmux -Wl,-rpath,$(abspath $(C_LIBDIR))
 C_LINK_STATIC = $(C_LIBDIR)/libmtmux.a $(C_STATIC_LIBS)
-C_EXAMPLES := echo_server echo_client bulk
+C_EXAMPLES := hello echo_server echo_client bulk
 VALGRIND := valgrind --quiet --error-exitcode=99 --fair-sched=yes --leak-check=full \
 	--show-leak-kinds=definite --errors-for-leak-kinds=definite
 

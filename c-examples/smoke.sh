@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the C examples once over loopback (part of `make test-c`): bulk in one process, then
-# echo_server and echo_client as two processes. Usage: c-examples/smoke.sh BUILD_DIR
+# Runs the C examples once over loopback (part of `make test-c`): hello and bulk in one
+# process each, then echo_server and echo_client as two processes.
+# Usage: c-examples/smoke.sh BUILD_DIR
 set -euo pipefail
 bin=${1:?usage: smoke.sh BUILD_DIR}
 work=$(mktemp -d)
@@ -16,6 +17,8 @@ for e in echo_server echo_client bulk; do
     if "$bin/$e" >/dev/null 2>"$work/usage"; then echo "smoke: $e without arguments succeeded" >&2; exit 1; fi
     grep -q '^usage:' "$work/usage" || { echo "smoke: $e printed no usage line" >&2; exit 1; }
 done
+
+[ "$(timeout 60 "$bin/hello")" = "hello, world" ] || { echo "smoke: hello failed" >&2; exit 1; }
 
 timeout 60 "$bin/bulk" self 4 64 | tee "$work/bulk"
 grep -q '^sent 64.0 MiB' "$work/bulk"
