@@ -6,11 +6,13 @@
 //! - opaque handles (`mtmux_listener`, `mtmux_session`, `mtmux_stream`) are boxed Rust
 //!   objects; `_free` drops them and `_free(NULL)` does nothing;
 //! - inputs first, outputs last, and an output is written only when the call succeeds;
-//! - every exported function runs its body inside [`guard`], which turns errors into a code
+//! - every exported function runs its body inside `guard`, which turns errors into a code
 //!   plus a thread-local message and catches panics, so none crosses into C;
 //! - nothing C passes is trusted: pointers are checked for NULL, strings for UTF-8, integers
 //!   that select something (`how`, `single_port`) are validated, never transmuted into enums.
-#![allow(non_camel_case_types)]
+// C names (`mtmux_result`), and entry points that take raw pointers without being `unsafe fn`:
+// their callers are C programs bound by the header's contract, not Rust code.
+#![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
 
 use crate::{CloseReason, Config, Error, Listener, Session, Stream};
 use std::any::Any;
