@@ -1,0 +1,218 @@
+//! `mtmux client`: accept local TCP connections and carry each as one stream of the one
+//! session to the server, re-dialing with backoff whenever the session dies.
+//!
+//! Threads: the main thread accepts local connections; the keeper thread dials and watches
+//! the session; each connection runs a [`pipe`] (two threads); an optional stats thread.
+
+use crate::args::ClientArgs;
+use crate::pipe::{abort_tcp, pipe};
+use crate::stats::Meter;
+use crate::units::fmt_duration;
+use crate::{spawn, validated, Fatal};
+use log::{debug, info, warn};
+use mtmux::{Config, Error, Session, Stream};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// First wait before re-dialing; doubles up to `--max-backoff`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A session that lived this long resets the backoff (a server that closes sessions at once,
+/// e.g. at its session limit, must not be re-dialed in a tight loop).
+const STABLE: Duration = Duration::from_secs(10);
+
+pub fn run(a: ClientArgs) -> Result<(), Fatal> {
+    let cfg = validated(a.tunnel.config(a.max_streams as usize))?;
+    let local =
+        TcpListener::bind(&a.local).map_err(|e| Fatal::new(format!("cannot listen on {}: {e}", a.local)))?;
+    let keeper = Arc::new(Keeper {
+        server: a.server,
+        cfg,
+        max_backoff: a.max_backoff.max(FIRST_BACKOFF),
+        current: Mutex::new(None),
+        changed: Condvar::new(),
+        next_id: AtomicU64::new(1),
+    });
+    if !a.keep_trying {
+        keeper
+            .dial()
+            .map_err(|e| Fatal::new(format!("cannot reach the server at {}: {e}", keeper.server)))?;
+    }
+    let k = keeper.clone();
+    spawn("keeper", move || k.keep());
+    if !a.stats_interval.is_zero() {
+        let k = keeper.clone();
+        spawn("stats", move || k.log_stats(a.stats_interval));
+    }
+    let addr = local.local_addr().map_err(|e| Fatal::new(format!("local listener: {e}")))?;
+    info!(
+        "listening on {addr}; every connection becomes a stream to {} over {} tunnels",
+        keeper.server, keeper.cfg.tunnels
+    );
+    loop {
+        match local.accept() {
+            Ok((conn, _)) => {
+                let k = keeper.clone();
+                spawn("conn", move || k.serve(conn));
+            }
+            Err(e) => {
+                // Out of descriptors or similar: back off rather than spin.
+                warn!("accepting a local connection failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+struct Keeper {
+    server: String,
+    cfg: Config,
+    max_backoff: Duration,
+    /// The session in use and its number, `None` while re-dialing.
+    current: Mutex<Option<(u64, Session)>>,
+    /// Notified when `current` gets a new session.
+    changed: Condvar,
+    next_id: AtomicU64,
+}
+
+impl Keeper {
+    fn current(&self) -> MutexGuard<'_, Option<(u64, Session)>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Dial once and make the result the current session.
+    fn dial(&self) -> Result<(), Error> {
+        let session = mtmux::dial(&self.server, &self.cfg)?;
+        let id = self.next_id.fetch_add(1, Relaxed);
+        info!("session {id} up: {} tunnels to {}", session.num_tunnels(), self.server);
+        *self.current() = Some((id, session));
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Keep a session up for ever: watch the current one, re-dial with backoff when it ends.
+    fn keep(&self) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let current = self.current().clone();
+            match current {
+                Some((id, session)) => {
+                    let since = Instant::now();
+                    self.watch(id, &session);
+                    let mut cur = self.current();
+                    if cur.as_ref().is_some_and(|(c, _)| *c == id) {
+                        *cur = None;
+                    }
+                    drop(cur);
+                    if since.elapsed() >= STABLE {
+                        backoff = FIRST_BACKOFF;
+                    } else {
+                        debug!(
+                            "session {id} lived only {}; re-dialing in {backoff:?}",
+                            fmt_duration(since.elapsed())
+                        );
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(self.max_backoff);
+                    }
+                }
+                None => {
+                    if let Err(e) = self.dial() {
+                        warn!("cannot reach the server at {}: {e}; retrying in {backoff:?}", self.server);
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(self.max_backoff);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Block until the session ends. The server never opens streams here; any it opens is
+    /// reset.
+    fn watch(&self, id: u64, session: &Session) {
+        let err = loop {
+            match session.accept_stream() {
+                Ok(s) => {
+                    debug!("session {id}: the server opened stream {}; refused", s.id());
+                    let _ = s.reset();
+                }
+                Err(e) => break e,
+            }
+        };
+        let reason = session.close_reason().map(|r| r.to_string()).unwrap_or_else(|| err.to_string());
+        warn!("session {id} ended: {reason}; re-dialing");
+    }
+
+    /// The current session if it is open, waiting up to `wait` for one.
+    fn session(&self, wait: Duration) -> Option<(u64, Session)> {
+        let deadline = Instant::now() + wait;
+        let mut cur = self.current();
+        loop {
+            if let Some((id, s)) = cur.as_ref() {
+                if !s.is_closed() {
+                    return Some((*id, s.clone()));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            cur = self.changed.wait_timeout(cur, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Open a stream for a new local connection, on a fresh session if the current one
+    /// just died.
+    fn open(&self, from: &str) -> Option<(u64, Stream)> {
+        let wait = self.cfg.handshake_timeout;
+        for _ in 0..2 {
+            let Some((id, session)) = self.session(wait) else {
+                warn!("connection from {from}: no session to the server after {wait:?}; closing it");
+                return None;
+            };
+            match session.open_stream() {
+                Ok(s) => return Some((id, s)),
+                // Died between the check and the open: the keeper is re-dialing.
+                Err(Error::SessionClosed(_)) => continue,
+                Err(e) => {
+                    warn!("session {id}: cannot open a stream for the connection from {from}: {e}");
+                    return None;
+                }
+            }
+        }
+        warn!("connection from {from}: the session to the server keeps failing; closing it");
+        None
+    }
+
+    /// Carry one local connection.
+    fn serve(&self, conn: TcpStream) {
+        let from = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+        let _ = conn.set_nodelay(true);
+        let Some((id, stream)) = self.open(&from) else {
+            abort_tcp(&conn);
+            return;
+        };
+        let sid = stream.id();
+        info!("session {id} stream {sid}: opened for {from}");
+        let started = Instant::now();
+        let outcome = pipe(&conn, &stream);
+        let summary = outcome.summary(started.elapsed());
+        match outcome.error {
+            None => info!("session {id} stream {sid}: closed, {summary}"),
+            Some(e) => warn!("session {id} stream {sid}: failed, {summary}: {e}"),
+        }
+    }
+
+    fn log_stats(&self, every: Duration) {
+        let mut meter: Option<(u64, Meter)> = None;
+        loop {
+            std::thread::sleep(every);
+            let Some((id, session)) = self.current().clone() else { continue };
+            match &mut meter {
+                Some((m_id, m)) if *m_id == id => info!("session {id} stats: {}", m.line(&session)),
+                _ => meter = Some((id, Meter::new(&session))),
+            }
+        }
+    }
+}

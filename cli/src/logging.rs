@@ -1,0 +1,25 @@
+//! Log lines on standard error: `2026-05-01T10:00:00.123Z INFO  session 1 up: ...`.
+//! `--quiet` keeps warnings and errors, `--verbose` adds debug lines; `MTMUX_LOG` (e.g.
+//! `debug`) overrides both.
+
+use crate::args::LogArgs;
+use log::LevelFilter;
+use std::io::Write;
+
+/// Install the logger for the whole process.
+pub fn init(args: LogArgs) {
+    let level = if args.quiet {
+        LevelFilter::Warn
+    } else if args.verbose {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("MTMUX_LOG")
+        .format(|buf, record| {
+            writeln!(buf, "{} {:<5} {}", buf.timestamp_millis(), record.level(), record.args())
+        })
+        .init();
+}

@@ -1,0 +1,122 @@
+//! `mtmux`: forward TCP services over a bundle of tunnels (`server`, `client`) and measure
+//! the gain (`bench`). See `mtmux --help`.
+
+mod args;
+mod bench;
+mod client;
+mod logging;
+mod net;
+mod pipe;
+mod server;
+mod stats;
+mod units;
+
+use clap::Parser;
+use std::fmt;
+use std::process::ExitCode;
+
+/// A failure that ends the command: printed as one line, then exit code 1 (2 for misuse).
+#[derive(Debug)]
+pub struct Fatal {
+    msg: String,
+    usage: bool,
+}
+
+impl Fatal {
+    /// A runtime failure (unreachable address, port in use, ...).
+    pub fn new(msg: impl Into<String>) -> Fatal {
+        Fatal { msg: msg.into(), usage: false }
+    }
+
+    /// A bad value on the command line that the parser could not catch.
+    pub fn usage(msg: impl Into<String>) -> Fatal {
+        Fatal { msg: msg.into(), usage: true }
+    }
+}
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+/// Check a configuration assembled from flags.
+pub fn validated(cfg: mtmux::Config) -> Result<mtmux::Config, Fatal> {
+    cfg.validate().map_err(|e| Fatal::usage(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Start a named thread; when the system refuses, log it and go on (the work is dropped,
+/// which closes its connections).
+pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    // Small stacks: threads are per stream, and their buffers are on the heap.
+    let spawned = std::thread::Builder::new().name(name.into()).stack_size(256 * 1024).spawn(f);
+    if let Err(e) = spawned {
+        log::warn!("cannot start thread {name}: {e}");
+    }
+}
+
+fn main() -> ExitCode {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("mtmux: internal error{at}: {what}");
+    }));
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        args::Command::Server(a) => {
+            logging::init(a.log);
+            server::run(a)
+        }
+        args::Command::Client(a) => {
+            logging::init(a.log);
+            client::run(a)
+        }
+        args::Command::Bench(a) => {
+            logging::init(a.log);
+            bench::run(a)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mtmux: error: {e}");
+            ExitCode::from(if e.usage { 2 } else { 1 })
+        }
+    }
+}
+
+/// Help and version go to stdout with success; a misuse is one line on stderr and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    // clap's first paragraph, on one line (it lists missing arguments on lines of their own).
+    let rendered = e.render().to_string();
+    let first: Vec<&str> = rendered.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    let first = first.join(" ");
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    // Point at the subcommand's help when there is one.
+    let sub = std::env::args().nth(1).filter(|s| ["server", "client", "bench"].contains(&s.as_str()));
+    let help = match sub {
+        Some(s) => format!("mtmux {s} --help"),
+        None => "mtmux --help".into(),
+    };
+    eprintln!("mtmux: error: {first} (see '{help}')");
+    ExitCode::from(2)
+}

@@ -1,0 +1,145 @@
+//! `mtmux client` + `mtmux server` forwarding real loopback TCP connections.
+
+mod common;
+
+use common::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+
+#[test]
+fn echo_through_client_and_server_returns_every_byte_after_half_close() {
+    let echo = echo_service();
+    let (mut srv, srv_addr) = server(echo, &["--tunnels", "3"]);
+    let (mut cli, local) = client(srv_addr, &["--tunnels", "3"]);
+    // Larger than every window and buffer on the way, so both directions stream at once.
+    let payload = data(3_000_000, 1);
+    let got = exchange(local, &payload).unwrap();
+    assert!(got == payload, "echo returned {} bytes of {}, or different ones", got.len(), payload.len());
+    // One info line per session and stream event on both sides.
+    cli.wait_for("session 1 up: 3 tunnels");
+    cli.wait_for("stream 1: closed, tx 3.0 MB, rx 3.0 MB");
+    srv.wait_for("session 1 from 127.0.0.1");
+    srv.wait_for("stream 1: closed, tx 3.0 MB, rx 3.0 MB");
+}
+
+#[test]
+fn many_connections_at_once_each_get_their_own_bytes_back() {
+    let echo = echo_service();
+    let (_srv, srv_addr) = server(echo, &["--tunnels", "4"]);
+    let (_cli, local) = client(srv_addr, &["--tunnels", "4"]);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                s.spawn(move || {
+                    let payload = data(100_000 + i * 7919, i as u32 + 10);
+                    let got = exchange(local, &payload).unwrap();
+                    assert!(got == payload, "connection {i}: wrong echo");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn target_that_half_closes_first_still_receives_the_clients_bytes() {
+    // The target greets, half-closes, then reads until the client's end.
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let (got_tx, got_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut c, _) = target.accept().unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c.write_all(b"hello from the target").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        let _ = got_tx.send(c.read_to_end(&mut got).map(|_| got));
+    });
+    let (_srv, srv_addr) = server(target_addr, &["--tunnels", "2"]);
+    let (_cli, local) = client(srv_addr, &["--tunnels", "2"]);
+
+    let mut conn = TcpStream::connect_timeout(&local, WAIT).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    let mut greeting = Vec::new();
+    conn.read_to_end(&mut greeting).unwrap();
+    assert_eq!(greeting, b"hello from the target");
+    // Our direction is still open after the target's end.
+    let payload = data(500_000, 3);
+    conn.write_all(&payload).unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let got = got_rx.recv_timeout(WAIT).expect("target finished").unwrap();
+    assert!(got == payload, "target got {} bytes of {}", got.len(), payload.len());
+}
+
+#[test]
+fn unreachable_target_resets_the_local_connection_and_is_logged() {
+    let (mut srv, srv_addr) = server(closed_port(), &["--tunnels", "2"]);
+    let (mut cli, local) = client(srv_addr, &["--tunnels", "2"]);
+    let mut conn = TcpStream::connect_timeout(&local, WAIT).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    conn.write_all(b"anyone there?").unwrap();
+    let mut buf = [0u8; 16];
+    match conn.read(&mut buf) {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => panic!("expected a reset, read {n} bytes"),
+    }
+    srv.wait_for("cannot connect to target");
+    cli.wait_for("stream 1: failed");
+}
+
+#[test]
+fn one_server_serves_several_clients_at_once() {
+    let echo = echo_service();
+    let (mut srv, srv_addr) = server(echo, &["--tunnels", "3"]);
+    let (_c1, local1) = client(srv_addr, &["--tunnels", "3"]);
+    let (_c2, local2) = client(srv_addr, &["--tunnels", "2"]);
+    thread::scope(|s| {
+        let a = s.spawn(|| exchange(local1, &data(400_000, 5)).unwrap());
+        let b = s.spawn(|| exchange(local2, &data(300_000, 6)).unwrap());
+        assert!(a.join().unwrap() == data(400_000, 5));
+        assert!(b.join().unwrap() == data(300_000, 6));
+    });
+    srv.wait_for("session 1 from");
+    srv.wait_for("session 2 from");
+}
+
+#[test]
+fn client_redials_after_the_server_restarts() {
+    let echo = echo_service();
+    let (mut srv, srv_addr) = server(echo, &["--tunnels", "2"]);
+    let (mut cli, local) = client(srv_addr, &["--tunnels", "2", "--max-backoff", "500ms"]);
+    assert!(exchange(local, b"before").unwrap() == b"before");
+
+    srv.kill();
+    cli.wait_for("session 1 ended");
+    // A new server on the same ports; the client finds it on its own.
+    let listen = srv_addr.to_string();
+    let echo_s = echo.to_string();
+    let mut srv2 = Proc::start(&["server", "--listen", &listen, "--tunnels", "2", "--target", &echo_s]);
+    srv2.listening_addr();
+    cli.wait_for("session 2 up");
+    assert!(exchange(local, b"after").unwrap() == b"after");
+}
+
+#[test]
+fn single_port_mode_forwards_too() {
+    let echo = echo_service();
+    let (_srv, srv_addr) = server(echo, &["--tunnels", "4", "--single-port"]);
+    let (_cli, local) = client(srv_addr, &["--tunnels", "4", "--single-port"]);
+    let payload = data(200_000, 9);
+    assert!(exchange(local, &payload).unwrap() == payload);
+}
+
+#[test]
+fn sessions_beyond_the_limit_are_refused() {
+    let echo = echo_service();
+    let (mut srv, srv_addr) = server(echo, &["--tunnels", "2", "--max-sessions", "1"]);
+    let (_c1, _) = client(srv_addr, &["--tunnels", "2"]);
+    srv.wait_for("session 1 from");
+    let (_c2, _) = client(srv_addr, &["--tunnels", "2", "--keep-trying"]);
+    srv.wait_for("refused a session");
+}
