@@ -904,20 +904,22 @@ static void finish_blocked(pthread_t t, blocked_call *b) {
 
 static void test_close_from_another_thread_wakes_blocked_calls(void) {
     pair p;
-    mtmux_stream *a = NULL, *b = NULL, *c = NULL, *peer_c = NULL;
+    mtmux_stream *a = NULL, *b = NULL, *c = NULL, *d = NULL, *peer_c = NULL;
     mtmux_config cfg = small_window_cfg();
-    pthread_t t1, t2, t3, t4, t5;
-    blocked_call r1, r2, r3, r4, r5;
-    int n1 = 0, n2 = 0, n3 = 0, n4 = 0, n5 = 0;
+    pthread_t t1, t2, t3, t4, t5, t6;
+    blocked_call r1, r2, r3, r4, r5, r6;
+    int n1 = 0, n2 = 0, n3 = 0, n4 = 0, n5 = 0, n6 = 0;
     if (!pair_open(&p, &cfg))
         return;
     /* Every blocked call is bounded by a 30 s timeout; a wake-up must come well before. */
     CHECK_OK(mtmux_session_open_stream(p.client, &a));
     CHECK_OK(mtmux_session_open_stream(p.client, &b));
     CHECK_OK(mtmux_session_open_stream(p.client, &c));
+    CHECK_OK(mtmux_session_open_stream(p.client, &d));
     CHECK_OK(mtmux_stream_set_read_timeout(a, 30000));
     CHECK_OK(mtmux_stream_set_read_timeout(b, 30000));
     CHECK_OK(mtmux_stream_set_write_timeout(c, 30000));
+    CHECK_OK(mtmux_stream_set_write_timeout(d, 30000));
 
     /* Closing a stream wakes its reader with end of stream. */
     CHECK((n1 = start_blocked(&t1, &r1, BLOCK_READ, a)));
@@ -936,21 +938,25 @@ static void test_close_from_another_thread_wakes_blocked_calls(void) {
     CHECK_EQ(r2.result, MTMUX_ERR_STREAM_RESET);
     CHECK(r2.elapsed_ms < 20000);
 
-    /* Closing the session wakes a reader and an acceptor on it; closing the listener wakes
-     * its acceptor. */
+    /* Closing the session wakes a reader, a writer and an acceptor on it; closing the
+     * listener wakes its acceptor. */
     CHECK((n3 = start_blocked(&t3, &r3, BLOCK_READ, b)));
     CHECK((n4 = start_blocked(&t4, &r4, BLOCK_ACCEPT_STREAM, p.client)));
     CHECK((n5 = start_blocked(&t5, &r5, BLOCK_ACCEPT_SESSION, p.listener)));
+    CHECK((n6 = start_blocked(&t6, &r6, BLOCK_WRITE, d)));
     CHECK_OK(mtmux_session_close(p.client));
     CHECK_OK(mtmux_listener_close(p.listener));
     finish_blocked(t3, &r3);
     finish_blocked(t4, &r4);
     finish_blocked(t5, &r5);
-    n3 = n4 = n5 = 0;
+    finish_blocked(t6, &r6);
+    n3 = n4 = n5 = n6 = 0;
     CHECK_EQ(r3.result, MTMUX_ERR_SESSION_CLOSED);
     CHECK_EQ(r4.result, MTMUX_ERR_SESSION_CLOSED);
     CHECK_EQ(r5.result, MTMUX_ERR_LISTENER_CLOSED);
+    CHECK_EQ(r6.result, MTMUX_ERR_SESSION_CLOSED);
     CHECK(r3.elapsed_ms < 20000 && r4.elapsed_ms < 20000 && r5.elapsed_ms < 20000);
+    CHECK(r6.elapsed_ms < 20000);
 out:
     /* On a failed check, wake whatever still waits before joining it. */
     mtmux_session_close(p.client);
@@ -966,9 +972,12 @@ out:
         finish_blocked(t4, &r4);
     if (n5)
         finish_blocked(t5, &r5);
+    if (n6)
+        finish_blocked(t6, &r6);
     mtmux_stream_free(a);
     mtmux_stream_free(b);
     mtmux_stream_free(c);
+    mtmux_stream_free(d);
     mtmux_stream_free(peer_c);
     pair_free(&p);
 }
