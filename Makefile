@@ -98,6 +98,23 @@ valgrind: c-tests
 	MTMUX_TEST_TIMEOUT=600 $(VALGRIND) $(C_OUT)/test_capi_dynamic
 
 ## ---- Command-line tool (issue 4) ------------------------------------------
+# The `mtmux` binary (crate cli/): `server`, `client`, `bench`. See `mtmux --help`.
+MTMUX_BIN := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/mtmux
+# What `make demo` runs: one stream striped over 4 tunnels, a table row every half second.
+DEMO_BENCH := bench --tunnels 4 --streams 1 --duration 3s --interval 500ms
+# `make speedtest SPEEDTEST_ARGS="--tunnels 8 --streams 4 --direction both --duration 10s"`
+SPEEDTEST_ARGS ?= --tunnels 8 --streams 4 --duration 10s
+
+.PHONY: cli test-cli speedtest
+
+cli:
+	$(CARGO) build --release -p mtmux-cli
+
+test-cli:
+	$(CARGO) test -p mtmux-cli
+
+speedtest: cli
+	$(MTMUX_BIN) bench $(SPEEDTEST_ARGS)
 
 ## ---- Benchmarks (issue 5) -------------------------------------------------
 
@@ -105,7 +122,8 @@ valgrind: c-tests
 test: test-rust test-c
 
 demo:
-	$(CARGO) run --release --example hello
+	$(CARGO) build --release --workspace
+	$(MTMUX_BIN) $(DEMO_BENCH)
 
 clean:
 	$(CARGO) clean

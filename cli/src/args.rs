@@ -147,7 +147,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub client: Option<String>,
     /// Streams in the session, each sending its share at once
-    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub streams: u32,
     /// Bytes to send in each direction, all streams together (e.g. 500M, 2G, 256MiB)
     #[arg(short, long, value_parser = parse_size, conflicts_with = "duration")]
