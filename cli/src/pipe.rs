@@ -96,10 +96,11 @@ impl Pair<'_> {
 
     /// TCP → stream, then half-close the stream.
     fn tcp_to_stream(&self) -> u64 {
+        let (mut tcp, mut stream) = (self.tcp, self.stream);
         let mut buf = vec![0u8; BUF_SIZE];
         let mut total = 0;
         loop {
-            let n = match (&mut &*self.tcp).read(&mut buf) {
+            let n = match tcp.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -108,7 +109,7 @@ impl Pair<'_> {
                     return total;
                 }
             };
-            if let Err(e) = (&mut &*self.stream).write_all(&buf[..n]) {
+            if let Err(e) = stream.write_all(&buf[..n]) {
                 self.abort(format!("stream: {}", mtmux::Error::from(e)));
                 return total;
             }
@@ -126,10 +127,11 @@ impl Pair<'_> {
     /// Stream → TCP, then half-close the TCP connection.
     fn stream_to_tcp(&self) -> u64 {
         let _ = self.tcp.set_write_timeout(Some(WRITE_POLL));
+        let mut stream = self.stream;
         let mut buf = vec![0u8; BUF_SIZE];
         let mut total = 0;
         loop {
-            let n = match (&mut &*self.stream).read(&mut buf) {
+            let n = match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
@@ -157,8 +159,9 @@ impl Pair<'_> {
     /// Write all of `data`, giving up quietly when the pair is aborted while the local
     /// application is not reading.
     fn write_tcp(&self, mut data: &[u8]) -> io::Result<()> {
+        let mut tcp = self.tcp;
         while !data.is_empty() {
-            match (&mut &*self.tcp).write(data) {
+            match tcp.write(data) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => data = &data[n..],
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 pub fn run(a: ServerArgs) -> Result<(), Fatal> {
     let cfg = validated(a.tunnel.config(a.max_streams as usize))?;
+    if a.connect_timeout.is_zero() {
+        return Err(Fatal::usage("--connect-timeout must be greater than zero"));
+    }
     // Resolved now to catch typos, and again for every stream (the target may move).
     resolve(&a.target).map_err(|e| Fatal::new(format!("bad --target {}: {e}", a.target)))?;
     let listener =

@@ -3,15 +3,22 @@
 
 use std::time::Duration;
 
+/// Longest duration accepted on the command line (longer ones would overflow deadlines).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parse a duration: a plain number is seconds (`2.5`), otherwise humantime's syntax
-/// (`500ms`, `10s`, `2m`, `1h 30m`).
+/// (`500ms`, `10s`, `2m`, `1h 30m`). At most a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration '{s}'"));
+    let d = match s.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration '{s}'"))?,
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration '{s}': {e} (examples: 500ms, 10s, 2m)"))?,
+    };
+    if d > MAX_DURATION {
+        return Err(format!("invalid duration '{s}': longer than a year"));
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("invalid duration '{s}': {e} (examples: 500ms, 10s, 2m)"))
+    Ok(d)
 }
 
 /// Parse a byte count: `1000`, `64k`, `200M`, `1.5G`, `512KiB`, `4MiB` (a trailing `B` is
@@ -101,6 +108,7 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("400y").is_err());
     }
 
     #[test]

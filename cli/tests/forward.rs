@@ -79,9 +79,10 @@ fn target_that_half_closes_first_still_receives_the_clients_bytes() {
 fn unreachable_target_resets_the_local_connection_and_is_logged() {
     let (mut srv, srv_addr) = server(closed_port(), &["--tunnels", "2"]);
     let (mut cli, local) = client(srv_addr, &["--tunnels", "2"]);
+    // Nothing to send: the client opens the stream at once, and the server's failure to
+    // reach the target comes back as a reset.
     let mut conn = TcpStream::connect_timeout(&local, WAIT).unwrap();
     conn.set_read_timeout(Some(WAIT)).unwrap();
-    conn.write_all(b"anyone there?").unwrap();
     let mut buf = [0u8; 16];
     match conn.read(&mut buf) {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
@@ -142,4 +143,75 @@ fn sessions_beyond_the_limit_are_refused() {
     srv.wait_for("session 1 from");
     let (_c2, _) = client(srv_addr, &["--tunnels", "2", "--keep-trying"]);
     srv.wait_for("refused a session");
+}
+
+/// A target that sends without end, and reports how its connection ended.
+fn endless_target() -> (std::net::SocketAddr, mpsc::Receiver<std::io::Result<()>>) {
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = target.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (c, _) = target.accept().unwrap();
+        c.set_write_timeout(Some(WAIT)).unwrap();
+        let chunk = data(64 * 1024, 8);
+        let ended = loop {
+            if let Err(e) = (&c).write_all(&chunk) {
+                break Err(e);
+            }
+        };
+        let _ = tx.send(ended);
+    });
+    (addr, rx)
+}
+
+/// Read until the end; `Err` if the connection failed rather than ended.
+fn read_until_end(conn: &TcpStream) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match (&*conn).read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[test]
+fn server_dying_mid_transfer_resets_the_local_connection() {
+    let (target, _) = endless_target();
+    let (mut srv, srv_addr) = server(target, &["--tunnels", "2"]);
+    let (mut cli, local) = client(srv_addr, &["--tunnels", "2"]);
+    let conn = TcpStream::connect_timeout(&local, WAIT).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    let mut first = [0u8; 1000];
+    (&conn).read_exact(&mut first).unwrap();
+    srv.kill();
+    // A clean end here would pass a truncated transfer off as complete.
+    let end = read_until_end(&conn);
+    assert!(end.is_err(), "expected an error, the connection ended cleanly after {end:?} more bytes");
+    cli.wait_for("stream 1: failed");
+}
+
+#[test]
+fn local_application_aborting_resets_the_target_connection() {
+    // The target reads until the end and reports how the connection ended.
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let (tx, ended) = mpsc::channel();
+    thread::spawn(move || {
+        let (c, _) = target.accept().unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = tx.send(read_until_end(&c));
+    });
+    let (_srv, srv_addr) = server(target_addr, &["--tunnels", "2"]);
+    let (mut cli, local) = client(srv_addr, &["--tunnels", "2"]);
+    let conn = TcpStream::connect_timeout(&local, WAIT).unwrap();
+    (&conn).write_all(&data(100_000, 4)).unwrap();
+    cli.wait_for("stream 1: opened");
+    // Close with a reset instead of a FIN.
+    socket2::SockRef::from(&conn).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    drop(conn);
+    let ended = ended.recv_timeout(WAIT).expect("the target's connection ends");
+    assert!(ended.is_err(), "the target saw a clean end after {ended:?} bytes");
 }

@@ -128,8 +128,9 @@ where
             }
         }
         Limit::Time(d) => {
-            let end = Instant::now() + d;
-            while Instant::now() < end {
+            // The limit comes off the wire: an absurd one means "until the peer stops".
+            let end = Instant::now().checked_add(d);
+            while end.is_none_or(|end| Instant::now() < end) {
                 w.write_all(&data)?;
                 sent += CHUNK as u64;
             }
