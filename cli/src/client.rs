@@ -66,19 +66,29 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
     }
 }
 
+/// The session in use.
+#[derive(Clone)]
+struct Current {
+    /// Sessions are numbered from 1 in the order they were dialed.
+    id: u64,
+    session: Session,
+    /// When it came up.
+    since: Instant,
+}
+
 struct Keeper {
     server: String,
     cfg: Config,
     max_backoff: Duration,
-    /// The session in use and its number, `None` while re-dialing.
-    current: Mutex<Option<(u64, Session)>>,
+    /// The session in use, `None` while re-dialing.
+    current: Mutex<Option<Current>>,
     /// Notified when `current` gets a new session.
     changed: Condvar,
     next_id: AtomicU64,
 }
 
 impl Keeper {
-    fn current(&self) -> MutexGuard<'_, Option<(u64, Session)>> {
+    fn current(&self) -> MutexGuard<'_, Option<Current>> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -87,7 +97,7 @@ impl Keeper {
         let session = mtmux::dial(&self.server, &self.cfg)?;
         let id = self.next_id.fetch_add(1, Relaxed);
         info!("session {id} up: {} tunnels to {}", session.num_tunnels(), self.server);
-        *self.current() = Some((id, session));
+        *self.current() = Some(Current { id, session, since: Instant::now() });
         self.changed.notify_all();
         Ok(())
     }
@@ -98,11 +108,10 @@ impl Keeper {
         loop {
             let current = self.current().clone();
             match current {
-                Some((id, session)) => {
-                    let since = Instant::now();
+                Some(Current { id, session, since }) => {
                     self.watch(id, &session);
                     let mut cur = self.current();
-                    if cur.as_ref().is_some_and(|(c, _)| *c == id) {
+                    if cur.as_ref().is_some_and(|c| c.id == id) {
                         *cur = None;
                     }
                     drop(cur);
@@ -149,9 +158,9 @@ impl Keeper {
         let deadline = Instant::now() + wait;
         let mut cur = self.current();
         loop {
-            if let Some((id, s)) = cur.as_ref() {
-                if !s.is_closed() {
-                    return Some((*id, s.clone()));
+            if let Some(c) = cur.as_ref() {
+                if !c.session.is_closed() {
+                    return Some((c.id, c.session.clone()));
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -208,10 +217,12 @@ impl Keeper {
         let mut meter: Option<(u64, Meter)> = None;
         loop {
             std::thread::sleep(every);
-            let Some((id, session)) = self.current().clone() else { continue };
-            match &mut meter {
-                Some((m_id, m)) if *m_id == id => info!("session {id} stats: {}", m.line(&session)),
-                _ => meter = Some((id, Meter::new(&session))),
+            let Some(Current { id, session, since }) = self.current().clone() else { continue };
+            if meter.as_ref().is_none_or(|(m, _)| *m != id) {
+                meter = Some((id, Meter::since(since, &session)));
+            }
+            if let Some((_, m)) = &mut meter {
+                info!("session {id} stats: {}", m.line(&session));
             }
         }
     }

@@ -18,6 +18,20 @@ impl Meter {
         Meter { last: session.tunnel_stats(), at: Instant::now() }
     }
 
+    /// Start measuring from `at`, when the session started (every counter was zero).
+    pub fn since(at: Instant, session: &Session) -> Meter {
+        let zero = |index| TunnelStats {
+            index,
+            bytes_sent: 0,
+            bytes_received: 0,
+            frames_sent: 0,
+            frames_received: 0,
+            rtt: None,
+            alive: true,
+        };
+        Meter { last: (0..session.num_tunnels()).map(zero).collect(), at }
+    }
+
     /// The stats line for the time since the previous call (or since `new`).
     pub fn line(&mut self, session: &Session) -> String {
         let now = Instant::now();

@@ -215,3 +215,18 @@ fn local_application_aborting_resets_the_target_connection() {
     let ended = ended.recv_timeout(WAIT).expect("the target's connection ends");
     assert!(ended.is_err(), "the target saw a clean end after {ended:?} bytes");
 }
+
+#[test]
+fn stats_lines_show_every_tunnel() {
+    let echo = echo_service();
+    let (mut srv, srv_addr) = server(echo, &["--tunnels", "3", "--stats-interval", "100ms"]);
+    let (mut cli, local) = client(srv_addr, &["--tunnels", "3", "--stats-interval", "100ms"]);
+    assert!(exchange(local, &data(1_000_000, 2)).unwrap().len() == 1_000_000);
+    for p in [&mut srv, &mut cli] {
+        let line = p.wait_for("session 1 stats: ");
+        assert!(line.contains("per tunnel tx/rx: t0 ") && line.contains(", t2 "), "{line}");
+    }
+    // The client's first line counts from the session's start, so it saw the transfer.
+    let line = cli.wait_for("session 1 stats: ");
+    assert!(line.contains(" MB/") || line.contains(" kB/"), "{line}");
+}
