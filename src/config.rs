@@ -8,6 +8,18 @@ use std::time::Duration;
 /// Largest number of tunnels in a bundle (each tunnel costs two threads).
 pub const MAX_TUNNELS: usize = 256;
 
+/// Longest timeout or interval a configuration may hold (30 days): beyond that, deadlines
+/// would overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Largest `accept_backlog` and `max_pending_handshakes` (queues are allocated up front).
+pub const MAX_QUEUE: usize = 1 << 16;
+
+/// `now + d`, or `None` (no deadline) when that is beyond what the clock can represent.
+pub(crate) fn deadline_after(d: Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(d)
+}
+
 /// Configuration of a session (and of the listener that accepts sessions).
 ///
 /// Start from `Config::default()` and change fields, then [`Config::validate`] (every
@@ -93,6 +105,16 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout must be greater than zero".into());
         }
+        for (name, d) in [
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+            ("reorder_timeout", self.reorder_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+        ] {
+            if d > MAX_DURATION {
+                return bad(format!("{name} must be at most {MAX_DURATION:?} (30 days), got {d:?}"));
+            }
+        }
         if self.max_frame_size < 1024 || self.max_frame_size > MAX_FRAME_LIMIT as usize {
             return bad(format!(
                 "max_frame_size must be 1024..={MAX_FRAME_LIMIT}, got {}",
@@ -120,11 +142,17 @@ impl Config {
         if self.max_streams == 0 {
             return bad("max_streams must be at least 1".into());
         }
-        if self.accept_backlog == 0 {
-            return bad("accept_backlog must be at least 1".into());
+        if self.accept_backlog == 0 || self.accept_backlog > MAX_QUEUE {
+            return bad(format!("accept_backlog must be 1..={MAX_QUEUE}, got {}", self.accept_backlog));
         }
-        if self.max_pending_handshakes == 0 {
-            return bad("max_pending_handshakes must be at least 1".into());
+        if self.max_pending_handshakes == 0 || self.max_pending_handshakes > MAX_QUEUE {
+            return bad(format!(
+                "max_pending_handshakes must be 1..={MAX_QUEUE}, got {}",
+                self.max_pending_handshakes
+            ));
+        }
+        if self.max_streams > 1 << 24 {
+            return bad(format!("max_streams must be at most {}, got {}", 1 << 24, self.max_streams));
         }
         Ok(())
     }
@@ -178,6 +206,12 @@ mod tests {
             (Box::new(|c| c.max_streams = 0), "max_streams"),
             (Box::new(|c| c.accept_backlog = 0), "accept_backlog"),
             (Box::new(|c| c.handshake_timeout = Duration::ZERO), "handshake_timeout"),
+            (Box::new(|c| c.handshake_timeout = Duration::MAX), "handshake_timeout"),
+            (Box::new(|c| c.keepalive_timeout = Duration::MAX), "keepalive_timeout"),
+            (Box::new(|c| c.reorder_timeout = Duration::from_secs(u64::MAX)), "reorder_timeout"),
+            (Box::new(|c| c.accept_backlog = usize::MAX / 64), "accept_backlog"),
+            (Box::new(|c| c.max_pending_handshakes = usize::MAX), "max_pending_handshakes"),
+            (Box::new(|c| c.max_streams = usize::MAX), "max_streams"),
         ];
         for (change, field) in cases {
             let mut c = Config::default();

@@ -169,7 +169,7 @@ impl Listener {
 
     /// Wait at most `timeout` for the next session; [`Error::TimedOut`] then.
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Session> {
-        self.accept_deadline(Some(Instant::now() + timeout))
+        self.accept_deadline(crate::config::deadline_after(timeout))
     }
 
     fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Session> {

@@ -466,3 +466,70 @@ fn sessions_over_connections_the_caller_made() {
         assert!(matches!(two.join().unwrap(), Err(Error::Refused(_))));
     });
 }
+
+/// Regression: closing the write side from another thread left a writer blocked on flow
+/// control asleep until its write timeout (or forever).
+#[test]
+fn close_write_wakes_a_writer_blocked_on_flow_control() {
+    within(Duration::from_secs(30), || {
+        let c = Config { stream_window: 80 << 10, max_stream_window: 80 << 10, ..cfg(1) };
+        let (client, server) = pair(&c);
+        let s = Arc::new(client.open_stream().unwrap());
+        (&*s).write_all(b"x").unwrap();
+        let _peer = server.accept_stream().unwrap();
+        let w = s.clone();
+        // The peer never reads: this write blocks once the window is used.
+        let writer = thread::spawn(move || (&*w).write_all(&vec![0u8; 1 << 20]).map_err(Error::from));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.tunnel_stats()[0].bytes_sent < 64 << 10 {
+            assert!(Instant::now() < deadline, "the writer never started");
+            thread::yield_now();
+        }
+        let t = Instant::now();
+        s.close_write().unwrap();
+        assert!(matches!(writer.join().unwrap(), Err(Error::WriteClosed)));
+        assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    });
+}
+
+/// Regression: after a read reported the peer's reset, a write could still succeed for a
+/// moment (the reader learned of the reset before the writer).
+#[test]
+fn once_a_read_reports_a_reset_writes_do_too() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(2));
+        for _ in 0..20 {
+            let s = client.open_stream().unwrap();
+            (&s).write_all(b"x").unwrap();
+            let peer = server.accept_stream().unwrap();
+            peer.reset().unwrap();
+            let e = Error::from((&s).read(&mut [0u8; 4]).unwrap_err());
+            assert!(matches!(e, Error::StreamReset { remote: true, .. }), "{e:?}");
+            let w = Error::from((&s).write(b"y").unwrap_err());
+            assert!(matches!(w, Error::StreamReset { remote: true, .. }), "{w:?}");
+        }
+    });
+}
+
+/// Regression: timeouts too large for the clock panicked ("overflow when adding duration to
+/// instant"); they now mean "no deadline", and configurations refuse them.
+#[test]
+fn huge_timeouts_do_not_panic() {
+    within(Duration::from_secs(30), || {
+        let bad = Config { handshake_timeout: Duration::MAX, ..cfg(1) };
+        assert!(matches!(mtmux::dial("127.0.0.1:1", &bad), Err(Error::InvalidConfig(_))));
+        assert!(matches!(mtmux::Listener::bind("127.0.0.1:0", &bad), Err(Error::InvalidConfig(_))));
+        let huge = Config { accept_backlog: usize::MAX / 64, ..cfg(1) };
+        assert!(matches!(mtmux::Listener::bind("127.0.0.1:0", &huge), Err(Error::InvalidConfig(_))));
+        let (client, server) = pair(&cfg(1));
+        let s = client.open_stream().unwrap();
+        s.set_read_timeout(Some(Duration::MAX)).unwrap();
+        s.set_write_timeout(Some(Duration::MAX)).unwrap();
+        (&s).write_all(b"ping").unwrap();
+        let peer = server.accept_stream_timeout(Duration::MAX).unwrap();
+        (&peer).write_all(b"pong").unwrap();
+        let mut b = [0u8; 4];
+        (&s).read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"pong");
+    });
+}

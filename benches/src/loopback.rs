@@ -237,8 +237,8 @@ pub fn churn_mux(tunnels: usize, n: usize) -> f64 {
     rate
 }
 
-/// 5. fairness: round trips on one stream while another stream of the same session
-/// saturates the tunnels (µs per round trip).
+/// Benchmark 5, fairness: round trips on one stream while another stream of the same
+/// session saturates the tunnels (µs per round trip).
 pub fn fairness_mux(tunnels: usize, n: usize) -> Vec<f64> {
     let (client, server) = pair(&Config { tunnels, ..Default::default() });
     let (mut ping, pong) = stream_pair(&client, &server);
@@ -287,8 +287,8 @@ fn status_field(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// 6. idle memory: RSS growth (bytes per stream, both ends in this process) and threads,
-/// with `n` open idle streams on one session.
+/// Benchmark 6, idle memory: RSS growth (bytes per stream, both ends in this process) and
+/// threads, with `n` open idle streams on one session.
 pub fn idle_memory(tunnels: usize, n: usize) -> (f64, usize, usize) {
     let cfg = Config { tunnels, max_streams: n + 16, accept_backlog: n + 16, ..Default::default() };
     let (client, server) = pair(&cfg);

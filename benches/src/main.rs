@@ -110,9 +110,12 @@ fn log(msg: &str) {
     eprintln!("[mtmux-bench] {msg}");
 }
 
+/// Per round: raw median, raw p99, mtmux median, mtmux p99 (µs).
+type PinnedRounds = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
 /// Pingpong pinned to CPU 0: runs this binary under `taskset -c 0` and returns
 /// (raw medians, raw p99s, mux medians, mux p99s) per round.
-fn pinned_pingpong(n: usize, rounds: usize) -> Option<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+fn pinned_pingpong(n: usize, rounds: usize) -> Option<PinnedRounds> {
     let exe = std::env::current_exe().ok()?;
     let out = Command::new("taskset")
         .args(["-c", "0"])

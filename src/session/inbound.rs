@@ -126,16 +126,21 @@ impl Inner {
                 }
             }
             Control::Reset { stream, code } => {
-                let shared = {
+                let entry = {
                     let mut st = self.state.lock();
                     self.classify(&mut st, stream)?;
-                    st.streams.remove(&stream).map(|e| {
-                        let _ = e.tx.send(Inbound::Reset { code: ResetCode::from_u32(code), remote: true });
-                        e.shared
-                    })
+                    st.streams.remove(&stream)
                 };
-                if let Some(s) = shared {
-                    s.reset(ResetCode::from_u32(code), true);
+                if let Some(e) = entry {
+                    let code = ResetCode::from_u32(code);
+                    // The send side first, so that once a read has reported the reset, writes
+                    // report it too.
+                    e.shared.reset(code, true);
+                    {
+                        let _credit = self.credit.lock();
+                        self.credit_cv.notify_all();
+                    }
+                    let _ = e.tx.send(Inbound::Reset { code, remote: true });
                     if self.sched.lock().drop_stream(stream) > 0 {
                         self.room.notify_all();
                     }

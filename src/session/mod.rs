@@ -318,7 +318,7 @@ impl Session {
 
     /// Wait at most `timeout` for the next stream opened by the peer; [`Error::TimedOut`] then.
     pub fn accept_stream_timeout(&self, timeout: Duration) -> Result<Stream> {
-        self.accept_deadline(Some(Instant::now() + timeout))
+        self.accept_deadline(crate::config::deadline_after(timeout))
     }
 
     fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Stream> {

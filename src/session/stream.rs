@@ -251,6 +251,7 @@ impl Stream {
             s.phase = SendPhase::Finished;
             seq
         };
+        self.wake_writers();
         let flags = FLAG_FIN | if seq == 0 { FLAG_OPEN } else { 0 };
         let id = self.id();
         self.inner().send_data(id, &Header::data(id, seq, flags, 0).encode(), &[]);
@@ -289,8 +290,17 @@ impl Stream {
         Ok(())
     }
 
+    /// Wake writers of this stream blocked on flow control (the stream's own credit or the
+    /// session's), after its send side changed state.
+    fn wake_writers(&self) {
+        self.shared.send_cv.notify_all();
+        let _credit = self.inner().credit.lock();
+        self.inner().credit_cv.notify_all();
+    }
+
     fn abort(&self, code: ResetCode) {
         self.shared.reset(code, false);
+        self.wake_writers();
         self.inner().reset_stream(self.id(), code);
         self.discard_receive(|p| {
             if matches!(p, RecvPhase::Open) {
@@ -376,7 +386,7 @@ impl Stream {
         if self.shared.local {
             self.ensure_open();
         }
-        let deadline = self.read_timeout().map(|d| Instant::now() + d);
+        let deadline = self.read_timeout().and_then(crate::config::deadline_after);
         let mut r: MutexGuard<'_, RecvState> = match deadline {
             Some(d) => self.recv.try_lock_until(d).ok_or(Error::TimedOut)?,
             None => self.recv.lock(),
@@ -519,7 +529,7 @@ impl Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = self.write_timeout().map(|d| Instant::now() + d);
+        let deadline = self.write_timeout().and_then(crate::config::deadline_after);
         let id = self.id();
         let mut written = 0;
         while written < buf.len() {
