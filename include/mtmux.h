@@ -26,7 +26,9 @@
  *     reads each get different bytes (which ones is unspecified); two concurrent writes may
  *     interleave their bytes, so use one writer at a time for ordered data.
  *   - Wake-ups from another thread: mtmux_stream_close (and _shutdown with MTMUX_SHUT_READ)
- *     makes a blocked read return 0; mtmux_stream_reset makes blocked reads and writes fail
+ *     makes a blocked read return 0; mtmux_stream_close_write (and _close, _shutdown with
+ *     MTMUX_SHUT_WRITE) makes a blocked write fail with MTMUX_ERR_WRITE_CLOSED;
+ *     mtmux_stream_reset makes blocked reads and writes fail
  *     with MTMUX_ERR_STREAM_RESET; mtmux_session_close makes every blocked read, write and
  *     accept of that session fail with MTMUX_ERR_SESSION_CLOSED; mtmux_listener_close makes
  *     a blocked mtmux_listener_accept fail with MTMUX_ERR_LISTENER_CLOSED.
@@ -547,7 +549,8 @@ mtmux_result mtmux_stream_write_all(const struct mtmux_stream *stream,
 
 /**
  * Half-close: the peer reads end of stream after all data written so far. Later writes
- * fail with `MTMUX_ERR_WRITE_CLOSED`; reading continues. Idempotent.
+ * fail with `MTMUX_ERR_WRITE_CLOSED` (a write blocked in another thread wakes up with it);
+ * reading continues. Idempotent.
  */
 mtmux_result mtmux_stream_close_write(const struct mtmux_stream *stream);
 

@@ -998,7 +998,8 @@ pub extern "C" fn mtmux_stream_write_all(
 }
 
 /// Half-close: the peer reads end of stream after all data written so far. Later writes
-/// fail with `MTMUX_ERR_WRITE_CLOSED`; reading continues. Idempotent.
+/// fail with `MTMUX_ERR_WRITE_CLOSED` (a write blocked in another thread wakes up with it);
+/// reading continues. Idempotent.
 #[no_mangle]
 pub extern "C" fn mtmux_stream_close_write(stream: *const mtmux_stream) -> mtmux_result {
     guard("mtmux_stream_close_write", || {

@@ -904,11 +904,11 @@ static void finish_blocked(pthread_t t, blocked_call *b) {
 
 static void test_close_from_another_thread_wakes_blocked_calls(void) {
     pair p;
-    mtmux_stream *a = NULL, *b = NULL, *c = NULL, *d = NULL, *peer_c = NULL;
+    mtmux_stream *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL, *peer_c = NULL, *peer_e = NULL;
     mtmux_config cfg = small_window_cfg();
-    pthread_t t1, t2, t3, t4, t5, t6;
-    blocked_call r1, r2, r3, r4, r5, r6;
-    int n1 = 0, n2 = 0, n3 = 0, n4 = 0, n5 = 0, n6 = 0;
+    pthread_t t1, t2, t3, t4, t5, t6, t7;
+    blocked_call r1, r2, r3, r4, r5, r6, r7;
+    int n1 = 0, n2 = 0, n3 = 0, n4 = 0, n5 = 0, n6 = 0, n7 = 0;
     if (!pair_open(&p, &cfg))
         return;
     /* Every blocked call is bounded by a 30 s timeout; a wake-up must come well before. */
@@ -916,6 +916,8 @@ static void test_close_from_another_thread_wakes_blocked_calls(void) {
     CHECK_OK(mtmux_session_open_stream(p.client, &b));
     CHECK_OK(mtmux_session_open_stream(p.client, &c));
     CHECK_OK(mtmux_session_open_stream(p.client, &d));
+    CHECK_OK(mtmux_session_open_stream(p.client, &e));
+    CHECK_OK(mtmux_stream_set_write_timeout(e, 30000));
     CHECK_OK(mtmux_stream_set_read_timeout(a, 30000));
     CHECK_OK(mtmux_stream_set_read_timeout(b, 30000));
     CHECK_OK(mtmux_stream_set_write_timeout(c, 30000));
@@ -937,6 +939,16 @@ static void test_close_from_another_thread_wakes_blocked_calls(void) {
     n2 = 0;
     CHECK_EQ(r2.result, MTMUX_ERR_STREAM_RESET);
     CHECK(r2.elapsed_ms < 20000);
+
+    /* Half-closing a stream wakes its writer blocked on flow control (regression: it slept
+     * until its write timeout). */
+    CHECK((n7 = start_blocked(&t7, &r7, BLOCK_WRITE, e)));
+    CHECK_OK(mtmux_session_accept_stream_timeout(p.server, 10000, &peer_e));
+    CHECK_OK(mtmux_stream_close_write(e));
+    finish_blocked(t7, &r7);
+    n7 = 0;
+    CHECK_EQ(r7.result, MTMUX_ERR_WRITE_CLOSED);
+    CHECK(r7.elapsed_ms < 20000);
 
     /* Closing the session wakes a reader, a writer and an acceptor on it; closing the
      * listener wakes its acceptor. */
@@ -962,6 +974,7 @@ out:
     mtmux_session_close(p.client);
     mtmux_listener_close(p.listener);
     mtmux_stream_reset(c);
+    mtmux_stream_reset(e);
     if (n1)
         finish_blocked(t1, &r1);
     if (n2)
@@ -974,11 +987,15 @@ out:
         finish_blocked(t5, &r5);
     if (n6)
         finish_blocked(t6, &r6);
+    if (n7)
+        finish_blocked(t7, &r7);
     mtmux_stream_free(a);
     mtmux_stream_free(b);
     mtmux_stream_free(c);
     mtmux_stream_free(d);
+    mtmux_stream_free(e);
     mtmux_stream_free(peer_c);
+    mtmux_stream_free(peer_e);
     pair_free(&p);
 }
 
