@@ -204,15 +204,23 @@ fn local_application_aborting_resets_the_target_connection() {
         c.set_read_timeout(Some(WAIT)).unwrap();
         let _ = tx.send(read_until_end(&c));
     });
-    let (_srv, srv_addr) = server(target_addr, &["--tunnels", "2"]);
+    let (mut srv, srv_addr) = server(target_addr, &["--tunnels", "2"]);
     let (mut cli, local) = client(srv_addr, &["--tunnels", "2"]);
     let conn = TcpStream::connect_timeout(&local, WAIT).unwrap();
     (&conn).write_all(&data(100_000, 4)).unwrap();
-    cli.wait_for("stream 1: opened");
+    // The server must have the stream and its target connection first (a stream reset before
+    // its first frames arrive is never accepted, and the target never hears of it).
+    srv.wait_for("stream 1: opened");
     // Close with a reset instead of a FIN.
     socket2::SockRef::from(&conn).set_linger(Some(std::time::Duration::ZERO)).unwrap();
     drop(conn);
-    let ended = ended.recv_timeout(WAIT).expect("the target's connection ends");
+    let ended = ended.recv_timeout(WAIT).unwrap_or_else(|_| {
+        panic!(
+            "the target's connection did not end; client: {:#?}\nserver: {:#?}",
+            cli.output(),
+            srv.output()
+        )
+    });
     assert!(ended.is_err(), "the target saw a clean end after {ended:?} bytes");
 }
 

@@ -121,6 +121,14 @@ impl Proc {
         (status, out, err)
     }
 
+    /// Everything printed so far (without waiting), for failure messages.
+    pub fn output(&mut self) -> Vec<String> {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.iter().map(|(Line::Out(l) | Line::Err(l))| l.clone()).collect()
+    }
+
     /// Stop the process now.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
