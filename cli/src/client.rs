@@ -23,6 +23,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// e.g. at its session limit, must not be re-dialed in a tight loop).
 const STABLE: Duration = Duration::from_secs(10);
 
+/// Run `mtmux client` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ClientArgs) -> Result<(), Fatal> {
     let cfg = validated(a.tunnel.config(a.max_streams as usize))?;
     let local =

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Run `mtmux server` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ServerArgs) -> Result<(), Fatal> {
     let cfg = validated(a.tunnel.config(a.max_streams as usize))?;
     if a.connect_timeout.is_zero() {

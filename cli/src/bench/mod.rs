@@ -33,6 +33,8 @@ const BASELINE_LABEL: &str = "plain TCP, 1 connection";
 /// Stream limit of bench sessions: above `--streams` plus the info stream.
 const MAX_STREAMS: usize = 8192;
 
+/// Run `mtmux bench`: a bench server (`--server`, until stopped), a client against a remote
+/// one (`--client`), or both in this process.
 pub fn run(a: BenchArgs) -> Result<(), Fatal> {
     let cfg = validated(a.tunnel.config(MAX_STREAMS))?;
     if a.interval.is_zero() {
