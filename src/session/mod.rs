@@ -175,13 +175,16 @@ pub(crate) struct Inner {
     pool: pool::BufPool,
     /// Session-level charge consumed by streams and not yet applied to `state.recv`.
     unreported: AtomicU64,
+    /// Application threads inside `Stream::write` right now.
+    pub(crate) writers: AtomicUsize,
 }
 
-/// Largest DATA payload an application thread writes to a tunnel itself. Small frames go out
-/// without a thread hand-off (latency); larger ones are copied into the scheduler so that the
-/// tunnel writers send them in parallel: on loopback a send also runs the receiver's TCP
-/// processing, and one application thread doing all sends could never move more than one TCP
-/// connection does.
+/// Largest DATA payload an application thread always tries to write to a tunnel itself.
+/// Small frames go out without a thread hand-off (latency). Larger ones go direct only while
+/// at least as many application threads are writing as there are tunnels; otherwise they are
+/// copied into the scheduler so that the tunnel writers send them in parallel (a send also
+/// costs the kernel's TCP work, so one thread sending everything over N tunnels would move no
+/// more than one TCP connection does).
 const DIRECT_MAX: usize = 16 * 1024;
 
 /// How many recent RESETs are remembered for resending after a tunnel failure.
@@ -262,6 +265,7 @@ impl Session {
             recent_resets: Mutex::new(VecDeque::new()),
             pool: pool::BufPool::new(32),
             unreported: AtomicU64::new(0),
+            writers: AtomicUsize::new(0),
         });
         let mut threads = Vec::with_capacity(2 * n);
         for t in 0..n {
@@ -546,9 +550,8 @@ impl Inner {
     /// Send a DATA frame: small ones straight to a free tunnel, large ones (and any a tunnel
     /// would not take at once) queued for the tunnel writers.
     fn send_data(&self, id: u32, header: &[u8], payload: &[u8]) {
-        if payload.len() <= DIRECT_MAX
-            && self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None)
-        {
+        let direct = payload.len() <= DIRECT_MAX || self.writers.load(Relaxed) >= self.tunnels.len();
+        if direct && self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None) {
             return;
         }
         let mut frame = self.pool.take(header.len() + payload.len());

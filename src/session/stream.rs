@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -531,6 +531,7 @@ impl Stream {
         }
         let deadline = self.write_timeout().and_then(crate::config::deadline_after);
         let id = self.id();
+        let _writing = WriterCount::enter(&self.inner().writers);
         let mut written = 0;
         while written < buf.len() {
             let (seq, n) = match self.reserve(buf.len() - written, deadline) {
@@ -547,6 +548,22 @@ impl Stream {
             }
         }
         Ok(written)
+    }
+}
+
+/// Counts the application threads inside `write` (see `Inner::send_data`).
+struct WriterCount<'a>(&'a AtomicUsize);
+
+impl<'a> WriterCount<'a> {
+    fn enter(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Relaxed);
+        WriterCount(c)
+    }
+}
+
+impl Drop for WriterCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
