@@ -138,6 +138,16 @@ pub enum Direction {
     Both,
 }
 
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+            Direction::Both => "both",
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Run only a bench server, listening on HOST:PORT, for `bench --client` on another host

@@ -8,7 +8,7 @@ use crate::args::ClientArgs;
 use crate::pipe::{abort_tcp, pipe};
 use crate::stats::Meter;
 use crate::units::fmt_duration;
-use crate::{spawn, validated, Fatal};
+use crate::{end_reason, spawn, validated, Fatal};
 use log::{debug, info, warn};
 use mtmux::{Config, Error, Session, Stream};
 use std::net::{TcpListener, TcpStream};
@@ -150,7 +150,7 @@ impl Keeper {
                 Err(e) => break e,
             }
         };
-        let reason = session.close_reason().map(|r| r.to_string()).unwrap_or_else(|| err.to_string());
+        let (Ok(reason) | Err(reason)) = end_reason(session, &err);
         warn!("session {id} ended: {reason}; re-dialing");
     }
 

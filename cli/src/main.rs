@@ -46,6 +46,21 @@ pub fn validated(cfg: mtmux::Config) -> Result<mtmux::Config, Fatal> {
     Ok(cfg)
 }
 
+/// Why a session ended: its close reason, or else the error that reported the end. `Err` for
+/// the reasons worth a warning (tunnels lost, protocol violation).
+pub fn end_reason(session: &mtmux::Session, err: &mtmux::Error) -> Result<String, String> {
+    use mtmux::CloseReason;
+    let reason = match (session.close_reason(), err) {
+        (Some(r), _) => r,
+        (None, mtmux::Error::SessionClosed(r)) => r.clone(),
+        (None, e) => return Err(e.to_string()),
+    };
+    match reason {
+        CloseReason::Local | CloseReason::Peer => Ok(reason.to_string()),
+        _ => Err(reason.to_string()),
+    }
+}
+
 /// Start a named thread; when the system refuses, log it and go on (the work is dropped,
 /// which closes its connections).
 pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {

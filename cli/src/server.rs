@@ -9,9 +9,9 @@ use crate::net::{connect, port_layout, resolve};
 use crate::pipe::pipe;
 use crate::stats::Meter;
 use crate::units::fmt_duration;
-use crate::{spawn, validated, Fatal};
+use crate::{end_reason, spawn, validated, Fatal};
 use log::{info, warn};
-use mtmux::{CloseReason, Listener, Session, Stream};
+use mtmux::{Listener, Session, Stream};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -98,15 +98,16 @@ impl Server {
             }
         };
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        let reason = session.close_reason().map(|r| r.to_string()).unwrap_or_else(|| err.to_string());
-        let line = format!(
-            "session {id} from {} ended after {}, {streams} streams: {reason}",
-            peer_of(&session),
-            fmt_duration(started.elapsed())
-        );
-        match session.close_reason() {
-            Some(CloseReason::Local | CloseReason::Peer) | None => info!("{line}"),
-            Some(_) => warn!("{line}"),
+        let line = |reason: String| {
+            format!(
+                "session {id} from {} ended after {}, {streams} streams: {reason}",
+                peer_of(&session),
+                fmt_duration(started.elapsed())
+            )
+        };
+        match end_reason(&session, &err) {
+            Ok(reason) => info!("{}", line(reason)),
+            Err(reason) => warn!("{}", line(reason)),
         }
     }
 

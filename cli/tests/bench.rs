@@ -58,5 +58,6 @@ fn bench_client_against_a_bench_server() {
     let (status, out, err) = run(&["bench", "--client", &addr, "--tunnels", "2", "--bytes", "4M"]);
     assert!(status.success(), "{status}: {err:#?}");
     check_summary(&out, "mtmux, 2 tunnels, 1 stream", &["up"]);
-    server.wait_for("session from");
+    server.wait_for("session 1 from 127.0.0.1");
+    server.wait_for("stream 3: served up 4.0 MB");
 }

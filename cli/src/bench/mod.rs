@@ -15,7 +15,7 @@ mod wire;
 use crate::args::{BenchArgs, Direction};
 use crate::net::port_layout;
 use crate::units::fmt_bytes;
-use crate::{spawn, validated, Fatal};
+use crate::{end_reason, spawn, validated, Fatal};
 use log::{info, log, warn, Level};
 use mtmux::{Listener, Session};
 use std::io;
@@ -150,21 +150,27 @@ impl BenchServer {
     fn accept_sessions(self, publish: Option<mpsc::Sender<Session>>) {
         let port = self.baseline.map_or(0, |a| a.port());
         let events = self.events;
+        let mut next_id = 1u64;
         while let Ok(session) = self.listener.accept() {
-            let peer = session.peer_addrs().first().copied();
-            log!(events, "session from {peer:?}: {} tunnels", session.num_tunnels());
+            let id = next_id;
+            next_id += 1;
+            let peer = session.peer_addrs().first().map_or_else(|| "?".into(), |a| a.to_string());
+            log!(events, "session {id} from {peer}: {} tunnels", session.num_tunnels());
             if let Some(p) = &publish {
                 let _ = p.send(session.clone());
             }
             spawn("bench-session", move || {
-                while let Ok(stream) = session.accept_stream() {
-                    spawn("bench-stream", move || match transfer::serve(&stream, port) {
-                        Ok(req) => log!(events, "stream {}: served {req:?}", stream.id()),
-                        Err(e) => warn!("bench stream {}: {}", stream.id(), mtmux::Error::from(e)),
-                    });
-                }
-                let reason = session.close_reason().map(|r| r.to_string()).unwrap_or_default();
-                log!(events, "session from {peer:?} ended: {reason}");
+                let err = loop {
+                    match session.accept_stream() {
+                        Ok(stream) => spawn("bench-stream", move || match transfer::serve(&stream, port) {
+                            Ok(req) => log!(events, "session {id} stream {}: served {req}", stream.id()),
+                            Err(e) => warn!("session {id} stream {}: {}", stream.id(), mtmux::Error::from(e)),
+                        }),
+                        Err(e) => break e,
+                    }
+                };
+                let (Ok(reason) | Err(reason)) = end_reason(&session, &err);
+                log!(events, "session {id} from {peer} ended: {reason}");
             });
         }
     }
@@ -173,9 +179,10 @@ impl BenchServer {
 fn accept_baseline(tcp: TcpListener, events: Level) {
     for conn in tcp.incoming() {
         let Ok(conn) = conn else { continue };
+        let peer = conn.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
         spawn("bench-tcp-conn", move || match transfer::serve(&conn, 0) {
-            Ok(req) => log!(events, "plain TCP connection from {:?}: served {req:?}", conn.peer_addr()),
-            Err(e) => warn!("bench plain TCP connection: {e}"),
+            Ok(req) => log!(events, "plain TCP connection from {peer}: served {req}"),
+            Err(e) => warn!("plain TCP connection from {peer}: {e}"),
         });
     }
 }
@@ -219,7 +226,7 @@ impl Plan {
             describe(&session.peer_addrs()),
             self.streams,
             if self.streams == 1 { "" } else { "s" },
-            self.dir_name(),
+            self.direction,
             match self.total {
                 Limit::Bytes(b) => format!("{} each way", fmt_bytes(b)),
                 Limit::Time(d) => format!("for {d:?}"),
@@ -360,14 +367,6 @@ impl Plan {
         }
         if matches!(self.direction, Direction::Down | Direction::Both) {
             line("down", m.down);
-        }
-    }
-
-    fn dir_name(&self) -> &'static str {
-        match self.direction {
-            Direction::Up => "up",
-            Direction::Down => "down",
-            Direction::Both => "both",
         }
     }
 }

@@ -84,6 +84,19 @@ impl Request {
     }
 }
 
+impl std::fmt::Display for Request {
+    /// `info`, `up 1.0 GB`, `both for 10s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Info => f.write_str("info"),
+            Request::Transfer { direction, limit: Limit::Bytes(n) } => {
+                write!(f, "{direction} {}", crate::units::fmt_bytes(*n))
+            }
+            Request::Transfer { direction, limit: Limit::Time(d) } => write!(f, "{direction} for {d:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
