@@ -206,7 +206,7 @@ impl Keeper {
         let sid = stream.id();
         info!("session {id} stream {sid}: opened for {from}");
         let started = Instant::now();
-        let outcome = pipe(&conn, &stream);
+        let outcome = pipe(&conn, "local connection", &stream);
         let summary = outcome.summary(started.elapsed());
         match outcome.error {
             None => info!("session {id} stream {sid}: closed, {summary}"),

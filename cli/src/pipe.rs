@@ -28,7 +28,7 @@ pub struct Outcome {
     pub to_stream: u64,
     /// Bytes read from the stream and written to the TCP connection.
     pub from_stream: u64,
-    /// The first failure, if any, with its side (`local connection: ...` or `stream: ...`).
+    /// The first failure, if any, with its side (`<tcp name>: ...` or `stream: ...`).
     pub error: Option<String>,
 }
 
@@ -50,9 +50,10 @@ pub fn abort_tcp(tcp: &TcpStream) {
     let _ = tcp.shutdown(Shutdown::Read);
 }
 
-/// Run the pair until both directions have ended. Blocks; uses one extra thread.
-pub fn pipe(tcp: &TcpStream, stream: &Stream) -> Outcome {
-    let pair = Pair { tcp, stream, failure: OnceLock::new() };
+/// Run the pair until both directions have ended. Blocks; uses one extra thread. `tcp_name`
+/// names the TCP side in errors (`local connection`, `target`).
+pub fn pipe(tcp: &TcpStream, tcp_name: &str, stream: &Stream) -> Outcome {
+    let pair = Pair { tcp, tcp_name, stream, failure: OnceLock::new() };
     let (to_stream, from_stream) = std::thread::scope(|s| {
         let up = std::thread::Builder::new()
             .name(format!("pipe-{}", stream.id()))
@@ -73,6 +74,7 @@ pub fn pipe(tcp: &TcpStream, stream: &Stream) -> Outcome {
 
 struct Pair<'a> {
     tcp: &'a TcpStream,
+    tcp_name: &'a str,
     stream: &'a Stream,
     /// Set once, by the first direction that fails.
     failure: OnceLock<String>,
@@ -105,7 +107,7 @@ impl Pair<'_> {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.abort(format!("local connection: {e}"));
+                    self.abort(format!("{}: {e}", self.tcp_name));
                     return total;
                 }
             };
@@ -140,7 +142,7 @@ impl Pair<'_> {
                 }
             };
             if let Err(e) = self.write_tcp(&buf[..n]) {
-                self.abort(format!("local connection: {e}"));
+                self.abort(format!("{}: {e}", self.tcp_name));
                 return total;
             }
             if self.aborted() {

@@ -126,7 +126,7 @@ impl Server {
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         info!("session {session} stream {sid}: opened, connected to {} from {local}", self.target);
         let started = Instant::now();
-        let outcome = pipe(&tcp, &stream);
+        let outcome = pipe(&tcp, "target", &stream);
         let summary = outcome.summary(started.elapsed());
         match outcome.error {
             None => info!("session {session} stream {sid}: closed, {summary}"),
