@@ -21,6 +21,13 @@ const RATE_MBIT: u32 = 160;
 const SCALING_BASE: u16 = 21000;
 const HETERO_BASE: u16 = 22000;
 const TCP_BASE: u16 = 23000;
+/// Delay each way for benchmark 9 (20 ms round trip).
+const DELAY_MS: u32 = 10;
+/// Benchmark 9 caps each connection at 8 MB/s: the delay helper handles every packet in user
+/// space and must not become the bottleneck (it moves ~95 MB/s on this machine class).
+const LATENCY_MBIT: u32 = 64;
+const LATENCY_BASE: u16 = 24000;
+const LATENCY_TCP: u16 = 23001;
 
 fn log(msg: &str) {
     eprintln!("[mtmux-bench] {msg}");
@@ -30,6 +37,20 @@ fn log(msg: &str) {
 struct Namespace {
     name: String,
     next_class: u32,
+    /// Packets on the loopback are delayed (benchmark 9).
+    delayed: bool,
+}
+
+/// The packet-delay helper running in the namespace; stopped on drop.
+struct Delay {
+    child: std::process::Child,
+}
+
+impl Drop for Delay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn run_cmd(args: &[&str]) -> Result<(), String> {
@@ -45,7 +66,7 @@ impl Namespace {
     fn create() -> Result<Namespace, String> {
         let name = format!("mtmux-bench-{}", std::process::id());
         run_cmd(&["ip", "netns", "add", &name])?;
-        let ns = Namespace { name, next_class: 10 };
+        let ns = Namespace { name, next_class: 10, delayed: false };
         let n = ns.name.as_str();
         run_cmd(&["ip", "-n", n, "link", "set", "lo", "up"])?;
         run_cmd(&["ip", "-n", n, "link", "set", "lo", "mtu", "1500"])?;
@@ -110,6 +131,55 @@ impl Namespace {
             "flowid",
             &class,
         ])
+    }
+
+    /// Delay every TCP packet on the namespace's loopback by `ms` (each way): an NFQUEUE
+    /// rule hands packets to this binary (`--internal-delay`), which holds them (no qdisc can
+    /// delay on this kernel; see LINKEMU.md). The rule is on INPUT, after the loopback device
+    /// has orphaned the packet: held in OUTPUT it would still count against the sending
+    /// socket, and TCP Small Queues would throttle the sender to a fraction of the rate.
+    fn delay(&mut self, ms: u32) -> Result<Delay, String> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(exe)
+            .args(["--internal-delay", &ms.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the delay helper: {e}"))?;
+        let mut line = String::new();
+        let ready = child.stdout.take().map(|o| std::io::BufReader::new(o).read_line(&mut line));
+        let delay = Delay { child };
+        if !matches!(ready, Some(Ok(_))) || line.trim() != "ready" {
+            return Err("the delay helper did not start (NFQUEUE unavailable?)".into());
+        }
+        let iptables = if Command::new("iptables-legacy").arg("-V").output().is_ok() {
+            "iptables-legacy"
+        } else {
+            "iptables"
+        };
+        run_cmd(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            iptables,
+            "-A",
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "0",
+            "--queue-bypass",
+        ])
+        .map_err(|e| format!("{e} (apt-get install iptables)"))?;
+        self.delayed = true;
+        Ok(delay)
     }
 
     /// Run this binary inside the namespace; returns its last stdout line as a number.
@@ -180,6 +250,10 @@ pub fn run(only: &[String], rounds: usize, quick: bool) -> Vec<Figure> {
             ns.cap(HETERO_BASE + i as u16, *r)?;
             ns.cap(TCP_BASE + 10 + i as u16, *r)?;
         }
+        for i in 0..8 {
+            ns.cap(LATENCY_BASE + i, LATENCY_MBIT)?;
+        }
+        ns.cap(LATENCY_TCP, LATENCY_MBIT)?;
         ns.cap(TCP_BASE, RATE_MBIT)
     })();
     if let Err(e) = setup {
@@ -188,40 +262,7 @@ pub fn run(only: &[String], rounds: usize, quick: bool) -> Vec<Figure> {
     }
     let s = |x: &str| x.to_string();
     if wants("scaling") {
-        for n in [1usize, 2, 4, 8] {
-            log(&format!("scaling: 1 stream over {n} capped tunnel(s) of {} MB/s", RATE_MBIT / 8));
-            let mut one = Vec::new();
-            let mut mux = Vec::new();
-            for _ in 0..rounds {
-                match (
-                    ns.measure(&[s("tcp"), TCP_BASE.to_string(), s(secs)]),
-                    ns.measure(&[s("mux"), SCALING_BASE.to_string(), n.to_string(), s(secs)]),
-                ) {
-                    (Ok(a), Ok(b)) => {
-                        one.push(a);
-                        mux.push(b);
-                    }
-                    (a, b) => log(&format!("scaling round failed: {a:?} {b:?}")),
-                }
-            }
-            if !mux.is_empty() {
-                figs.push(Figure {
-                    name: format!(
-                        "scaling: 1 stream, {n} tunnel{} capped at {} MB/s each",
-                        if n > 1 { "s" } else { "" },
-                        RATE_MBIT / 8
-                    ),
-                    unit: "MB/s",
-                    value: median(&mux),
-                    baseline: n as f64 * median(&one),
-                    baseline_name: format!("{n} × 1 capped TCP conn"),
-                    better: Better::Higher,
-                    target: 0.95,
-                    absolute: false,
-                    note: format!("1 capped conn: {:.2} MB/s", median(&one)),
-                });
-            }
-        }
+        figs.extend(scaling(&ns, rounds, secs, "scaling", 0.95, SCALING_BASE, TCP_BASE, RATE_MBIT));
     }
     if wants("heterogeneous") {
         log("heterogeneous: 4 tunnels capped at R, R, R, R/4");
@@ -257,7 +298,79 @@ pub fn run(only: &[String], rounds: usize, quick: bool) -> Vec<Figure> {
             });
         }
     }
+    if wants("latency") {
+        match ns.delay(DELAY_MS) {
+            Ok(_delay) => {
+                let secs = if quick { "4" } else { "8" };
+                figs.extend(scaling(
+                    &ns,
+                    rounds,
+                    secs,
+                    "latency",
+                    0.9,
+                    LATENCY_BASE,
+                    LATENCY_TCP,
+                    LATENCY_MBIT,
+                ));
+            }
+            Err(e) => log(&format!("latency benchmark skipped: {e}")),
+        }
+    }
     drop(ns);
+    figs
+}
+
+/// Benchmark 7 (and 9 with a delay set): one stream over N = 1, 2, 4, 8 capped tunnels
+/// against N times the goodput of one capped TCP connection.
+#[allow(clippy::too_many_arguments)]
+fn scaling(
+    ns: &Namespace,
+    rounds: usize,
+    secs: &str,
+    label: &str,
+    target: f64,
+    base: u16,
+    tcp_port: u16,
+    mbit: u32,
+) -> Vec<Figure> {
+    let s = |x: &str| x.to_string();
+    let rtt = if ns.delayed { format!(", +{} ms RTT", 2 * DELAY_MS) } else { String::new() };
+    let mut figs = Vec::new();
+    for n in [1usize, 2, 4, 8] {
+        log(&format!("{label}: 1 stream over {n} capped tunnel(s) of {} MB/s{rtt}", mbit / 8));
+        let mut one = Vec::new();
+        let mut mux = Vec::new();
+        for _ in 0..rounds {
+            match (
+                ns.measure(&[s("tcp"), tcp_port.to_string(), s(secs)]),
+                ns.measure(&[s("mux"), base.to_string(), n.to_string(), s(secs)]),
+            ) {
+                (Ok(a), Ok(b)) => {
+                    log(&format!("  1 capped TCP conn {a:.2} MB/s, mtmux {b:.2} MB/s"));
+                    one.push(a);
+                    mux.push(b);
+                }
+                (a, b) => log(&format!("{label} round failed: {a:?} {b:?}")),
+            }
+        }
+        if !mux.is_empty() {
+            figs.push(Figure {
+                name: format!(
+                    "{label}: 1 stream, {n} tunnel{} capped at {} MB/s each{rtt}",
+                    if n > 1 { "s" } else { "" },
+                    mbit / 8
+                ),
+                unit: "MB/s",
+                value: median(&mux),
+                baseline: n as f64 * median(&one),
+                baseline_name: format!("{n} × 1 capped TCP conn"),
+                better: Better::Higher,
+                target,
+                absolute: false,
+                note: format!("1 capped conn: {:.2} MB/s", median(&one)),
+            });
+        }
+    }
     figs
 }
 
@@ -315,6 +428,45 @@ fn tcp_flow(port: u16, secs: f64) -> f64 {
     drop(s);
     sender.join().unwrap();
     rate
+}
+
+/// The delay helper (`--internal-delay MS`): holds every queued packet MS milliseconds, then
+/// lets it through. Runs until killed.
+pub fn delay_helper(ms: u64) {
+    let fail = |what: &str, e: std::io::Error| -> ! {
+        eprintln!("delay helper: {what}: {e}");
+        std::process::exit(1)
+    };
+    let mut q = nfq::Queue::open().unwrap_or_else(|e| fail("open", e));
+    q.bind(0).unwrap_or_else(|e| fail("bind", e));
+    // Metadata only: the verdict does not need the packet's bytes.
+    q.set_copy_range(0, 0).unwrap_or_else(|e| fail("copy range", e));
+    q.set_queue_max_len(0, 1 << 16).unwrap_or_else(|e| fail("queue length", e));
+    q.set_nonblocking(true);
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let hold = Duration::from_millis(ms);
+    // The crate exposes no descriptor to poll, so the helper checks every `tick`; packets
+    // leave within a tick of their due time.
+    let tick = Duration::from_micros(200);
+    let mut held: std::collections::VecDeque<(Instant, nfq::Message)> = std::collections::VecDeque::new();
+    loop {
+        loop {
+            match q.recv() {
+                Ok(m) => held.push_back((Instant::now(), m)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => fail("recv", e),
+            }
+        }
+        let now = Instant::now();
+        while held.front().is_some_and(|(t, _)| now.duration_since(*t) >= hold) {
+            let (_, mut m) = held.pop_front().expect("front exists");
+            m.set_verdict(nfq::Verdict::Accept);
+            q.verdict(m).unwrap_or_else(|e| fail("verdict", e));
+        }
+        let next = held.front().map(|(t, _)| (*t + hold).saturating_duration_since(now)).unwrap_or(tick);
+        thread::sleep(next.min(tick));
+    }
 }
 
 /// The measurement commands run inside the namespace; each prints one number (MB/s).

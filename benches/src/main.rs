@@ -4,8 +4,8 @@
 //! ```text
 //! mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]
 //! ```
-//! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous.
-//! The link-emulation benchmarks (scaling, heterogeneous) need root; without it they are
+//! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency.
+//! The link-emulation benchmarks (scaling, heterogeneous, latency) need root; without it they are
 //! skipped with a message.
 
 mod linkemu;
@@ -37,7 +37,7 @@ fn parse() -> Result<Opts, String> {
             "--out" => o.out = args.next().ok_or("--out needs a file")?,
             "-h" | "--help" => {
                 println!("usage: mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]");
-                println!("names: bulk many pingpong churn fairness memory scaling heterogeneous");
+                println!("names: bulk many pingpong churn fairness memory scaling heterogeneous latency");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -152,6 +152,10 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("--internal-pingpong") {
         internal_pingpong(argv[2].parse().unwrap(), argv[3].parse().unwrap());
+        return;
+    }
+    if argv.get(1).map(String::as_str) == Some("--internal-delay") {
+        linkemu::delay_helper(argv[2].parse().unwrap());
         return;
     }
     if argv.get(1).map(String::as_str) == Some("--internal-linkemu") {
@@ -338,7 +342,7 @@ fn main() {
         f.absolute = true;
         figs.push(f);
     }
-    if o.wants("scaling") || o.wants("heterogeneous") {
+    if o.wants("scaling") || o.wants("heterogeneous") || o.wants("latency") {
         figs.extend(linkemu::run(&o.only, rounds, o.quick));
     }
 
