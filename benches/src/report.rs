@@ -64,13 +64,14 @@ pub fn median(v: &[f64]) -> f64 {
     percentile(v, 50.0)
 }
 
-/// The `p`-th percentile of `v` (nearest rank; NaN when empty).
+/// The `p`-th percentile of `v` (nearest rank), ignoring NaN samples (skipped
+/// measurements); NaN when nothing is left.
 pub fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    if s.is_empty() {
         return f64::NAN;
     }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN samples"));
+    s.sort_by(f64::total_cmp);
     let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
     s[rank.min(s.len()) - 1]
 }
@@ -127,6 +128,8 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert!(median(&[]).is_nan());
+        assert!(median(&[f64::NAN, f64::NAN]).is_nan());
+        assert_eq!(median(&[f64::NAN, 3.0]), 3.0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! cumulative charge; a WINDOW frame only ever raises it, so WINDOW frames may travel over any
 //! tunnel and arrive in any order. Pure arithmetic; time is passed in.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The receiving side of a window: how much the peer may send, and when to tell it more.
@@ -108,6 +109,51 @@ impl SendWindow {
     }
 }
 
+/// A send window shared by many writers (the session-level one): reservations are made with
+/// a compare-and-swap, so writers do not serialise on a lock. Waiting for credit is the
+/// caller's business.
+#[derive(Debug)]
+pub struct SharedSendWindow {
+    /// Absolute limit announced by the peer.
+    limit: AtomicU64,
+    /// Charge reserved so far.
+    used: AtomicU64,
+}
+
+impl SharedSendWindow {
+    /// A window with the peer's initial limit.
+    pub fn new(initial: u64) -> Self {
+        SharedSendWindow { limit: AtomicU64::new(initial), used: AtomicU64::new(0) }
+    }
+
+    /// Charge that may still be reserved.
+    pub fn available(&self) -> u64 {
+        self.limit.load(Ordering::Acquire).saturating_sub(self.used.load(Ordering::Acquire))
+    }
+
+    /// Reserve up to `max` charge, but only if more than `min` is available; returns what
+    /// was reserved.
+    pub fn try_reserve(&self, min: u64, max: u64) -> Option<u64> {
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            let avail = self.limit.load(Ordering::Acquire).saturating_sub(used);
+            if avail <= min {
+                return None;
+            }
+            let take = avail.min(max);
+            match self.used.compare_exchange_weak(used, used + take, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(take),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Apply a WINDOW frame. Returns whether the limit grew.
+    pub fn raise(&self, limit: u64) -> bool {
+        self.limit.fetch_max(limit, Ordering::AcqRel) < limit
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +185,39 @@ mod tests {
         w.consume(200, t, rtt);
         w.consume(400, t, rtt);
         assert_eq!(w.size(), 400);
+    }
+
+    #[test]
+    fn shared_window_reserves_within_the_limit() {
+        let w = SharedSendWindow::new(1000);
+        assert_eq!(w.try_reserve(64, 300), Some(300));
+        assert_eq!(w.try_reserve(64, 900), Some(700));
+        assert_eq!(w.try_reserve(64, 10), None);
+        assert!(w.raise(1100));
+        assert!(!w.raise(1050));
+        // 100 available, but not more than the minimum asked for.
+        assert_eq!(w.try_reserve(100, 1000), None);
+        assert_eq!(w.try_reserve(64, 1000), Some(100));
+    }
+
+    #[test]
+    fn concurrent_reservations_never_exceed_the_limit() {
+        let w = std::sync::Arc::new(SharedSendWindow::new(100_000));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    let mut got = 0;
+                    while let Some(n) = w.try_reserve(0, 37) {
+                        got += n;
+                    }
+                    got
+                })
+            })
+            .collect();
+        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 100_000);
+        assert_eq!(w.available(), 0);
     }
 
     #[test]

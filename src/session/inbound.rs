@@ -116,7 +116,8 @@ impl Inner {
     fn on_control(&self, t: usize, c: Control) -> Result<(), String> {
         match c {
             Control::Window { stream: 0, limit } => {
-                if self.credit.lock().window.raise(limit) {
+                if self.credit.raise(limit) {
+                    let _closed = self.credit_closed.lock();
                     self.credit_cv.notify_all();
                 }
             }
@@ -137,7 +138,7 @@ impl Inner {
                     // report it too.
                     e.shared.reset(code, true);
                     {
-                        let _credit = self.credit.lock();
+                        let _closed = self.credit_closed.lock();
                         self.credit_cv.notify_all();
                     }
                     let _ = e.tx.send(Inbound::Reset { code, remote: true });

@@ -19,7 +19,8 @@
 //! and every socket is shut down.
 //!
 //! # Locks (acquired in this order, never the reverse)
-//! `stream.send` → `credit`; `tunnel.tx` → `sched`; `state` is never held while taking another.
+//! `tunnel.tx` → `sched`; `state` is never held while taking another. The session credit is
+//! reserved without a lock (`credit_closed` only guards waiting).
 //! Nobody blocks while holding a lock except a tunnel writer holding its own `tunnel.tx`.
 
 mod inbound;
@@ -32,7 +33,7 @@ pub use stream::Stream;
 use crate::config::Config;
 use crate::core::ids::{Role, StreamIds};
 use crate::core::sched::Scheduler;
-use crate::core::window::{RecvWindow, SendWindow};
+use crate::core::window::{RecvWindow, SharedSendWindow};
 use crate::error::{CloseReason, Error, ResetCode, Result};
 use crate::ffi::sys;
 use crate::proto::frame::Control;
@@ -136,12 +137,6 @@ struct State {
     readers: usize,
 }
 
-/// Session-level send credit.
-struct Credit {
-    window: SendWindow,
-    closed: Option<CloseReason>,
-}
-
 /// Everything a session's threads and handles share.
 pub(crate) struct Inner {
     cfg: Config,
@@ -153,7 +148,10 @@ pub(crate) struct Inner {
     /// Application writers wait here for room in the scheduler (with `sched`).
     room: Condvar,
     state: Mutex<State>,
-    credit: Mutex<Credit>,
+    /// Session-level send credit, reserved without a lock by writers.
+    credit: SharedSendWindow,
+    /// Set when the session closes; writers waiting for credit wait on `credit_cv` with it.
+    credit_closed: Mutex<Option<CloseReason>>,
     credit_cv: Condvar,
     /// Mirror of the lifecycle for lock-free checks.
     phase: AtomicU8,
@@ -252,7 +250,8 @@ impl Session {
                 closed_tx: Some(closed_tx),
                 readers: n,
             }),
-            credit: Mutex::new(Credit { window: SendWindow::new(peer.session_window as u64), closed: None }),
+            credit: SharedSendWindow::new(peer.session_window as u64),
+            credit_closed: Mutex::new(None),
             credit_cv: Condvar::new(),
             phase: AtomicU8::new(OPEN),
             accept_rx,
@@ -549,10 +548,11 @@ impl Inner {
 
     /// Send a DATA frame: small ones straight to a free tunnel, large ones (and any a tunnel
     /// would not take at once) queued for the tunnel writers.
-    fn send_data(&self, id: u32, header: &[u8], payload: &[u8]) {
+    /// Returns whether the frame was queued (the caller then respects the queue's limit).
+    fn send_data(&self, id: u32, header: &[u8], payload: &[u8]) -> bool {
         let direct = payload.len() <= DIRECT_MAX || self.writers.load(Relaxed) >= self.tunnels.len();
         if direct && self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None) {
-            return;
+            return false;
         }
         let mut frame = self.pool.take(header.len() + payload.len());
         frame.extend_from_slice(header);
@@ -561,6 +561,7 @@ impl Inner {
         if let Some(t) = wake {
             self.tunnels[t].wake.notify_one();
         }
+        true
     }
 
     /// Wait until the scheduler has room for more DATA (or `deadline` passes, or the session
@@ -778,12 +779,12 @@ impl Inner {
     /// disconnects the streams' channels, which ends their reads.
     fn fail_streams(&self, entries: Vec<Entry>, reason: CloseReason) {
         {
-            let mut c = self.credit.lock();
-            if c.closed.is_none() {
-                c.closed = Some(reason.clone());
+            let mut closed = self.credit_closed.lock();
+            if closed.is_none() {
+                *closed = Some(reason.clone());
             }
+            self.credit_cv.notify_all();
         }
-        self.credit_cv.notify_all();
         for e in entries {
             e.shared.session_closed(&reason);
         }

@@ -254,7 +254,8 @@ impl Stream {
         self.wake_writers();
         let flags = FLAG_FIN | if seq == 0 { FLAG_OPEN } else { 0 };
         let id = self.id();
-        self.inner().send_data(id, &Header::data(id, seq, flags, 0).encode(), &[]);
+        // Control-like frames never wait for room in the queue.
+        let _ = self.inner().send_data(id, &Header::data(id, seq, flags, 0).encode(), &[]);
         self.inner().send_finished(id);
         Ok(())
     }
@@ -294,7 +295,7 @@ impl Stream {
     /// session's), after its send side changed state.
     fn wake_writers(&self) {
         self.shared.send_cv.notify_all();
-        let _credit = self.inner().credit.lock();
+        let _closed = self.inner().credit_closed.lock();
         self.inner().credit_cv.notify_all();
     }
 
@@ -341,7 +342,7 @@ impl Stream {
             s.next_seq = 1;
         }
         let id = self.id();
-        self.inner().send_data(id, &Header::data(id, 0, FLAG_OPEN, 0).encode(), &[]);
+        let _ = self.inner().send_data(id, &Header::data(id, 0, FLAG_OPEN, 0).encode(), &[]);
     }
 
     /// Apply one inbound message; returns the flow-control charge it released.
@@ -476,40 +477,35 @@ impl Stream {
             }
             let avail = s.window.available();
             if avail > FRAME_CHARGE {
-                let mut c = inner.credit.lock();
-                if let Some(r) = &c.closed {
-                    return Err(Error::SessionClosed(r.clone()));
-                }
-                let session_avail = c.window.available();
-                if session_avail > FRAME_CHARGE {
-                    let n = want.min(max_frame).min((avail.min(session_avail) - FRAME_CHARGE) as usize);
-                    let charge = data_charge(n);
+                let max = data_charge(want.min(max_frame).min((avail - FRAME_CHARGE) as usize));
+                if let Some(charge) = inner.credit.try_reserve(FRAME_CHARGE, max) {
                     s.window.spend(charge);
-                    c.window.spend(charge);
                     let seq = s.next_seq;
                     s.next_seq = seq.wrapping_add(1);
-                    return Ok((seq, n));
+                    return Ok((seq, (charge - FRAME_CHARGE) as usize));
                 }
-                drop(c);
                 // Wait for session credit without holding the stream (tunnel readers take the
-                // stream lock to deliver its window updates).
-                let timed_out = MutexGuard::unlocked(&mut s, || {
-                    let mut c = inner.credit.lock();
-                    while c.window.available() <= FRAME_CHARGE && c.closed.is_none() {
-                        match deadline {
-                            Some(d) => {
-                                if inner.credit_cv.wait_until(&mut c, d).timed_out() {
-                                    return true;
-                                }
-                            }
-                            None => inner.credit_cv.wait(&mut c),
+                // stream lock to deliver its window updates), then look at everything again.
+                let waited = MutexGuard::unlocked(&mut s, || {
+                    let mut closed = inner.credit_closed.lock();
+                    if let Some(r) = &*closed {
+                        return Err(Error::SessionClosed(r.clone()));
+                    }
+                    if inner.credit.available() > FRAME_CHARGE {
+                        return Ok(());
+                    }
+                    match deadline {
+                        Some(d) if inner.credit_cv.wait_until(&mut closed, d).timed_out() => {
+                            Err(Error::TimedOut)
+                        }
+                        Some(_) => Ok(()),
+                        None => {
+                            inner.credit_cv.wait(&mut closed);
+                            Ok(())
                         }
                     }
-                    false
                 });
-                if timed_out {
-                    return Err(Error::TimedOut);
-                }
+                waited?;
                 continue;
             }
             match deadline {
@@ -541,9 +537,9 @@ impl Stream {
             };
             let flags = if seq == 0 { FLAG_OPEN } else { 0 };
             let header = Header::data(id, seq, flags, n as u32).encode();
-            self.inner().send_data(id, &header, &buf[written..written + n]);
+            let queued = self.inner().send_data(id, &header, &buf[written..written + n]);
             written += n;
-            if !self.inner().wait_room(deadline) {
+            if queued && !self.inner().wait_room(deadline) {
                 break;
             }
         }
