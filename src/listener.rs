@@ -88,10 +88,32 @@ fn bind_range(base: SocketAddr, n: usize) -> Result<Vec<TcpListener>> {
         }
         return Ok(v);
     }
-    // Let the OS pick the first port, then try to get the ones after it.
+    // Port 0: look for `n` consecutive free ports below the ephemeral range first, where
+    // outgoing connections (and their TIME_WAIT remains) never take ports; then let the OS
+    // pick the first port and try the ones after it.
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u32, ephemeral_low.saturating_sub(n as u32));
     let mut last_err = None;
-    for _ in 0..64 {
-        let first = TcpListener::bind(base)?;
+    for attempt in 0..128 {
+        let first_port = if attempt < 64 && hi > lo {
+            let mut r = [0u8; 4];
+            sys::random_bytes(&mut r)?;
+            lo + u32::from_le_bytes(r) % (hi - lo)
+        } else {
+            0
+        };
+        let first = match with_port(base, first_port).map(TcpListener::bind) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) if first_port != 0 => {
+                last_err = Some(e);
+                continue;
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => continue,
+        };
         let p = first.local_addr()?.port() as u32;
         let mut v = vec![first];
         for i in 1..n {

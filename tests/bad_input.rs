@@ -342,3 +342,21 @@ fn duplicate_frames_reset_only_their_stream() {
         assert!(!s.is_closed());
     });
 }
+
+/// Port 0 in port-range mode takes consecutive ports below the ephemeral range when it can,
+/// so that outgoing connections (and their TIME_WAIT remains, which once exhausted the
+/// ephemeral range during a benchmark) do not keep a listener from finding a range.
+#[test]
+fn port_zero_ranges_avoid_the_ephemeral_ports() {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(32768);
+    let l = Listener::bind("127.0.0.1:0", &cfg(4)).unwrap();
+    let ports: Vec<u16> = l.local_addrs().iter().map(|a| a.port()).collect();
+    assert_eq!(ports.len(), 4);
+    for w in ports.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "consecutive ports: {ports:?}");
+    }
+    assert!(ports[3] < ephemeral_low, "{ports:?} should lie below the ephemeral range");
+}

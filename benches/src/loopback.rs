@@ -192,6 +192,53 @@ pub fn pingpong_mux(tunnels: usize, n: usize) -> Vec<f64> {
     v
 }
 
+/// The hand-off floor: pingpong over plain TCP where, on each side, a dedicated reader thread
+/// forwards every message through a crossbeam channel to the application thread, which
+/// writes straight to the socket. This is the minimal form of the architecture mtmux's design
+/// card prescribes (dedicated reader threads per tunnel, channels to the streams), with no
+/// mtmux code at all: what it costs over raw TCP bounds what any implementation of that
+/// design can reach (µs per round trip).
+pub fn pingpong_handoff(n: usize) -> Vec<f64> {
+    fn side(s: TcpStream) -> (TcpStream, crossbeam_channel::Receiver<Vec<u8>>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut r = s.try_clone().unwrap();
+        thread::spawn(move || loop {
+            let mut b = vec![0u8; 64];
+            if r.read_exact(&mut b).is_err() || tx.send(b).is_err() {
+                return;
+            }
+        });
+        (s, rx)
+    }
+    let (c, s) = tcp_pair();
+    c.set_nodelay(true).unwrap();
+    s.set_nodelay(true).unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, rx) = side(s);
+        while let Ok(b) = rx.recv() {
+            if s.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut c, rx) = side(c);
+    let b = [7u8; 64];
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + 1000 {
+        let t = Instant::now();
+        c.write_all(&b).unwrap();
+        rx.recv().unwrap();
+        if i >= 1000 {
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    // The reader threads hold clones of the sockets: end them with a shutdown, not a drop.
+    c.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(rx);
+    server.join().unwrap();
+    v
+}
+
 /// 4. churn over plain TCP: connect, write 64 B, read the echo, close (connections/s).
 pub fn churn_raw(n: usize) -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -110,8 +110,8 @@ fn log(msg: &str) {
     eprintln!("[mtmux-bench] {msg}");
 }
 
-/// Per round: raw median, raw p99, mtmux median, mtmux p99 (µs).
-type PinnedRounds = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+/// Per round: raw median, raw p99, mtmux median, mtmux p99, hand-off floor median and p99 (µs).
+type PinnedRounds = [Vec<f64>; 6];
 
 /// Pingpong pinned to CPU 0: runs this binary under `taskset -c 0` and returns
 /// (raw medians, raw p99s, mux medians, mux p99s) per round.
@@ -127,14 +127,13 @@ fn pinned_pingpong(n: usize, rounds: usize) -> Option<PinnedRounds> {
         log(&format!("pinned pingpong failed: {}", String::from_utf8_lossy(&out.stderr)));
         return None;
     }
-    let mut r = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut r: PinnedRounds = Default::default();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let v: Vec<f64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        if v.len() == 4 {
-            r.0.push(v[0]);
-            r.1.push(v[1]);
-            r.2.push(v[2]);
-            r.3.push(v[3]);
+        if v.len() == 6 {
+            for (k, x) in v.into_iter().enumerate() {
+                r[k].push(x);
+            }
         }
     }
     Some(r)
@@ -144,7 +143,16 @@ fn internal_pingpong(n: usize, rounds: usize) {
     for _ in 0..rounds {
         let raw = loopback::pingpong_raw(n);
         let mux = loopback::pingpong_mux(4, n);
-        println!("{} {} {} {}", median(&raw), percentile(&raw, 99.0), median(&mux), percentile(&mux, 99.0));
+        let hop = loopback::pingpong_handoff(n);
+        println!(
+            "{} {} {} {} {} {}",
+            median(&raw),
+            percentile(&raw, 99.0),
+            median(&mux),
+            percentile(&mux, 99.0),
+            median(&hop),
+            percentile(&hop, 99.0)
+        );
     }
 }
 
@@ -258,7 +266,7 @@ fn main() {
         ));
         log("pingpong: 64 B round trips, pinned to CPU 0");
         match pinned_pingpong(pp_n, rounds) {
-            Some((rm, rp, mm, mp)) => {
+            Some([rm, rp, mm, mp, hm, hp]) => {
                 figs.push(fig(
                     "pingpong 64 B, median, pinned (taskset -c 0)",
                     "µs",
@@ -278,6 +286,16 @@ fn main() {
                     Better::Lower,
                     3.0,
                     String::new(),
+                ));
+                figs.push(fig(
+                    "hand-off floor: reader thread + channel per side, no mtmux, median, pinned",
+                    "µs",
+                    median(&hm),
+                    median(&rm),
+                    "TCP",
+                    Better::Lower,
+                    f64::INFINITY,
+                    format!("p99 {:.1} µs; bounds pingpong for the prescribed design", median(&hp)),
                 ));
             }
             None => log("pinned pingpong skipped: taskset unavailable"),

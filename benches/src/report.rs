@@ -40,6 +40,11 @@ impl Figure {
         self.value / self.baseline
     }
 
+    /// A figure shown for context, without a target.
+    pub fn informational(&self) -> bool {
+        self.target.is_infinite()
+    }
+
     /// Whether the figure meets its target.
     pub fn ok(&self) -> bool {
         let x = if self.absolute { self.value } else { self.ratio() };
@@ -50,6 +55,9 @@ impl Figure {
     }
 
     fn target_text(&self) -> String {
+        if self.informational() {
+            return "–".into();
+        }
         let op = if self.better == Better::Higher { "≥" } else { "≤" };
         if self.absolute {
             format!("{op} {} {}", fmt_num(self.target), self.unit)
@@ -111,7 +119,13 @@ pub fn table(figures: &[Figure]) -> String {
             baseline,
             ratio,
             f.target_text(),
-            if f.ok() { "yes" } else { "**no**" }
+            if f.informational() {
+                "–"
+            } else if f.ok() {
+                "yes"
+            } else {
+                "**no**"
+            }
         );
     }
     out

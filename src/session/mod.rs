@@ -185,6 +185,9 @@ pub(crate) struct Inner {
 /// more than one TCP connection does).
 const DIRECT_MAX: usize = 16 * 1024;
 
+/// How long a large frame may wait for a busy tunnel before it is queued instead.
+const DIRECT_PATIENCE: Duration = Duration::from_micros(200);
+
 /// How many recent RESETs are remembered for resending after a tunnel failure.
 const RECENT_RESETS: usize = 1024;
 
@@ -493,65 +496,85 @@ impl Inner {
         }
     }
 
-    /// Write `bufs` (one frame) straight to a free tunnel without blocking: only to a tunnel
-    /// whose writer is not busy, only if the socket takes at least part of it. A partly
-    /// written frame is finished by that tunnel's writer. `only` restricts to one tunnel.
-    fn try_direct(&self, bufs: &[IoSlice<'_>], only: Option<usize>) -> bool {
+    /// Write `bufs` (one frame) straight to a free tunnel without blocking on a socket: only
+    /// to a tunnel whose writer is not busy, only if the socket takes at least part of it. A
+    /// partly written frame is finished by that tunnel's writer. `only` restricts to one
+    /// tunnel. With `patience`, when every tunnel is busy (usually other application threads
+    /// in short non-blocking sends), wait that long for one of them rather than give up.
+    fn try_direct(&self, bufs: &[IoSlice<'_>], only: Option<usize>, patience: Option<Duration>) -> bool {
         let n = self.tunnels.len();
         let (start, count) = match only {
             Some(t) => (t, 1),
             None => (self.next_tunnel.fetch_add(1, Relaxed) % n, n),
         };
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
         for k in 0..count {
             let t = (start + k) % n;
-            let tun = &self.tunnels[t];
-            if tun.is_dead() {
+            if self.tunnels[t].is_dead() {
                 continue;
             }
-            let Some(mut tx) = tun.tx.try_lock() else {
-                continue;
-            };
-            if !tx.pending.is_empty() {
-                continue;
-            }
-            match sys::send_vectored(&tun.sock, bufs, true) {
-                Ok(sent) if sent == total => {
-                    tun.count_sent(total, 1);
+            if let Some(mut tx) = self.tunnels[t].tx.try_lock() {
+                if self.send_locked(t, &mut tx, bufs) {
                     return true;
-                }
-                Ok(sent) => {
-                    let mut skip = sent;
-                    for b in bufs {
-                        if skip >= b.len() {
-                            skip -= b.len();
-                        } else {
-                            tx.pending.extend_from_slice(&b[skip..]);
-                            skip = 0;
-                        }
-                    }
-                    tun.count_sent(sent, 1);
-                    if self.sched.lock().push_flush(t) {
-                        tun.wake.notify_one();
-                    }
-                    return true;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => {
-                    // The reader notices and does the bookkeeping.
-                    tun.kill();
                 }
             }
         }
-        false
+        match patience {
+            Some(p) if !self.tunnels[start].is_dead() => match self.tunnels[start].tx.try_lock_for(p) {
+                Some(mut tx) => self.send_locked(start, &mut tx, bufs),
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The non-blocking send of [`try_direct`](Self::try_direct) on tunnel `t`, whose write
+    /// lock the caller holds. Returns whether the frame is committed to the tunnel.
+    fn send_locked(&self, t: usize, tx: &mut tunnel::TunnelTx, bufs: &[IoSlice<'_>]) -> bool {
+        let tun = &self.tunnels[t];
+        if !tx.pending.is_empty() {
+            return false;
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        match sys::send_vectored(&tun.sock, bufs, true) {
+            Ok(sent) if sent == total => {
+                tun.count_sent(total, 1);
+                true
+            }
+            Ok(sent) => {
+                let mut skip = sent;
+                for b in bufs {
+                    if skip >= b.len() {
+                        skip -= b.len();
+                    } else {
+                        tx.pending.extend_from_slice(&b[skip..]);
+                        skip = 0;
+                    }
+                }
+                tun.count_sent(sent, 1);
+                if self.sched.lock().push_flush(t) {
+                    tun.wake.notify_one();
+                }
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(_) => {
+                // The reader notices and does the bookkeeping.
+                tun.kill();
+                false
+            }
+        }
     }
 
     /// Send a DATA frame: small ones straight to a free tunnel, large ones (and any a tunnel
     /// would not take at once) queued for the tunnel writers.
     /// Returns whether the frame was queued (the caller then respects the queue's limit).
     fn send_data(&self, id: u32, header: &[u8], payload: &[u8]) -> bool {
-        let direct = payload.len() <= DIRECT_MAX || self.writers.load(Relaxed) >= self.tunnels.len();
-        if direct && self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None) {
+        let large = payload.len() > DIRECT_MAX;
+        let direct = !large || self.writers.load(Relaxed) >= self.tunnels.len();
+        // A large frame waits a little for a busy tunnel: queueing it costs a copy and a
+        // thread hand-off.
+        let patience = large.then_some(DIRECT_PATIENCE);
+        if direct && self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None, patience) {
             return false;
         }
         let mut frame = self.pool.take(header.len() + payload.len());
@@ -584,7 +607,7 @@ impl Inner {
     /// Send a session-level control frame promptly (any tunnel).
     fn send_control(&self, c: Control) {
         let bytes = c.encode();
-        if self.try_direct(&[IoSlice::new(&bytes)], None) {
+        if self.try_direct(&[IoSlice::new(&bytes)], None, None) {
             return;
         }
         let wake = self.sched.lock().push_control(c);
@@ -596,7 +619,7 @@ impl Inner {
     /// Send a control frame on tunnel `t` (ping answers must use the ping's tunnel).
     fn send_tunnel_control(&self, t: usize, c: Control) {
         let bytes = c.encode();
-        if self.try_direct(&[IoSlice::new(&bytes)], Some(t)) {
+        if self.try_direct(&[IoSlice::new(&bytes)], Some(t), None) {
             return;
         }
         if self.sched.lock().push_tunnel_control(t, c) {
