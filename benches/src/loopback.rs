@@ -287,7 +287,12 @@ pub fn churn_mux(tunnels: usize, n: usize) -> f64 {
 /// Benchmark 5, fairness: round trips on one stream while another stream of the same
 /// session saturates the tunnels (µs per round trip).
 pub fn fairness_mux(tunnels: usize, n: usize) -> Vec<f64> {
-    let (client, server) = pair(&Config { tunnels, ..Default::default() });
+    fairness_cfg(&Config { tunnels, ..Default::default() }, n)
+}
+
+/// [`fairness_mux`] with a given configuration.
+pub fn fairness_cfg(cfg: &Config, n: usize) -> Vec<f64> {
+    let (client, server) = pair(cfg);
     let (mut ping, pong) = stream_pair(&client, &server);
     let echo = thread::spawn(move || echo64(pong));
     let (bulk_tx, bulk_rx) = stream_pair(&client, &server);

@@ -4,5 +4,6 @@
 pub mod bundle;
 pub mod ids;
 pub mod reorder;
+pub mod rtt;
 pub mod sched;
 pub mod window;

@@ -56,6 +56,8 @@ pub struct ReorderBuffer {
     announced: u32,
     /// When the current gap was first seen (`None`: no gap).
     gap_since: Option<Instant>,
+    /// Longest time a filled gap held later data back, since the last `take_max_hold`.
+    max_hold: Duration,
 }
 
 /// Distance from `from` forward to `to` in sequence space (wrapping).
@@ -105,12 +107,15 @@ impl ReorderBuffer {
             self.fin_seq = Some(seq);
         }
         let progressed = if seq == self.next {
+            if let Some(since) = self.gap_since {
+                // The gap this frame fills held later data back this long.
+                self.max_hold = self.max_hold.max(now.saturating_duration_since(since));
+            }
             self.push_ready(payload);
             self.next = self.next.wrapping_add(1);
             while let Some(h) = self.pending.remove(&self.next) {
                 self.push_ready(h.payload);
                 self.next = self.next.wrapping_add(1);
-                let _ = h.fin;
             }
             true
         } else {
@@ -175,6 +180,13 @@ impl ReorderBuffer {
     /// When the stream must fail if the current gap is still open, if there is a gap.
     pub fn gap_deadline(&self, timeout: Duration) -> Option<Instant> {
         self.gap_since.map(|t| t + timeout)
+    }
+
+    /// The longest time data waited for a missing frame since the last call (then reset):
+    /// how much the tunnels' delays differ, which the receive window must cover on top of
+    /// the round trip.
+    pub fn take_max_hold(&mut self) -> Duration {
+        std::mem::take(&mut self.max_hold)
     }
 
     /// The sequence number the stream is waiting for.
@@ -272,6 +284,18 @@ mod tests {
         assert!(r.insert(0, FLAG_OPEN, b"ab".to_vec(), now).unwrap());
         assert_eq!(read_all(&mut r), b"abcd");
         assert_eq!(r.gap_deadline(Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn reports_how_long_gaps_held_data_back() {
+        let mut r = ReorderBuffer::new();
+        let now = t0();
+        r.insert(1, 0, b"b".to_vec(), now).unwrap();
+        r.insert(0, FLAG_OPEN, b"a".to_vec(), now + Duration::from_millis(30)).unwrap();
+        r.insert(3, 0, b"d".to_vec(), now + Duration::from_millis(40)).unwrap();
+        r.insert(2, 0, b"c".to_vec(), now + Duration::from_millis(45)).unwrap();
+        assert_eq!(r.take_max_hold(), Duration::from_millis(30));
+        assert_eq!(r.take_max_hold(), Duration::ZERO);
     }
 
     #[test]

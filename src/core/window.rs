@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 /// The receiving side of a window: how much the peer may send, and when to tell it more.
 #[derive(Clone, Debug)]
 pub struct RecvWindow {
-    /// Current window size (grows by auto-tuning up to `max`).
+    /// Current window size (auto-tuned between `min` and `max`).
     size: u64,
+    /// The initial size, below which auto-tuning never shrinks the window.
+    min: u64,
     /// Largest window auto-tuning may reach.
     max: u64,
     /// Absolute limit announced to the peer.
@@ -26,7 +28,14 @@ pub struct RecvWindow {
 impl RecvWindow {
     /// A window of `initial` charge that auto-tuning may grow to `max`.
     pub fn new(initial: u64, max: u64) -> Self {
-        RecvWindow { size: initial, max: max.max(initial), limit: initial, consumed: 0, last_update: None }
+        RecvWindow {
+            size: initial,
+            min: initial,
+            max: max.max(initial),
+            limit: initial,
+            consumed: 0,
+            last_update: None,
+        }
     }
 
     /// The absolute limit currently granted to the peer.
@@ -43,8 +52,13 @@ impl RecvWindow {
     /// window has been consumed since the last announcement.
     ///
     /// Auto-tuning (as in QUIC implementations and rust-yamux): if the previous announcement
-    /// was less than two round trips ago, the window is what limits throughput, so it doubles,
-    /// up to `max`.
+    /// was less than one round trip ago, the window is what limits throughput, so it doubles,
+    /// up to `max`; if it was more than four round trips ago, the window is larger than the
+    /// path needs, so it halves, down to its initial size. The window thus settles between
+    /// one and four times the bandwidth-delay product; a larger one would only queue data in
+    /// the kernel ahead of other streams' frames. `rtt` is the delay to cover: the path's
+    /// minimum round trip (`core::rtt`) plus the tunnels' delay skew. Shrinking never lowers
+    /// an announced limit: the peer is only granted less in later updates.
     pub fn consume(&mut self, n: u64, now: Instant, rtt: Option<Duration>) -> Option<u64> {
         self.consumed += n;
         let outstanding = self.limit - self.consumed.min(self.limit);
@@ -52,12 +66,15 @@ impl RecvWindow {
             return None;
         }
         if let (Some(last), Some(rtt)) = (self.last_update, rtt) {
-            if now.saturating_duration_since(last) < rtt * 2 && self.size < self.max {
+            let since = now.saturating_duration_since(last);
+            if since < rtt {
                 self.size = (self.size * 2).min(self.max);
+            } else if since > rtt * 4 {
+                self.size = (self.size / 2).max(self.min);
             }
         }
         self.last_update = Some(now);
-        self.limit = self.consumed + self.size;
+        self.limit = self.limit.max(self.consumed + self.size);
         Some(self.limit)
     }
 
@@ -170,21 +187,33 @@ mod tests {
     }
 
     #[test]
-    fn autotunes_when_updates_come_faster_than_two_rtts() {
+    fn autotunes_when_updates_come_faster_than_one_rtt() {
         let mut w = RecvWindow::new(100, 400);
         let now = Instant::now();
         let rtt = Some(Duration::from_millis(10));
         assert_eq!(w.consume(60, now, rtt), Some(160));
-        // Next update 5 ms later (< 2 RTT): the window doubles.
+        // Next update 5 ms later (< 1 RTT): the window doubles.
         assert_eq!(w.consume(60, now + Duration::from_millis(5), rtt), Some(120 + 200));
         assert_eq!(w.size(), 200);
-        // Slow consumption (> 2 RTT): stays.
-        assert_eq!(w.consume(150, now + Duration::from_secs(1), rtt), Some(270 + 200));
+        // 15 ms later (between 1 and 2 RTT): the window is not the limit; it stays.
+        assert_eq!(w.consume(110, now + Duration::from_millis(20), rtt), Some(230 + 200));
+        assert_eq!(w.size(), 200);
         // Never beyond max.
-        let t = now + Duration::from_secs(1);
-        w.consume(200, t, rtt);
+        let t = now + Duration::from_millis(21);
+        w.consume(120, t, rtt);
+        assert_eq!(w.size(), 400);
         w.consume(400, t, rtt);
         assert_eq!(w.size(), 400);
+        // Much slower than the round trip: the window shrinks back, never below its start,
+        // and never takes back what was granted.
+        let limit = w.limit();
+        let t = now + Duration::from_secs(1);
+        let granted = w.consume(400, t, rtt).unwrap();
+        assert!(granted >= limit);
+        assert_eq!(w.size(), 200);
+        w.consume(200, t + Duration::from_secs(1), rtt);
+        w.consume(200, t + Duration::from_secs(2), rtt);
+        assert_eq!(w.size(), 100);
     }
 
     #[test]

@@ -8,7 +8,6 @@ use super::{Entry, Inner, State};
 use crate::core::ids::PeerId;
 use crate::error::ResetCode;
 use crate::proto::frame::{data_charge, Control, Header, FLAG_FIN};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -166,13 +165,10 @@ impl Inner {
             }
             Control::Ping(token) => self.send_tunnel_control(t, Control::Pong(token)),
             Control::Pong(token) => {
-                let now = self.clock_ns(Instant::now());
-                if token <= now {
-                    let rtt = (now - token).max(1);
-                    self.tunnels[t].counters.rtt_ns.store(rtt, Relaxed);
-                    let old = self.srtt_ns.load(Relaxed);
-                    let srtt = if old == 0 { rtt } else { (old * 7 + rtt) / 8 };
-                    self.srtt_ns.store(srtt, Relaxed);
+                let now = Instant::now();
+                let at = self.clock_ns(now);
+                if token <= at {
+                    self.record_rtt(t, now, std::time::Duration::from_nanos(at - token));
                 }
             }
             Control::GoAway(_) => {

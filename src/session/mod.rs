@@ -32,6 +32,7 @@ pub use stream::Stream;
 
 use crate::config::Config;
 use crate::core::ids::{Role, StreamIds};
+use crate::core::rtt::MinRtt;
 use crate::core::sched::Scheduler;
 use crate::core::window::{RecvWindow, SharedSendWindow};
 use crate::error::{CloseReason, Error, ResetCode, Result};
@@ -162,7 +163,12 @@ pub(crate) struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Time origin of ping tokens.
     epoch: Instant,
-    /// Smoothed round trip over all tunnels, nanoseconds (0: unknown).
+    /// Minimum round trip over the tunnels' recent keepalive samples (see `core::rtt`).
+    min_rtt: Mutex<MinRtt>,
+    /// `min_rtt` in nanoseconds (0: unknown), readable without the lock.
+    min_rtt_ns: AtomicU64,
+    /// Smoothed round trip over all tunnels' samples, nanoseconds (0: unknown): includes the
+    /// queueing delay of loaded paths, which windows must cover too.
     srtt_ns: AtomicU64,
     /// Where the next direct write starts looking for a free tunnel.
     next_tunnel: AtomicUsize,
@@ -262,6 +268,8 @@ impl Session {
             exited_rx,
             threads: Mutex::new(Vec::with_capacity(2 * n)),
             epoch: Instant::now(),
+            min_rtt: Mutex::new(MinRtt::new(Duration::from_secs(30))),
+            min_rtt_ns: AtomicU64::new(0),
             srtt_ns: AtomicU64::new(0),
             next_tunnel: AtomicUsize::new(0),
             recent_resets: Mutex::new(VecDeque::new()),
@@ -468,10 +476,28 @@ impl Inner {
         now.duration_since(self.epoch).as_nanos() as u64
     }
 
-    /// Smoothed round trip, if measured.
-    pub(crate) fn srtt(&self) -> Option<Duration> {
-        let ns = self.srtt_ns.load(Relaxed);
-        (ns != 0).then(|| Duration::from_nanos(ns))
+    /// Round-trip estimates for sizing flow-control windows, if measured: the path's
+    /// minimum (no queueing) and the smoothed value (with the queueing of loaded paths).
+    pub(crate) fn rtt(&self) -> (Option<Duration>, Option<Duration>) {
+        let get = |a: &AtomicU64| match a.load(Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        };
+        (get(&self.min_rtt_ns), get(&self.srtt_ns))
+    }
+
+    /// Record a keepalive round trip measured on tunnel `t`.
+    fn record_rtt(&self, t: usize, now: Instant, rtt: Duration) {
+        let ns = (rtt.as_nanos() as u64).max(1);
+        let first = self.tunnels[t].counters.rtt_ns.swap(ns, Relaxed) == 0;
+        if first {
+            // The first ping of a tunnel may have waited for the peer's session to start.
+            return;
+        }
+        let min = self.min_rtt.lock().record(now, rtt);
+        self.min_rtt_ns.store((min.as_nanos() as u64).max(1), Relaxed);
+        let old = self.srtt_ns.load(Relaxed);
+        self.srtt_ns.store(if old == 0 { ns } else { (old * 7 + ns) / 8 }, Relaxed);
     }
 
     /// Whether a graceful close has run out of time.

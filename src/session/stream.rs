@@ -126,7 +126,14 @@ struct RecvState {
     phase: RecvPhase,
     /// The session dropped the stream's channel (after all its frames were sent into it).
     gone: bool,
+    /// Longest reorder hold since the last window update (see `ReorderBuffer::take_max_hold`).
+    interval_hold: Duration,
+    /// The longest holds of the last window-update intervals.
+    holds: [Duration; HOLD_INTERVALS],
 }
+
+/// Window-update intervals over which the tunnels' delay skew is judged.
+const HOLD_INTERVALS: usize = 4;
 
 /// A bidirectional byte stream of a [`Session`](crate::Session).
 ///
@@ -191,6 +198,8 @@ impl Stream {
                 window,
                 phase: RecvPhase::Open,
                 gone: false,
+                interval_hold: Duration::ZERO,
+                holds: [Duration::ZERO; HOLD_INTERVALS],
             }),
             session,
             read_timeout: AtomicU64::new(0),
@@ -450,9 +459,25 @@ impl Stream {
                 }
             }
         };
+        // Windows cover the round trip (smoothed, with the queueing of loaded paths) or the
+        // path's minimum round trip plus the delay skew between tunnels, whichever is larger.
+        // The skew is how long data waits for frames from slower tunnels, taken as the
+        // smallest of the longest holds of the last few window updates. A persistent skew shows in every one; a thread that
+        // was merely scheduled late shows in one, and growing the window for it would only
+        // queue more data in the kernel ahead of other streams.
+        let hold = r.reorder.take_max_hold();
+        r.interval_hold = r.interval_hold.max(hold);
         let stream_limit = match r.phase {
             RecvPhase::Open if released > 0 => {
-                r.window.consume(released, Instant::now(), self.inner().srtt())
+                let skew = r.holds.iter().copied().min().unwrap_or_default();
+                let (min_rtt, srtt) = self.inner().rtt();
+                let delay = srtt.unwrap_or_default().max(min_rtt.unwrap_or_default() + skew);
+                let update = r.window.consume(released, Instant::now(), (!delay.is_zero()).then_some(delay));
+                if update.is_some() {
+                    r.holds.rotate_left(1);
+                    r.holds[HOLD_INTERVALS - 1] = std::mem::take(&mut r.interval_hold);
+                }
+                update
             }
             _ => None,
         };

@@ -256,8 +256,11 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
     let tun = &inner.tunnels[t];
     let interval = inner.cfg.keepalive_interval;
     let mut batch = Batch::default();
-    // A first ping right away measures the round trip before any window needs tuning.
+    // Pings right away and a few times soon after measure the round trip before windows need
+    // tuning (the first one may include the peer's start-up); then one per interval.
     let mut next_ping = Instant::now();
+    let mut probes = [5u64, 50, 500].into_iter().map(Duration::from_millis);
+    let mut after_ping = move || probes.next().unwrap_or(interval).min(interval);
     loop {
         // Take work only when the socket has room, so the tunnel that can send soonest
         // takes the next frame.
@@ -267,7 +270,7 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
             Ok(false) => {
                 // Still full at ping time: the data in flight keeps the peer's keepalive
                 // satisfied; the round trip is measured next time.
-                next_ping = Instant::now() + interval;
+                next_ping = Instant::now() + after_ping();
                 if tun.is_dead() {
                     return;
                 }
@@ -297,7 +300,7 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
                 let now = Instant::now();
                 if now >= next_ping {
                     batch.push_control(Control::Ping(inner.clock_ns(now)));
-                    next_ping = now + interval;
+                    next_ping = now + after_ping();
                     ready = true;
                 }
                 if ready {
