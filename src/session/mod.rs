@@ -18,12 +18,19 @@
 //! (their readers see their channel disconnect), waiting writers and acceptors are notified,
 //! and every socket is shut down.
 //!
+//! # Files
+//! `tunnel` (the two threads of a tunnel and the frame reader), `inbound` (what a reader does
+//! with each frame), `outbound` (how frames get onto tunnels), `stream` (the `Stream` API),
+//! `lifecycle` (closing and failure), `pool` (recycled payload buffers).
+//!
 //! # Locks (acquired in this order, never the reverse)
 //! `tunnel.tx` → `sched`; `state` is never held while taking another. The session credit is
 //! reserved without a lock (`credit_closed` only guards waiting).
 //! Nobody blocks while holding a lock except a tunnel writer holding its own `tunnel.tx`.
 
 mod inbound;
+mod lifecycle;
+mod outbound;
 mod pool;
 mod stream;
 pub(crate) mod tunnel;
@@ -42,7 +49,6 @@ use crate::proto::handshake::Params;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
-use std::io::IoSlice;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -182,20 +188,6 @@ pub(crate) struct Inner {
     /// Application threads inside `Stream::write` right now.
     pub(crate) writers: AtomicUsize,
 }
-
-/// Largest DATA payload an application thread always tries to write to a tunnel itself.
-/// Small frames go out without a thread hand-off (latency). Larger ones go direct only while
-/// at least as many application threads are writing as there are tunnels; otherwise they are
-/// copied into the scheduler so that the tunnel writers send them in parallel (a send also
-/// costs the kernel's TCP work, so one thread sending everything over N tunnels would move no
-/// more than one TCP connection does).
-const DIRECT_MAX: usize = 16 * 1024;
-
-/// How long a large frame may wait for a busy tunnel before it is queued instead.
-const DIRECT_PATIENCE: Duration = Duration::from_micros(200);
-
-/// How many recent RESETs are remembered for resending after a tunnel failure.
-const RECENT_RESETS: usize = 1024;
 
 /// A handle held by every user-facing object; the last one dropped closes the session.
 pub(crate) struct Handle {
@@ -522,163 +514,6 @@ impl Inner {
         }
     }
 
-    /// Write `bufs` (one frame) straight to a free tunnel without blocking on a socket: only
-    /// to a tunnel whose writer is not busy, only if the socket takes at least part of it. A
-    /// partly written frame is finished by that tunnel's writer. `only` restricts to one
-    /// tunnel. With `patience`, when every tunnel is busy (usually other application threads
-    /// in short non-blocking sends), wait that long for one of them rather than give up.
-    fn try_direct(&self, bufs: &[IoSlice<'_>], only: Option<usize>, patience: Option<Duration>) -> bool {
-        let n = self.tunnels.len();
-        let (start, count) = match only {
-            Some(t) => (t, 1),
-            None => (self.next_tunnel.fetch_add(1, Relaxed) % n, n),
-        };
-        for k in 0..count {
-            let t = (start + k) % n;
-            if self.tunnels[t].is_dead() {
-                continue;
-            }
-            if let Some(mut tx) = self.tunnels[t].tx.try_lock() {
-                if self.send_locked(t, &mut tx, bufs) {
-                    return true;
-                }
-            }
-        }
-        match patience {
-            Some(p) if !self.tunnels[start].is_dead() => match self.tunnels[start].tx.try_lock_for(p) {
-                Some(mut tx) => self.send_locked(start, &mut tx, bufs),
-                None => false,
-            },
-            _ => false,
-        }
-    }
-
-    /// The non-blocking send of [`try_direct`](Self::try_direct) on tunnel `t`, whose write
-    /// lock the caller holds. Returns whether the frame is committed to the tunnel.
-    fn send_locked(&self, t: usize, tx: &mut tunnel::TunnelTx, bufs: &[IoSlice<'_>]) -> bool {
-        let tun = &self.tunnels[t];
-        if !tx.pending.is_empty() {
-            return false;
-        }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        match sys::send_vectored(&tun.sock, bufs, true) {
-            Ok(sent) if sent == total => {
-                tun.count_sent(total, 1);
-                true
-            }
-            Ok(sent) => {
-                let mut skip = sent;
-                for b in bufs {
-                    if skip >= b.len() {
-                        skip -= b.len();
-                    } else {
-                        tx.pending.extend_from_slice(&b[skip..]);
-                        skip = 0;
-                    }
-                }
-                tun.count_sent(sent, 1);
-                if self.sched.lock().push_flush(t) {
-                    tun.wake.notify_one();
-                }
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(_) => {
-                // The reader notices and does the bookkeeping.
-                tun.kill();
-                false
-            }
-        }
-    }
-
-    /// Send a DATA frame: small ones straight to a free tunnel, large ones (and any a tunnel
-    /// would not take at once) queued for the tunnel writers.
-    /// Returns whether the frame was queued (the caller then respects the queue's limit).
-    fn send_data(&self, id: u32, header: &[u8], payload: &[u8]) -> bool {
-        let large = payload.len() > DIRECT_MAX;
-        let direct = !large || self.writers.load(Relaxed) >= self.tunnels.len();
-        // A large frame waits a little for a busy tunnel: queueing it costs a copy and a
-        // thread hand-off.
-        let patience = large.then_some(DIRECT_PATIENCE);
-        if direct && self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None, patience) {
-            return false;
-        }
-        let mut frame = self.pool.take(header.len() + payload.len());
-        frame.extend_from_slice(header);
-        frame.extend_from_slice(payload);
-        let wake = self.sched.lock().push_data(id, frame);
-        if let Some(t) = wake {
-            self.tunnels[t].wake.notify_one();
-        }
-        true
-    }
-
-    /// Wait until the scheduler has room for more DATA (or `deadline` passes, or the session
-    /// closes). Returns false on timeout.
-    fn wait_room(&self, deadline: Option<Instant>) -> bool {
-        let mut s = self.sched.lock();
-        while !s.has_room() && !self.is_closed() {
-            match deadline {
-                Some(d) => {
-                    if self.room.wait_until(&mut s, d).timed_out() {
-                        return s.has_room();
-                    }
-                }
-                None => self.room.wait(&mut s),
-            }
-        }
-        true
-    }
-
-    /// Send a session-level control frame promptly (any tunnel).
-    fn send_control(&self, c: Control) {
-        let bytes = c.encode();
-        if self.try_direct(&[IoSlice::new(&bytes)], None, None) {
-            return;
-        }
-        let wake = self.sched.lock().push_control(c);
-        if let Some(t) = wake {
-            self.tunnels[t].wake.notify_one();
-        }
-    }
-
-    /// Send a control frame on tunnel `t` (ping answers must use the ping's tunnel).
-    fn send_tunnel_control(&self, t: usize, c: Control) {
-        let bytes = c.encode();
-        if self.try_direct(&[IoSlice::new(&bytes)], Some(t), None) {
-            return;
-        }
-        if self.sched.lock().push_tunnel_control(t, c) {
-            self.tunnels[t].wake.notify_one();
-        }
-    }
-
-    /// Send a RESET and remember it for a while: unlike DATA, a control frame lost with a
-    /// dying tunnel is not revealed by any gap, so it is sent again after a tunnel failure.
-    fn send_reset(&self, id: u32, code: ResetCode) {
-        {
-            let mut r = self.recent_resets.lock();
-            if r.len() == RECENT_RESETS {
-                r.pop_front();
-            }
-            r.push_back((id, code, Instant::now()));
-        }
-        self.send_control(Control::Reset { stream: id, code: code.to_u32() });
-    }
-
-    /// Queue several control frames at once (any tunnel).
-    fn queue_controls(&self, frames: impl IntoIterator<Item = Control>) {
-        let mut s = self.sched.lock();
-        let mut wake = Vec::new();
-        for c in frames {
-            wake.extend(s.push_control(c));
-        }
-        drop(s);
-        for t in wake {
-            self.tunnels[t].wake.notify_one();
-        }
-    }
-
     /// Stream `id` sent its FIN (or RESET): forget it once the peer's side is done too.
     fn send_finished(&self, id: u32) {
         let mut st = self.state.lock();
@@ -763,144 +598,5 @@ impl Inner {
         if let Some(limit) = session_limit {
             self.send_control(Control::Window { stream: 0, limit });
         }
-    }
-
-    /// Start a graceful close (idempotent, does not wait).
-    pub(crate) fn begin_close(&self) {
-        if self.phase.load(Relaxed) != OPEN {
-            return;
-        }
-        // GOAWAY is queued before the phase changes, so a writer that sees `Closing` has
-        // already been given its tunnel's GOAWAY.
-        {
-            let mut s = self.sched.lock();
-            for t in 0..self.tunnels.len() {
-                s.push_tunnel_control(t, Control::GoAway(0));
-            }
-        }
-        let entries = {
-            let mut st = self.state.lock();
-            if !matches!(st.lifecycle, Lifecycle::Open) {
-                return;
-            }
-            let linger = self.cfg.keepalive_timeout.min(Duration::from_secs(5));
-            st.lifecycle = Lifecycle::Closing { deadline: Instant::now() + linger };
-            self.phase.store(CLOSING, Relaxed);
-            st.accept_tx = None;
-            st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>()
-        };
-        self.fail_streams(entries, CloseReason::Local);
-        for t in &self.tunnels {
-            t.wake.notify_one();
-        }
-        // Streams queued for accept but never accepted are dropped now.
-        while self.accept_rx.try_recv().is_ok() {}
-    }
-
-    /// Close at once: every stream and blocked call fails with `SessionClosed(reason)`.
-    pub(crate) fn fail(&self, reason: CloseReason) {
-        let entries = {
-            let mut st = self.state.lock();
-            if let Lifecycle::Closed(_) = st.lifecycle {
-                return;
-            }
-            st.lifecycle = Lifecycle::Closed(reason.clone());
-            self.phase.store(CLOSED, Relaxed);
-            st.accept_tx = None;
-            st.closed_tx = None;
-            st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>()
-        };
-        self.fail_streams(entries, reason);
-        for t in &self.tunnels {
-            t.kill();
-        }
-        {
-            let _s = self.sched.lock();
-            for t in &self.tunnels {
-                t.wake.notify_all();
-            }
-            self.room.notify_all();
-        }
-        while self.accept_rx.try_recv().is_ok() {}
-    }
-
-    /// Fail the send side of `entries` and of the session credit; dropping the entries
-    /// disconnects the streams' channels, which ends their reads.
-    fn fail_streams(&self, entries: Vec<Entry>, reason: CloseReason) {
-        {
-            let mut closed = self.credit_closed.lock();
-            if closed.is_none() {
-                *closed = Some(reason.clone());
-            }
-            self.credit_cv.notify_all();
-        }
-        for e in entries {
-            e.shared.session_closed(&reason);
-        }
-    }
-
-    /// A tunnel's reader stopped; decide what that means for the session.
-    fn tunnel_ended(&self, t: usize, end: tunnel::ReadEnd) {
-        use tunnel::ReadEnd;
-        let tun = &self.tunnels[t];
-        tun.kill();
-        {
-            let _s = self.sched.lock();
-            tun.wake.notify_all();
-        }
-        self.sched.lock().tunnel_dead(t);
-        let (remaining, going_away, phase) = {
-            let mut st = self.state.lock();
-            st.readers -= 1;
-            (st.readers, st.peer_going_away, self.phase.load(Relaxed))
-        };
-        if let ReadEnd::Protocol(why) = end {
-            self.fail(CloseReason::Protocol(why));
-            return;
-        }
-        if phase != OPEN || going_away {
-            // An expected end: we or the peer are closing.
-            if remaining == 0 {
-                self.fail(if phase == OPEN { CloseReason::Peer } else { CloseReason::Local });
-            }
-            return;
-        }
-        let why = match end {
-            ReadEnd::Eof => format!("tunnel {t} closed by the peer"),
-            ReadEnd::Closed => format!("tunnel {t} closed"),
-            ReadEnd::Silent(d) => format!("tunnel {t} silent for {d:?} (keepalive timeout)"),
-            ReadEnd::Io(e) => format!("tunnel {t}: {e}"),
-            ReadEnd::Protocol(_) => unreachable!("handled above"),
-        };
-        if remaining == 0 {
-            self.fail(CloseReason::TunnelsLost(why));
-            return;
-        }
-        // Frames in flight on the dead tunnel are lost. DATA frames: tell the peer how many
-        // frames each stream has sent, so that a lost tail shows up as a gap in its reorder
-        // buffer. Control frames: WINDOW limits are absolute, so announcing them again is
-        // harmless; recent RESETs are sent again (the peer ignores those it already has).
-        let (streams, windows, session_limit) = {
-            let st = self.state.lock();
-            let streams: Vec<Arc<StreamShared>> = st.streams.values().map(|e| e.shared.clone()).collect();
-            let windows: Vec<Control> = st
-                .streams
-                .iter()
-                .map(|(&id, e)| Control::Window { stream: id, limit: e.recv_limit })
-                .collect();
-            (streams, windows, st.recv.limit())
-        };
-        let marks =
-            streams.iter().filter_map(|s| s.frames_sent().map(|count| Control::Sent { stream: s.id, count }));
-        let horizon = Instant::now().checked_sub(self.cfg.keepalive_timeout * 2);
-        let resets: Vec<Control> = self
-            .recent_resets
-            .lock()
-            .iter()
-            .filter(|(_, _, at)| horizon.is_none_or(|h| *at >= h))
-            .map(|&(stream, code, _)| Control::Reset { stream, code: code.to_u32() })
-            .collect();
-        let session = std::iter::once(Control::Window { stream: 0, limit: session_limit });
-        self.queue_controls(marks.chain(windows).chain(session).chain(resets));
     }
 }
