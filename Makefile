@@ -122,6 +122,24 @@ speedtest: cli
 	$(MTMUX_BIN) bench $(SPEEDTEST_ARGS)
 
 ## ---- Benchmarks (issue 5) -------------------------------------------------
+# The suite prints one table (ratios against raw TCP measured in the same run, medians of
+# interleaved rounds) and writes it to benches/RESULTS.md. Link emulation needs root (network
+# namespaces, tc) and iptables for the latency figure; without them those rows are skipped.
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick bench-tools
+
+bench: bench-tools
+	$(CARGO) run --release -p mtmux-bench -- $(BENCH_ARGS)
+
+bench-quick: bench-tools
+	$(CARGO) run --release -p mtmux-bench -- --quick --rounds 3 $(BENCH_ARGS)
+
+# The latency figure delays packets through NFQUEUE: install iptables when possible.
+bench-tools:
+	@command -v iptables >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables >/dev/null 2>&1; } \
+		|| echo "bench: iptables not installed; the latency figure will be skipped"
 
 ## ---- Entry points ---------------------------------------------------------
 test: test-rust test-c
