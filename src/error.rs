@@ -15,7 +15,9 @@ pub enum ResetCode {
     TooManyStreams,
     /// The receiver gave up waiting for a missing frame.
     ReorderTimeout,
-    /// Data arrived after the receiver had closed its reading side.
+    /// Data arrived after the receiver had closed its reading side. This code ends only the
+    /// sending direction of the stream that receives it: its writes fail (as with EPIPE),
+    /// its reads still deliver what the peer sent.
     StreamClosed,
     /// The stream broke the protocol.
     Protocol,
@@ -177,6 +179,8 @@ impl Error {
         match self {
             Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
             Error::SessionClosed(_) => io::ErrorKind::ConnectionAborted,
+            // The peer stopped reading: like writing to a socket shut for reading (EPIPE).
+            Error::StreamReset { code: ResetCode::StreamClosed, .. } => io::ErrorKind::BrokenPipe,
             Error::StreamReset { .. } => io::ErrorKind::ConnectionReset,
             Error::WriteClosed => io::ErrorKind::BrokenPipe,
             Error::TimedOut => io::ErrorKind::TimedOut,

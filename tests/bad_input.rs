@@ -236,11 +236,15 @@ fn fake_peer(cfg: &Config) -> (Listener, TcpStream, mtmux::Session) {
 fn expect_protocol_error(cfg: &Config, bytes: Vec<u8>, expect: &str) {
     let (l, mut raw, s) = fake_peer(cfg);
     raw.write_all(&bytes).unwrap();
-    let e = s.accept_stream_timeout(Duration::from_secs(10)).map(|_| ());
-    // A frame that opens a stream first hands that stream out; the violation follows.
-    let e = match e {
-        Ok(()) => s.accept_stream_timeout(Duration::from_secs(10)).map(|_| ()),
-        e => e,
+    // A frame that opens a stream first hands that stream out; the violation follows. The
+    // stream is kept open: a closed one would drop later frames without checking them
+    // against its window.
+    let mut opened = Vec::new();
+    let e = loop {
+        match s.accept_stream_timeout(Duration::from_secs(10)) {
+            Ok(st) => opened.push(st),
+            Err(e) => break Err::<(), _>(e),
+        }
     };
     match e {
         Err(Error::SessionClosed(CloseReason::Protocol(why))) => {

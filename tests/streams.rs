@@ -313,6 +313,10 @@ fn close_from_another_thread_wakes_blocked_calls() {
         assert!(matches!(Error::from((&*s).write(b"x").unwrap_err()), Error::SessionClosed(_)));
         // The peer sees the session end, too.
         assert!(matches!(server.accept_stream(), Err(Error::SessionClosed(_))));
+        // Regression: a closed session still reports where its tunnels went (shut-down
+        // sockets no longer know their peer).
+        assert_eq!(client.peer_addrs().len(), 2);
+        assert_eq!(server.local_addrs(), client.peer_addrs());
     });
 }
 
@@ -538,5 +542,40 @@ fn huge_timeouts_do_not_panic() {
         let mut b = [0u8; 4];
         (&s).read_exact(&mut b).unwrap();
         assert_eq!(&b, b"pong");
+    });
+}
+
+/// Regression: after `shutdown(Read)`, arriving data was discarded without returning the
+/// stream's credit, so a peer that kept writing stalled forever after one window.
+#[test]
+fn writes_into_a_read_shut_stream_keep_flowing() {
+    within(Duration::from_secs(30), || {
+        let c = Config { stream_window: 128 << 10, max_stream_window: 128 << 10, ..cfg(2) };
+        let (client, server) = pair(&c);
+        let mut s = client.open_stream().unwrap();
+        s.write_all(b"x").unwrap();
+        let peer = server.accept_stream().unwrap();
+        peer.shutdown(Shutdown::Read).unwrap();
+        assert_eq!((&peer).read(&mut [0u8; 8]).unwrap(), 0, "reads after shutdown(Read) return 0");
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Far more than the window: the peer discards it all and keeps granting credit.
+        s.write_all(&vec![5u8; 4 << 20]).unwrap();
+        // The other direction still works.
+        (&peer).write_all(b"still writing").unwrap();
+        peer.close_write().unwrap();
+        // Closed both ways now: further data makes the peer say it stopped reading, which
+        // ends our writing only (EPIPE-like); what it sent is still delivered.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let e = loop {
+            match s.write_all(&[6u8; 64 << 10]) {
+                Ok(()) => assert!(Instant::now() < deadline, "writes never failed"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(matches!(Error::from(e), Error::StreamReset { code: ResetCode::StreamClosed, remote: true }));
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"still writing");
     });
 }

@@ -57,6 +57,7 @@ impl Inner {
         let id = h.stream;
         let charge = data_charge(payload.len());
         let mut refuse = None;
+        let mut stream_limit = None;
         let session_limit = {
             let mut st = self.state.lock();
             st.recv_total += charge;
@@ -88,6 +89,15 @@ impl Inner {
                     // data with RST.
                     refuse = Some(ResetCode::StreamClosed);
                     remove = true;
+                } else if stale {
+                    // Shut for reading only: the data is discarded and its credit returned,
+                    // so the peer's writes keep flowing (a WINDOW per half window).
+                    e.recv_limit += charge;
+                    e.discarded += charge;
+                    if e.discarded >= self.cfg.stream_window as u64 / 2 {
+                        e.discarded = 0;
+                        stream_limit = Some(e.recv_limit);
+                    }
                 }
                 if e.fin_seq.is_some_and(|f| e.frames == f.wrapping_add(1)) {
                     e.recv_done = true;
@@ -105,6 +115,9 @@ impl Inner {
         };
         if let Some(code) = refuse {
             self.send_reset(id, code);
+        }
+        if let Some(limit) = stream_limit {
+            self.send_control(Control::Window { stream: id, limit });
         }
         if let Some(limit) = session_limit {
             self.send_control(Control::Window { stream: 0, limit });
@@ -125,6 +138,23 @@ impl Inner {
                     s.raise_window(limit);
                 }
             }
+            Control::Reset { stream, code } if ResetCode::from_u32(code) == ResetCode::StreamClosed => {
+                // The peer stopped reading: only our sending direction ends (writes fail, as
+                // with EPIPE); what the peer sent us is still delivered up to its FIN.
+                let shared = {
+                    let mut st = self.state.lock();
+                    self.classify(&mut st, stream)?;
+                    let Some(e) = st.streams.get_mut(&stream) else { return Ok(()) };
+                    e.send_done = true;
+                    let shared = e.shared.clone();
+                    if e.recv_done {
+                        st.streams.remove(&stream);
+                    }
+                    shared
+                };
+                shared.reset(ResetCode::StreamClosed, true);
+                self.after_send_side_reset(stream);
+            }
             Control::Reset { stream, code } => {
                 let entry = {
                     let mut st = self.state.lock();
@@ -136,14 +166,8 @@ impl Inner {
                     // The send side first, so that once a read has reported the reset, writes
                     // report it too.
                     e.shared.reset(code, true);
-                    {
-                        let _closed = self.credit_closed.lock();
-                        self.credit_cv.notify_all();
-                    }
+                    self.after_send_side_reset(stream);
                     let _ = e.tx.send(Inbound::Reset { code, remote: true });
-                    if self.sched.lock().drop_stream(stream) > 0 {
-                        self.room.notify_all();
-                    }
                 }
             }
             Control::Sent { stream, count } => {
@@ -178,6 +202,18 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Stream `id`'s sending side was reset by the peer: wake its writers (also those waiting
+    /// for session credit) and drop its queued frames.
+    fn after_send_side_reset(&self, id: u32) {
+        {
+            let _closed = self.credit_closed.lock();
+            self.credit_cv.notify_all();
+        }
+        if self.sched.lock().drop_stream(id) > 0 {
+            self.room.notify_all();
+        }
     }
 
     /// The shared part of stream `id`, checking that the id is legal. `None` when the stream

@@ -91,10 +91,10 @@ impl Inner {
         let tun = &self.tunnels[t];
         tun.kill();
         {
-            let _s = self.sched.lock();
+            let mut s = self.sched.lock();
+            s.tunnel_dead(t);
             tun.wake.notify_all();
         }
-        self.sched.lock().tunnel_dead(t);
         let (remaining, going_away, phase) = {
             let mut st = self.state.lock();
             st.readers -= 1;

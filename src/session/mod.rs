@@ -103,6 +103,8 @@ struct Entry {
     fin_seq: Option<u32>,
     /// The application closed the reading side: arriving data is dropped.
     read_closed: bool,
+    /// Charge of data dropped (reading side closed) since its credit was last announced.
+    discarded: u64,
     /// We sent FIN or RESET.
     send_done: bool,
     /// All the peer's frames up to its FIN have arrived.
@@ -119,6 +121,7 @@ impl Entry {
             frames: 0,
             fin_seq: None,
             read_closed: false,
+            discarded: 0,
             send_done: false,
             recv_done: false,
         }
@@ -226,6 +229,11 @@ impl Session {
             s.set_write_timeout(None)?;
             sys::set_notsent_lowat(s, tunnel::NOTSENT_LOWAT)?;
         }
+        let tunnels = tunnels
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Tunnel::new(i, s))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let n = tunnels.len();
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(0);
@@ -237,7 +245,7 @@ impl Session {
             cfg: cfg.clone(),
             role,
             peer,
-            tunnels: tunnels.into_iter().enumerate().map(|(i, s)| Tunnel::new(i, s)).collect(),
+            tunnels,
             sched: Mutex::new(Scheduler::new(n, queue_limit)),
             room: Condvar::new(),
             state: Mutex::new(State {
@@ -414,12 +422,12 @@ impl Session {
 
     /// Local addresses of the tunnels, in tunnel order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.h.inner.tunnels.iter().filter_map(|t| t.sock.local_addr().ok()).collect()
+        self.h.inner.tunnels.iter().map(|t| t.local).collect()
     }
 
     /// Peer addresses of the tunnels, in tunnel order.
     pub fn peer_addrs(&self) -> Vec<SocketAddr> {
-        self.h.inner.tunnels.iter().filter_map(|t| t.sock.peer_addr().ok()).collect()
+        self.h.inner.tunnels.iter().map(|t| t.peer).collect()
     }
 
     /// The configuration the session runs with.
@@ -580,7 +588,8 @@ impl Inner {
         let session_limit = {
             let mut st = self.state.lock();
             if let (Some(l), Some(e)) = (stream_limit, st.streams.get_mut(&id)) {
-                e.recv_limit = l;
+                // The tunnel readers may have raised it for discarded data meanwhile.
+                e.recv_limit = e.recv_limit.max(l);
             }
             if report {
                 let n = self.unreported.swap(0, Relaxed);

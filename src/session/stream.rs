@@ -328,7 +328,10 @@ impl Stream {
         });
     }
 
-    /// Drop everything received and not read, returning its charge to the session.
+    /// Drop everything received and not read, returning its charge to the session, and to the
+    /// stream's window if the stream lives on shut for reading only (a peer still writing to
+    /// it keeps going). A stream closed both ways or aborted grants nothing more: late data
+    /// gets a RESET instead.
     fn discard_receive(&self, set_phase: impl FnOnce(&mut RecvPhase)) {
         let mut r = self.recv.lock();
         set_phase(&mut r.phase);
@@ -336,8 +339,13 @@ impl Stream {
         while let Ok(m) = r.rx.try_recv() {
             released += self.apply(&mut r, m);
         }
+        let writing = matches!(self.shared.send.lock().phase, SendPhase::Open);
+        let stream_limit = match r.phase {
+            RecvPhase::Closed if writing => r.window.consume(released, Instant::now(), None),
+            _ => None,
+        };
         drop(r);
-        self.inner().release(self.id(), released, None);
+        self.inner().release(self.id(), released, stream_limit);
     }
 
     /// Send the bare OPEN of a local stream that has sent nothing yet (before it blocks in a

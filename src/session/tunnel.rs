@@ -17,7 +17,7 @@ use crate::ffi::sys;
 use crate::proto::frame::{Cmd, Control, FrameError, Header, CONTROL_MAX_LEN, HEADER_LEN};
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, IoSlice};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,10 @@ pub(crate) struct Counters {
 pub(crate) struct Tunnel {
     /// Position in the bundle.
     pub(crate) index: usize,
+    /// Local and peer address, recorded at start (a socket that has been shut down no longer
+    /// reports its peer).
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// The socket (both threads and direct writers use it; writes are serialised by `tx`).
     pub(crate) sock: TcpStream,
     /// Serialises writes; see the module doc for who may block while holding it.
@@ -64,15 +68,17 @@ pub(crate) struct Tunnel {
 }
 
 impl Tunnel {
-    pub(crate) fn new(index: usize, sock: TcpStream) -> Tunnel {
-        Tunnel {
+    pub(crate) fn new(index: usize, sock: TcpStream) -> io::Result<Tunnel> {
+        Ok(Tunnel {
             index,
+            local: sock.local_addr()?,
+            peer: sock.peer_addr()?,
             sock,
             tx: Mutex::new(TunnelTx { pending: Vec::new() }),
             wake: Condvar::new(),
             dead: AtomicBool::new(false),
             counters: Counters::default(),
-        }
+        })
     }
 
     pub(crate) fn is_dead(&self) -> bool {

@@ -57,14 +57,16 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Control flags of one relayed connection.
 #[derive(Default)]
 struct Flow {
-    /// Stop moving bytes (they stay in the relay's socket buffers).
+    /// Keep what arrives from the client instead of forwarding it (the relay keeps reading).
     held: AtomicBool,
+    /// Bytes from the client kept while held.
+    held_bytes: AtomicUsize,
     /// Drop everything, including held bytes, and close.
     killed: AtomicBool,
 }
@@ -84,32 +86,43 @@ pub struct Relay {
     frozen: Arc<AtomicBool>,
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, flow: Arc<Flow>, frozen: Arc<AtomicBool>) {
-    let stopped = || flow.held.load(Ordering::SeqCst) || frozen.load(Ordering::SeqCst);
+/// Move bytes from `from` to `to`. While frozen, nothing is read (bytes pile up in the kernel:
+/// a silent peer). While held (`from_client` only), bytes are read and kept, counted in
+/// `held_bytes`, and forwarded only if released; a cut drops them for good.
+fn pump(mut from: TcpStream, mut to: TcpStream, flow: Arc<Flow>, frozen: Arc<AtomicBool>, from_client: bool) {
+    let killed = || flow.killed.load(Ordering::SeqCst);
+    let held = || from_client && flow.held.load(Ordering::SeqCst);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut kept: Vec<u8> = Vec::new();
     loop {
-        // While held or frozen the relay does not read, so bytes pile up in its socket buffer
-        // (the relay's own test-lifetime loop; it polls its flags, it does not synchronise the
-        // test).
-        while stopped() && !flow.killed.load(Ordering::SeqCst) {
+        // The relay's own flag polling for the test's lifetime; it does not synchronise the
+        // test.
+        while frozen.load(Ordering::SeqCst) && !killed() {
             thread::park_timeout(Duration::from_millis(5));
         }
-        if flow.killed.load(Ordering::SeqCst) {
+        if killed() {
             break;
+        }
+        if !held() && !kept.is_empty() {
+            if to.write_all(&kept).is_err() {
+                break;
+            }
+            kept.clear();
         }
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
+            Ok(n) if held() => {
+                kept.extend_from_slice(&buf[..n]);
+                flow.held_bytes.fetch_add(n, Ordering::SeqCst);
+            }
             Ok(n) => {
-                while stopped() && !flow.killed.load(Ordering::SeqCst) {
-                    thread::park_timeout(Duration::from_millis(5));
-                }
-                if flow.killed.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+                if killed() || to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
         }
     }
-    if flow.killed.load(Ordering::SeqCst) {
+    if killed() {
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     } else {
@@ -139,8 +152,8 @@ impl Relay {
                 let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
                 let (fa, fb) = (flow.clone(), flow);
                 let (za, zb) = (f2.clone(), f2.clone());
-                thread::spawn(move || pump(d2, u2, fa, za));
-                thread::spawn(move || pump(up, down, fb, zb));
+                thread::spawn(move || pump(d2, u2, fa, za, true));
+                thread::spawn(move || pump(up, down, fb, zb, false));
             }
         });
         Relay { addr, conns, frozen }
@@ -151,7 +164,12 @@ impl Relay {
         self.frozen.store(true, Ordering::SeqCst);
     }
 
-    /// Stop forwarding on connection `i` (in accept order); its bytes wait in the relay.
+    /// Bytes from the client held on connection `i` so far.
+    pub fn held_bytes(&self, i: usize) -> usize {
+        self.conns.lock().unwrap()[i].flow.held_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Keep what the client sends on connection `i` (in accept order) in the relay.
     pub fn hold(&self, i: usize) {
         self.conns.lock().unwrap()[i].flow.held.store(true, Ordering::SeqCst);
     }
