@@ -5,7 +5,7 @@
 //! the session; each connection runs a [`pipe`] (two threads); an optional stats thread.
 
 use crate::args::ClientArgs;
-use crate::pipe::{abort_tcp, pipe};
+use crate::pipe::{abort_tcp, pipe_and_log};
 use crate::stats::Meter;
 use crate::units::fmt_duration;
 use crate::{end_reason, spawn, validated, Fatal};
@@ -205,13 +205,7 @@ impl Keeper {
         };
         let sid = stream.id();
         info!("session {id} stream {sid}: opened for {from}");
-        let started = Instant::now();
-        let outcome = pipe(&conn, "local connection", &stream);
-        let summary = outcome.summary(started.elapsed());
-        match outcome.error {
-            None => info!("session {id} stream {sid}: closed, {summary}"),
-            Some(e) => warn!("session {id} stream {sid}: failed, {summary}: {e}"),
-        }
+        pipe_and_log(&conn, "local connection", &stream, &format!("session {id} stream {sid}"));
     }
 
     fn log_stats(&self, every: Duration) {

@@ -44,6 +44,18 @@ impl Outcome {
     }
 }
 
+/// Run the pair ([`pipe`]) and log how it ended, one line prefixed `who` (e.g.
+/// `session 3 stream 7`).
+pub fn pipe_and_log(tcp: &TcpStream, tcp_name: &str, stream: &Stream, who: &str) {
+    let started = std::time::Instant::now();
+    let outcome = pipe(tcp, tcp_name, stream);
+    let summary = outcome.summary(started.elapsed());
+    match outcome.error {
+        None => log::info!("{who}: closed, {summary}"),
+        Some(e) => log::warn!("{who}: failed, {summary}: {e}"),
+    }
+}
+
 /// Close a TCP connection with a reset: the application sees an error, not a clean end.
 pub fn abort_tcp(tcp: &TcpStream) {
     let _ = SockRef::from(tcp).set_linger(Some(Duration::ZERO));

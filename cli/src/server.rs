@@ -6,7 +6,7 @@
 
 use crate::args::ServerArgs;
 use crate::net::{connect, port_layout, resolve};
-use crate::pipe::pipe;
+use crate::pipe::pipe_and_log;
 use crate::stats::Meter;
 use crate::units::fmt_duration;
 use crate::{end_reason, spawn, validated, Fatal};
@@ -125,13 +125,7 @@ impl Server {
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         info!("session {session} stream {sid}: opened, connected to {} from {local}", self.target);
-        let started = Instant::now();
-        let outcome = pipe(&tcp, "target", &stream);
-        let summary = outcome.summary(started.elapsed());
-        match outcome.error {
-            None => info!("session {session} stream {sid}: closed, {summary}"),
-            Some(e) => warn!("session {session} stream {sid}: failed, {summary}: {e}"),
-        }
+        pipe_and_log(&tcp, "target", &stream, &format!("session {session} stream {sid}"));
     }
 
     fn log_stats(&self, every: Duration) {

@@ -142,24 +142,21 @@ impl Scheduler {
             return false;
         }
         self.tunnel_control[t].push_back(c);
-        if let Some(pos) = self.idle.iter().position(|&i| i == t) {
-            self.idle.remove(pos);
-            true
-        } else {
-            false
-        }
+        self.wake_if_idle(t)
     }
 
     /// An application thread left part of a frame for tunnel `t`'s writer to finish. Returns
     /// whether that writer must be woken.
     pub fn push_flush(&mut self, t: usize) -> bool {
         self.flush[t] = true;
-        if let Some(pos) = self.idle.iter().position(|&i| i == t) {
-            self.idle.remove(pos);
-            true
-        } else {
-            false
-        }
+        self.wake_if_idle(t)
+    }
+
+    /// Take writer `t` off the idle list; returns whether it was on it (and must be woken).
+    fn wake_if_idle(&mut self, t: usize) -> bool {
+        let was = self.idle.contains(&t);
+        self.idle.retain(|&i| i != t);
+        was
     }
 
     /// Take tunnel `t`'s flush mark.
