@@ -23,7 +23,7 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-lint: fmt-check clippy
+lint: fmt-check clippy doc
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps

@@ -308,10 +308,16 @@ impl Stream {
         self.inner().credit_cv.notify_all();
     }
 
-    fn abort(&self, code: ResetCode) {
+    /// Reset the stream from this side: writers fail (and wake), the peer is told, queued
+    /// frames are dropped. The receive side is the caller's business.
+    fn reset_locally(&self, code: ResetCode) {
         self.shared.reset(code, false);
         self.wake_writers();
         self.inner().reset_stream(self.id(), code);
+    }
+
+    fn abort(&self, code: ResetCode) {
+        self.reset_locally(code);
         self.discard_receive(|p| {
             if matches!(p, RecvPhase::Open) {
                 *p = RecvPhase::Failed(Error::StreamReset { code, remote: false });
@@ -375,8 +381,7 @@ impl Stream {
                     Err(e) => {
                         let released = r.reorder.discard() + charge;
                         r.phase = RecvPhase::Failed(Error::Protocol(format!("stream {}: {e}", self.id())));
-                        self.shared.reset(ResetCode::Protocol, false);
-                        self.inner().reset_stream(self.id(), ResetCode::Protocol);
+                        self.reset_locally(ResetCode::Protocol);
                         released
                     }
                 }
@@ -456,8 +461,7 @@ impl Stream {
                         released += r.reorder.discard();
                         r.phase = RecvPhase::Failed(e.clone());
                         drop(r);
-                        self.shared.reset(ResetCode::ReorderTimeout, false);
-                        self.inner().reset_stream(self.id(), ResetCode::ReorderTimeout);
+                        self.reset_locally(ResetCode::ReorderTimeout);
                         self.inner().release(self.id(), released, None);
                         return Err(e);
                     }
@@ -467,31 +471,36 @@ impl Stream {
                 }
             }
         };
-        // Windows cover the round trip (smoothed, with the queueing of loaded paths) or the
-        // path's minimum round trip plus the delay skew between tunnels, whichever is larger.
-        // The skew is how long data waits for frames from slower tunnels, taken as the
-        // smallest of the longest holds of the last few window updates. A persistent skew shows in every one; a thread that
-        // was merely scheduled late shows in one, and growing the window for it would only
-        // queue more data in the kernel ahead of other streams.
-        let hold = r.reorder.take_max_hold();
-        r.interval_hold = r.interval_hold.max(hold);
-        let stream_limit = match r.phase {
-            RecvPhase::Open if released > 0 => {
-                let skew = r.holds.iter().copied().min().unwrap_or_default();
-                let (min_rtt, srtt) = self.inner().rtt();
-                let delay = srtt.unwrap_or_default().max(min_rtt.unwrap_or_default() + skew);
-                let update = r.window.consume(released, Instant::now(), (!delay.is_zero()).then_some(delay));
-                if update.is_some() {
-                    r.holds.rotate_left(1);
-                    r.holds[HOLD_INTERVALS - 1] = std::mem::take(&mut r.interval_hold);
-                }
-                update
-            }
-            _ => None,
-        };
+        let stream_limit = self.account(&mut r, released);
         drop(r);
         self.inner().release(self.id(), released, stream_limit);
         result
+    }
+
+    /// Record `released` charge read from an open stream in its receive window; returns the
+    /// new limit to announce, if one is due.
+    ///
+    /// The window covers the round trip (smoothed, with the queueing of loaded paths) or the
+    /// path's minimum round trip plus the delay skew between tunnels, whichever is larger. The
+    /// skew is how long data waited for frames of slower tunnels, taken as the smallest of the
+    /// longest holds of the last few window updates: a persistent skew shows in every one; a
+    /// reader thread that was merely scheduled late shows in one, and growing the window for
+    /// it would only queue more data in the kernel ahead of other streams.
+    fn account(&self, r: &mut RecvState, released: u64) -> Option<u64> {
+        let hold = r.reorder.take_max_hold();
+        r.interval_hold = r.interval_hold.max(hold);
+        if released == 0 || !matches!(r.phase, RecvPhase::Open) {
+            return None;
+        }
+        let skew = r.holds.iter().copied().min().unwrap_or_default();
+        let (min_rtt, srtt) = self.inner().rtt();
+        let delay = srtt.unwrap_or_default().max(min_rtt.unwrap_or_default() + skew);
+        let update = r.window.consume(released, Instant::now(), (!delay.is_zero()).then_some(delay));
+        if update.is_some() {
+            r.holds.rotate_left(1);
+            r.holds[HOLD_INTERVALS - 1] = std::mem::take(&mut r.interval_hold);
+        }
+        update
     }
 
     /// Reserve credit and a sequence number for the next frame of up to `want` bytes.
