@@ -23,16 +23,6 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.data.is_empty()
-    }
-
-    /// Total bytes.
-    pub fn len(&self) -> usize {
-        self.control.len() + self.data.iter().map(Vec::len).sum::<usize>()
-    }
-
     /// Forget the contents, keeping the allocations.
     pub fn clear(&mut self) {
         self.control.clear();
@@ -101,11 +91,6 @@ impl Scheduler {
     /// per frame).
     pub fn at_low_water(&self) -> bool {
         self.queued_bytes <= self.limit / 2
-    }
-
-    /// Whether stream `id` has DATA frames waiting.
-    pub fn has_queued(&self, id: u32) -> bool {
-        self.queues.get(&id).is_some_and(|q| !q.is_empty())
     }
 
     /// Whether nothing at all waits to be sent.
