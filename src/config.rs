@@ -15,6 +15,13 @@ pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Largest `accept_backlog` and `max_pending_handshakes` (queues are allocated up front).
 pub const MAX_QUEUE: usize = 1 << 16;
 
+/// Smallest `stale_timeout` (shorter would declare healthy tunnels stale between two
+/// acknowledgements).
+pub const MIN_STALE_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// Smallest `rejoin_backoff_max` (the first re-dial waits 100 ms at most).
+pub const MIN_REJOIN_BACKOFF: Duration = Duration::from_millis(100);
+
 /// `now + d`, or `None` (no deadline) when that is beyond what the clock can represent.
 pub(crate) fn deadline_after(d: Duration) -> Option<std::time::Instant> {
     std::time::Instant::now().checked_add(d)
@@ -61,6 +68,23 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Listener only: most tunnels in the middle of a handshake at once. Default 128.
     pub max_pending_handshakes: usize,
+    /// Re-dial a lost tunnel and re-join it to the running session (client; a server always
+    /// accepts re-joins of its sessions). Default `true`. Sessions started over connections
+    /// the caller made ([`Session::client`](crate::Session::client)) cannot re-dial.
+    pub rejoin: bool,
+    /// A tunnel holding unacknowledged frames that sees no acknowledgement progress for this
+    /// long is *stale*: no new frames go to it and its unacknowledged frames are re-sent on the
+    /// other tunnels; it gets traffic again once it moves. `None` (the default) derives it from
+    /// the smoothed round trip: `max(4 × srtt, 250 ms)`.
+    pub stale_timeout: Option<Duration>,
+    /// How long both ends keep a session whose every tunnel is lost, waiting for the client
+    /// to re-join (resume). Blocked calls wait meanwhile; when it passes they fail with
+    /// [`CloseReason::Expired`](crate::CloseReason::Expired). Zero disables resumption (the
+    /// session ends when its last tunnel does). Default 30 s.
+    pub resume_timeout: Duration,
+    /// Longest wait between two re-dial attempts of one tunnel (the first comes at once, then
+    /// the wait doubles from 100 ms, with jitter). Default 5 s.
+    pub rejoin_backoff_max: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +103,10 @@ impl Default for Config {
             accept_backlog: 256,
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 128,
+            rejoin: true,
+            stale_timeout: None,
+            resume_timeout: Duration::from_secs(30),
+            rejoin_backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -105,11 +133,22 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout must be greater than zero".into());
         }
+        if self.stale_timeout.is_some_and(|d| d < MIN_STALE_TIMEOUT) {
+            return bad(format!(
+                "stale_timeout must be at least {MIN_STALE_TIMEOUT:?} (or None to derive it from the round trip)"
+            ));
+        }
+        if self.rejoin_backoff_max < MIN_REJOIN_BACKOFF {
+            return bad(format!("rejoin_backoff_max must be at least {MIN_REJOIN_BACKOFF:?}"));
+        }
         for (name, d) in [
             ("keepalive_interval", self.keepalive_interval),
             ("keepalive_timeout", self.keepalive_timeout),
             ("reorder_timeout", self.reorder_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("resume_timeout", self.resume_timeout),
+            ("rejoin_backoff_max", self.rejoin_backoff_max),
+            ("stale_timeout", self.stale_timeout.unwrap_or_default()),
         ] {
             if d > MAX_DURATION {
                 return bad(format!("{name} must be at most {MAX_DURATION:?} (30 days), got {d:?}"));
@@ -212,6 +251,10 @@ mod tests {
             (Box::new(|c| c.accept_backlog = usize::MAX / 64), "accept_backlog"),
             (Box::new(|c| c.max_pending_handshakes = usize::MAX), "max_pending_handshakes"),
             (Box::new(|c| c.max_streams = usize::MAX), "max_streams"),
+            (Box::new(|c| c.stale_timeout = Some(Duration::from_millis(1))), "stale_timeout"),
+            (Box::new(|c| c.stale_timeout = Some(Duration::MAX)), "stale_timeout"),
+            (Box::new(|c| c.resume_timeout = Duration::MAX), "resume_timeout"),
+            (Box::new(|c| c.rejoin_backoff_max = Duration::ZERO), "rejoin_backoff_max"),
         ];
         for (change, field) in cases {
             let mut c = Config::default();

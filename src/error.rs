@@ -83,6 +83,10 @@ pub enum CloseReason {
     TunnelsLost(String),
     /// The peer broke the protocol; the text says how.
     Protocol(String),
+    /// Every tunnel was lost and the session could not be resumed: no tunnel came back
+    /// within `resume_timeout`, or the server no longer knows the session (it restarted).
+    /// The text says which.
+    Expired(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -92,6 +96,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Peer => f.write_str("closed by the peer"),
             CloseReason::TunnelsLost(why) => write!(f, "all tunnels lost ({why})"),
             CloseReason::Protocol(why) => write!(f, "protocol violation by the peer: {why}"),
+            CloseReason::Expired(why) => write!(f, "expired: {why}"),
         }
     }
 }
@@ -178,6 +183,7 @@ impl Error {
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
+            Error::SessionClosed(CloseReason::Expired(_)) => io::ErrorKind::TimedOut,
             Error::SessionClosed(_) => io::ErrorKind::ConnectionAborted,
             // The peer stopped reading: like writing to a socket shut for reading (EPIPE).
             Error::StreamReset { code: ResetCode::StreamClosed, .. } => io::ErrorKind::BrokenPipe,

@@ -44,7 +44,7 @@ mod listener;
 pub mod proto;
 mod session;
 
-pub use config::{Config, MAX_TUNNELS};
+pub use config::{Config, MAX_TUNNELS, MIN_REJOIN_BACKOFF, MIN_STALE_TIMEOUT};
 pub use error::{CloseReason, Error, ResetCode, Result};
 pub use listener::{dial, Listener};
-pub use session::{Session, Stream, TunnelStats};
+pub use session::{Event, Session, SessionStats, Stream, TunnelState, TunnelStats, EVENT_QUEUE};

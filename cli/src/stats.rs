@@ -28,6 +28,11 @@ impl Meter {
             frames_received: 0,
             rtt: None,
             alive: true,
+            state: mtmux::TunnelState::Live,
+            generation: 0,
+            frames_resent: 0,
+            bytes_resent: 0,
+            rejoins: 0,
         };
         Meter { last: (0..session.num_tunnels()).map(zero).collect(), at }
     }
@@ -92,6 +97,11 @@ mod tests {
             frames_received: 0,
             rtt: None,
             alive,
+            state: if alive { mtmux::TunnelState::Live } else { mtmux::TunnelState::Dead },
+            generation: 0,
+            frames_resent: 0,
+            bytes_resent: 0,
+            rejoins: 0,
         }
     }
 

@@ -103,6 +103,9 @@ pub enum mtmux_close_reason {
     MTMUX_CLOSE_TUNNELS_LOST = 3,
     /// The peer broke the protocol.
     MTMUX_CLOSE_PROTOCOL = 4,
+    /// Every tunnel was lost and the session was not resumed in time (or the server no longer
+    /// knew it).
+    MTMUX_CLOSE_EXPIRED = 5,
 }
 
 /// `how` of `mtmux_stream_shutdown`: stop reading (later reads return 0, arriving data is
@@ -505,6 +508,7 @@ fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
         accept_backlog: c.accept_backlog as usize,
         handshake_timeout: ms(c.handshake_timeout_ms, "handshake_timeout_ms")?,
         max_pending_handshakes: c.max_pending_handshakes as usize,
+        ..Config::default()
     };
     cfg.validate()?;
     Ok(cfg)
@@ -798,6 +802,7 @@ pub extern "C" fn mtmux_session_close_reason(
             Some(CloseReason::Peer) => mtmux_close_reason::MTMUX_CLOSE_PEER,
             Some(CloseReason::TunnelsLost(_)) => mtmux_close_reason::MTMUX_CLOSE_TUNNELS_LOST,
             Some(CloseReason::Protocol(_)) => mtmux_close_reason::MTMUX_CLOSE_PROTOCOL,
+            Some(CloseReason::Expired(_)) => mtmux_close_reason::MTMUX_CLOSE_EXPIRED,
         });
         Ok(MTMUX_OK)
     })

