@@ -154,6 +154,10 @@ pub(crate) struct Inner {
     resumable: bool,
     /// When the current outage (no tunnel live) began.
     outage: Mutex<Option<Instant>>,
+    /// When the last outage ended.
+    resumed_at: Mutex<Option<Instant>>,
+    /// Orders the reports of tunnels lost at once, and the start and end of an outage.
+    lost_lock: Mutex<()>,
     /// Outages survived.
     resumes: AtomicU64,
     /// Bytes received on a tunnel after which an ACK is sent at once.
@@ -283,6 +287,8 @@ impl Session {
             attach_lock: Mutex::new(()),
             rejoins_refused: AtomicU64::new(0),
             outage: Mutex::new(None),
+            resumed_at: Mutex::new(None),
+            lost_lock: Mutex::new(()),
             resumes: AtomicU64::new(0),
             ack_bytes,
             acks_sent: AtomicU64::new(0),
