@@ -8,6 +8,9 @@
 //! session 1: all tunnels lost; resuming for up to 60s
 //! session 1 resumed after 3.2s
 //! ```
+//!
+//! Failed re-dials (`session 1 tunnel 2 re-join failed: ...; trying again`) are debug lines:
+//! during an outage every tunnel fails one after the other until the network is back.
 
 use crate::units::fmt_span;
 use mtmux::{Event, Session};
@@ -27,10 +30,18 @@ pub fn log_events(id: u64, session: &Session) {
     loop {
         let asked = Instant::now();
         match session.next_event(EVENT_WAIT) {
-            Some(event) => log::info!("{}", event_line(id, &event)),
+            Some(event) => log::log!(level(&event), "{}", event_line(id, &event)),
             None if session.close_reason().is_some() => return,
             None => std::thread::sleep(MIN_POLL.saturating_sub(asked.elapsed())),
         }
+    }
+}
+
+/// How much an event matters to an operator.
+fn level(event: &Event) -> log::Level {
+    match event {
+        Event::RejoinFailed { .. } => log::Level::Debug,
+        _ => log::Level::Info,
     }
 }
 
@@ -38,6 +49,7 @@ pub fn log_events(id: u64, session: &Session) {
 pub fn event_line(id: u64, event: &Event) -> String {
     match event {
         Event::TunnelLost { index, reason, frames_resent, live, .. } => {
+            let reason = tidy(reason);
             format!("session {id} tunnel {index} lost ({reason}): {}", resent(*frames_resent, *live))
         }
         Event::TunnelStale { index, frames_resent, live, .. } => {
@@ -50,6 +62,9 @@ pub fn event_line(id: u64, event: &Event) -> String {
                 fmt_span(*after)
             )
         }
+        Event::RejoinFailed { index, error } => {
+            format!("session {id} tunnel {index} re-join failed: {}; trying again", tidy(error))
+        }
         Event::OutageStarted { resume_for } if resume_for.is_zero() => {
             format!("session {id}: all tunnels lost; not resuming (--resume-timeout 0)")
         }
@@ -57,6 +72,38 @@ pub fn event_line(id: u64, event: &Event) -> String {
             format!("session {id}: all tunnels lost; resuming for up to {}", fmt_span(*resume_for))
         }
         Event::Resumed { after } => format!("session {id} resumed after {}", fmt_span(*after)),
+    }
+}
+
+/// An error text as a phrase of a log line: `Connection reset by peer (os error 104)` →
+/// `connection reset by peer` (also after a `: `); acronyms keep their capitals.
+fn tidy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // Drop every " (os error N)".
+    while let Some(at) = rest.find(" (os error ") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + " (os error ".len()..];
+        let digits = tail.find(|c: char| !c.is_ascii_digit()).unwrap_or(tail.len());
+        if digits > 0 && tail[digits..].starts_with(')') {
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(" (os error ");
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out.split(": ").map(lowercase_word).collect::<Vec<_>>().join(": ")
+}
+
+/// `Connection reset` → `connection reset`; `ACK lost` stays.
+fn lowercase_word(phrase: &str) -> String {
+    let mut chars = phrase.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if first.is_uppercase() && second.is_lowercase() => {
+            first.to_lowercase().chain(phrase[first.len_utf8()..].chars()).collect()
+        }
+        _ => phrase.to_string(),
     }
 }
 
@@ -70,7 +117,7 @@ fn resent(frames: u64, live: usize) -> String {
 }
 
 /// `1 frame`, `2 frames`.
-fn count(n: u64, what: &str) -> String {
+pub fn count(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
@@ -86,10 +133,10 @@ pub fn expired_line(id: u64, why: &str, resume_timeout: Duration) -> String {
     }
 }
 
-/// Whether an expiry's text says the server refused a re-join for not knowing the session.
+/// Whether an expiry's text says the server refused a re-join for not knowing the session
+/// (the library's words: "the server no longer knows this session ...").
 fn server_forgot(why: &str) -> bool {
-    let why = why.to_ascii_lowercase();
-    ["unknown session", "no such session", "no longer knows", "restarted"].iter().any(|s| why.contains(s))
+    why.contains("no longer knows")
 }
 
 #[cfg(test)]
@@ -128,7 +175,14 @@ mod tests {
         ];
         for (event, line) in cases {
             assert_eq!(event_line(1, &event), line);
+            assert_eq!(level(&event), log::Level::Info);
         }
+        let failed = Event::RejoinFailed { index: 1, error: "connection refused".into() };
+        assert_eq!(
+            event_line(1, &failed),
+            "session 1 tunnel 1 re-join failed: connection refused; trying again"
+        );
+        assert_eq!(level(&failed), log::Level::Debug);
     }
 
     #[test]
@@ -160,14 +214,38 @@ mod tests {
     }
 
     #[test]
+    fn error_texts_read_as_phrases() {
+        assert_eq!(tidy("Connection reset by peer (os error 104)"), "connection reset by peer");
+        assert_eq!(tidy("write failed: Broken pipe (os error 32)"), "write failed: broken pipe");
+        assert_eq!(tidy("silent for 30.0s (keepalive timeout)"), "silent for 30.0s (keepalive timeout)");
+        assert_eq!(tidy("ACK for an unknown generation"), "ACK for an unknown generation");
+        assert_eq!(tidy("odd (os error x)"), "odd (os error x)");
+        let lost = Event::TunnelLost {
+            index: 1,
+            generation: 2,
+            reason: "Connection reset by peer (os error 104)".into(),
+            frames_resent: 3,
+            live: 2,
+        };
+        assert_eq!(
+            event_line(4, &lost),
+            "session 4 tunnel 1 lost (connection reset by peer): 3 frames re-sent on 2 tunnels"
+        );
+    }
+
+    #[test]
     fn expiry_says_whether_time_ran_out_or_the_server_forgot_the_session() {
         let minute = Duration::from_secs(60);
         assert_eq!(
-            expired_line(3, "no tunnel came back within 60s", minute),
+            expired_line(3, "no tunnel came back within the resume timeout (60s)", minute),
             "session 3 expired: no tunnel came back within 60s"
         );
         assert_eq!(
-            expired_line(3, "re-join refused: unknown session", minute),
+            expired_line(
+                3,
+                "the server no longer knows this session (it ended, expired or restarted): ",
+                minute
+            ),
             "the server no longer knows session 3 (it restarted?)"
         );
     }

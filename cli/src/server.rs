@@ -8,7 +8,7 @@
 //! connection to the target; an optional stats thread logs every session's tunnels.
 
 use crate::args::ServerArgs;
-use crate::events::{expired_line, log_events};
+use crate::events::{count, expired_line, log_events};
 use crate::net::{connect, port_layout, resolve};
 use crate::pipe::pipe_and_log;
 use crate::stats::Meter;
@@ -109,18 +109,20 @@ impl Server {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         if let Some(why) = expired(&session, &err) {
             warn!(
-                "{} (from {}, after {}, {streams} streams)",
+                "{} (from {}, after {}, {})",
                 expired_line(id, &why, self.resume_timeout),
                 peer_of(&session),
-                fmt_duration(started.elapsed())
+                fmt_duration(started.elapsed()),
+                count(streams, "stream")
             );
             return;
         }
         let line = |reason: String| {
             format!(
-                "session {id} from {} ended after {}, {streams} streams: {reason}",
+                "session {id} from {} ended after {}, {}: {reason}",
                 peer_of(&session),
-                fmt_duration(started.elapsed())
+                fmt_duration(started.elapsed()),
+                count(streams, "stream")
             )
         };
         match end_reason(&session, &err) {
