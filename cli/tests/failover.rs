@@ -153,6 +153,11 @@ fn connection_survives_a_killed_tunnel_and_a_3s_outage_byte_for_byte() {
         p.wait_for("session 1 resumed after ");
     }
     flow.wait_more(MB, &mut s);
+    // The whole bundle comes back (tunnels 0 and 2 were lost only in the outage).
+    for t in [0, 2] {
+        s.cli.wait_for(&format!("session 1 tunnel {t} re-joined after "));
+    }
+    flow.wait_more(MB, &mut s);
 
     let (sent, echoed) = flow.finish();
     assert_eq!(echoed, sent, "every byte sent came back once, in order");
