@@ -74,10 +74,8 @@ struct Conn {
     gates: [Mutex<()>; 2],
 }
 
-struct Chunk {
-    due: Instant,
-    data: Vec<u8>,
-}
+/// Bytes read, and when they may be delivered.
+type Chunk = (Instant, Vec<u8>);
 
 /// A connection as its tunnel index knows it.
 struct Link {
@@ -92,10 +90,13 @@ struct Slot {
     accepted: AtomicUsize,
     refused: AtomicUsize,
     delivered: [AtomicU64; 2],
+    /// When bytes were last delivered (since `Shared::epoch`; 0 for never), per direction.
+    last_ns: [AtomicU64; 2],
     delay_ns: AtomicU64,
 }
 
 struct Shared {
+    epoch: Instant,
     targets: Vec<SocketAddr>,
     slots: Vec<Slot>,
     down: AtomicBool,
@@ -229,34 +230,32 @@ fn read_side(conn: Arc<Conn>, slot: Arc<Shared>, index: usize, dir: Dir, tx: Syn
         let delay = Duration::from_nanos(slot.slots[index].delay_ns.load(SeqCst));
         // A full queue blocks here (back-pressure); a send fails only once the deliverer
         // has stopped, in `Fin` or `Reset` mode, which the top of the loop handles.
-        let _ = tx.send(Chunk { due: Instant::now() + delay, data: buf[..n].to_vec() });
+        let _ = tx.send((Instant::now() + delay, buf[..n].to_vec()));
     }
 }
 
 /// Deliver queued chunks to the destination side of `dir`, each not before it is due.
 fn deliver_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, rx: Receiver<Chunk>) {
     let mut dst = &conn.socks[dir as usize ^ 1];
-    let delivered = &shared.slots[index].delivered[dir as usize];
-    while let Ok(chunk) = rx.recv() {
+    let slot = &shared.slots[index];
+    while let Ok((due, data)) = rx.recv() {
         let mut off = 0;
-        while off < chunk.data.len() {
-            if conn.wait_open(Some(chunk.due)) != Mode::Forward {
+        while off < data.len() {
+            if conn.wait_open(Some(due)) != Mode::Forward {
                 return;
             }
             let _gate = lock(&conn.gates[dir as usize]);
             if conn.mode() != Mode::Forward {
                 continue;
             }
-            match dst.write(&chunk.data[off..]) {
+            match dst.write(&data[off..]) {
                 Ok(n) => {
                     off += n;
-                    delivered.fetch_add(n as u64, SeqCst);
+                    slot.delivered[dir as usize].fetch_add(n as u64, SeqCst);
+                    slot.last_ns[dir as usize].store(shared.epoch.elapsed().as_nanos() as u64, SeqCst);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
+                // A write slice ran out (the end does not read): check the mode again.
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return conn.abort(),
             }
         }
@@ -270,16 +269,22 @@ fn deliver_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, rx
 /// Start relaying one accepted connection of tunnel `index`.
 fn relay_conn(shared: &Arc<Shared>, index: usize, client: TcpStream) {
     let slot = &shared.slots[index];
-    let refuse = |c: &TcpStream| {
-        set_linger_zero(c);
+    let refuse = |socks: &[TcpStream]| {
+        socks.iter().for_each(set_linger_zero);
         slot.refused.fetch_add(1, SeqCst);
     };
     if shared.down.load(SeqCst) {
-        return refuse(&client);
+        return refuse(&[client]);
     }
     let Ok(server) = TcpStream::connect(shared.targets[index]) else {
-        return refuse(&client);
+        return refuse(&[client]);
     };
+    // Registered before a byte moves: once an end sees the connection work, `rst` and the
+    // other faults find it. `set_down` sets its flag before it sweeps the links.
+    let mut links = lock(&slot.links);
+    if shared.down.load(SeqCst) || shared.stop.load(SeqCst) {
+        return refuse(&[client, server]);
+    }
     for s in [&client, &server] {
         let _ = s.set_nodelay(true);
         let _ = s.set_write_timeout(Some(WRITE_SLICE));
@@ -297,16 +302,6 @@ fn relay_conn(shared: &Arc<Shared>, index: usize, client: TcpStream) {
         threads.push(spawn("frelay-read", move || read_side(c, s, index, dir, tx)));
         let (c, s) = (conn.clone(), shared.clone());
         threads.push(spawn("frelay-deliver", move || deliver_side(c, s, index, dir, rx)));
-    }
-    let mut links = lock(&slot.links);
-    // Checked again under the lock: `set_down` sets the flag before it sweeps the links.
-    if shared.down.load(SeqCst) || shared.stop.load(SeqCst) {
-        drop(links);
-        conn.abort();
-        drop(conn);
-        threads.into_iter().for_each(|t| drop(t.join()));
-        slot.refused.fetch_add(1, SeqCst);
-        return;
     }
     slot.accepted.fetch_add(1, SeqCst);
     links.push(Link { conn: Arc::downgrade(&conn), threads });
@@ -356,6 +351,7 @@ impl FaultRelay {
         let listeners = bind_range(targets.len());
         let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let shared = Arc::new(Shared {
+            epoch: Instant::now(),
             targets: targets.to_vec(),
             slots: targets.iter().map(|_| Slot::default()).collect(),
             down: AtomicBool::new(false),
@@ -443,6 +439,13 @@ impl FaultRelay {
     /// Bytes of tunnel `i` delivered in direction `dir`, over all its connections.
     pub fn delivered(&self, i: usize, dir: Dir) -> u64 {
         self.shared.slots[i].delivered[dir as usize].load(SeqCst)
+    }
+
+    /// When bytes of tunnel `i` were last delivered in direction `dir` (after `blackhole`: when
+    /// that end's silence began).
+    pub fn last_delivery(&self, i: usize, dir: Dir) -> Option<Instant> {
+        let ns = self.shared.slots[i].last_ns[dir as usize].load(SeqCst);
+        (ns != 0).then(|| self.shared.epoch + Duration::from_nanos(ns))
     }
 }
 
