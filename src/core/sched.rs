@@ -153,9 +153,12 @@ impl Scheduler {
         !self.dead[t] && !self.stale[t]
     }
 
-    /// Tunnel `t` stopped delivering (`true`) or moves again (`false`).
-    pub fn set_stale(&mut self, t: usize, stale: bool) {
-        self.stale[t] = stale;
+    /// Generation `generation` of tunnel `t` stopped delivering (`true`) or moves again
+    /// (`false`); a mark for a generation the slot no longer carries is ignored.
+    pub fn set_stale(&mut self, t: usize, generation: u32, stale: bool) {
+        if self.generation[t] == generation {
+            self.stale[t] = stale;
+        }
     }
 
     /// Tunnel `t` carries generation `generation` now (a re-join).
@@ -243,8 +246,12 @@ impl Scheduler {
             || self.may_resend(t)
     }
 
-    /// Tunnel `t` died: its own control frames are dropped and it gets no more work.
-    pub fn tunnel_dead(&mut self, t: usize) {
+    /// Generation `generation` of tunnel `t` died: its own control frames are dropped and it
+    /// gets no more work (ignored if the slot already carries a newer generation).
+    pub fn tunnel_dead(&mut self, t: usize, generation: u32) {
+        if self.generation[t] != generation {
+            return;
+        }
         self.dead[t] = true;
         self.flush[t] = false;
         self.tunnel_control[t].clear();
@@ -440,7 +447,7 @@ mod tests {
     #[test]
     fn stale_tunnels_send_only_their_own_control_frames() {
         let mut s = Scheduler::new(2, 1 << 20);
-        s.set_stale(1, true);
+        s.set_stale(1, 0, true);
         s.push_data(1, frame(1, 10));
         s.push_control(Control::GoAway(0));
         s.push_tunnel_control(1, Control::Ping(5));
@@ -448,15 +455,25 @@ mod tests {
         assert_eq!(s.next_batch(1, 1000, &mut b), 0);
         assert_eq!(b.control, Control::Ping(5).encode());
         assert!(!s.has_work_for(1));
-        s.set_stale(1, false);
+        s.set_stale(1, 0, false);
         assert!(s.has_work_for(1));
+    }
+
+    #[test]
+    fn marks_of_a_replaced_generation_are_ignored() {
+        let mut s = Scheduler::new(1, 1 << 20);
+        s.revive(0, 1);
+        s.tunnel_dead(0, 0);
+        s.set_stale(0, 0, true);
+        s.push_data(1, frame(1, 1));
+        assert!(s.has_work_for(0), "generation 1 is alive and well");
     }
 
     #[test]
     fn dead_tunnels_get_no_work() {
         let mut s = Scheduler::new(2, 1 << 20);
         s.set_idle(1);
-        s.tunnel_dead(1);
+        s.tunnel_dead(1, 0);
         assert!(!s.push_tunnel_control(1, Control::Ping(1)));
         assert_eq!(s.push_data(1, frame(1, 1)), None);
         s.set_idle(1);

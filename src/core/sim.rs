@@ -114,7 +114,7 @@ impl World {
     fn kill(&mut self, t: usize) {
         self.links[t].dead = true;
         self.links[t].wire.clear();
-        self.sched.tunnel_dead(t);
+        self.sched.tunnel_dead(t, 0);
         let frames = self.replay[t].close();
         self.resent += frames.len();
         self.sched.push_resend(frames, t, self.links[t].generation);
@@ -163,7 +163,7 @@ fn run(seed: u64) -> usize {
         }
         if w.links[2].stalled && w.replay[2].stalled(w.now, stale_timeout) {
             // Stale: re-send what it holds, give it nothing new, deliver the originals late.
-            w.sched.set_stale(2, true);
+            w.sched.set_stale(2, 0, true);
             let frames = w.replay[2].take_all();
             w.resent += frames.len();
             w.sched.push_resend(frames, 2, 0);

@@ -53,8 +53,8 @@ impl Inner {
     }
 
     pub(super) fn send_ack(&self, t: usize, generation: u32, frames: u64) {
-        self.acks_sent.fetch_add(1, Relaxed);
-        self.send_control(Control::Ack { tunnel: t as u16, generation, frames });
+        self.acks_sent.fetch_add(2, Relaxed);
+        self.send_control_twice(Control::Ack { tunnel: t as u16, generation, frames });
     }
 
     /// Send every ACK that has waited `ACK_DELAY`; returns whether any frame still waits for
@@ -96,12 +96,21 @@ impl Inner {
         for f in released.frames {
             self.pool.give(f);
         }
-        if released.progressed && tun.set_stale(generation, false) {
-            self.sched.lock().set_stale(t, false);
+        if released.progressed {
+            self.tunnel_moves(t, generation);
+        }
+        Ok(())
+    }
+
+    /// Generation `generation` of tunnel `t` delivers again (an ACK advanced, or a probe was
+    /// answered): if it was stale, it takes frames again.
+    pub(super) fn tunnel_moves(&self, t: usize, generation: u32) {
+        let tun = &self.tunnels[t];
+        if tun.set_stale(generation, false) {
+            self.sched.lock().set_stale(t, generation, false);
             tun.wake.notify_one();
             self.push_event(Event::TunnelRecovered { index: t, generation });
         }
-        Ok(())
     }
 
     /// When a stream whose reorder gap would expire at `deadline` gives up: time without any
@@ -166,7 +175,7 @@ impl Inner {
             };
             let became_stale = tun.set_stale(generation, true);
             if became_stale {
-                self.sched.lock().set_stale(t, true);
+                self.sched.lock().set_stale(t, generation, true);
                 // Probe it: an answer means it moves again.
                 self.send_tunnel_control(t, Control::Ping(self.clock_ns(now)));
             }
@@ -190,47 +199,34 @@ impl Inner {
             ReadEnd::Protocol(why) => format!("protocol violation: {why}"),
             ReadEnd::Killed(why) => why.clone(),
         };
-        if !tun.mark_dead(generation, &why) {
-            return;
-        }
         {
-            let mut s = self.sched.lock();
-            s.tunnel_dead(t);
-            tun.wake.notify_all();
-        }
-        let frames = {
-            let mut r = tun.replay.lock();
-            if r.generation == generation {
-                r.queue.close()
-            } else {
-                Vec::new()
+            // Everything from the death of the generation to its report happens in order with
+            // other tunnels' deaths and with re-joins: a slot's loss is always reported before
+            // its re-join, and exactly one loss starts an outage.
+            let in_order = self.lost_lock.lock();
+            let Some(frames) = tun.mark_dead(generation, &why) else { return };
+            {
+                let mut s = self.sched.lock();
+                s.tunnel_dead(t, generation);
+                tun.wake.notify_all();
             }
-        };
-        if let ReadEnd::Protocol(why) = end {
-            self.fail(CloseReason::Protocol(why));
-            return;
-        }
-        let going_away = self.state.lock().peer_going_away;
-        let phase = self.phase.load(Relaxed);
-        if phase != OPEN || going_away {
-            // An expected end: we or the peer are closing.
-            if self.live_tunnels() == 0 {
-                self.fail(if phase == OPEN { CloseReason::Peer } else { CloseReason::Local });
+            if let ReadEnd::Protocol(why) = end {
+                drop(in_order);
+                self.fail(CloseReason::Protocol(why));
+                return;
             }
-            return;
-        }
-        let resent = self.reinject(t, generation, frames);
-        // ACKs sent on the dead tunnel may be lost with it; they are cumulative, so sending
-        // the latest again is harmless.
-        for (u, other) in self.tunnels.iter().enumerate() {
-            if let Some((g, n)) = other.acks.lock().last() {
-                self.send_ack(u, g, n);
-            }
-        }
-        {
-            // Tunnels dying at once report in order, and one of them starts the outage.
-            let _in_order = self.lost_lock.lock();
+            let going_away = self.state.lock().peer_going_away;
+            let phase = self.phase.load(Relaxed);
             let live = self.live_tunnels();
+            if phase != OPEN || going_away {
+                // An expected end: we or the peer are closing.
+                drop(in_order);
+                if live == 0 {
+                    self.fail(if phase == OPEN { CloseReason::Peer } else { CloseReason::Local });
+                }
+                return;
+            }
+            let resent = self.reinject(t, generation, frames);
             self.push_event(Event::TunnelLost {
                 index: t,
                 generation,
@@ -240,7 +236,7 @@ impl Inner {
             });
             if live == 0 {
                 if !self.resumable {
-                    drop(_in_order);
+                    drop(in_order);
                     self.fail(CloseReason::TunnelsLost(format!("tunnel {t} {why}")));
                     return;
                 }
@@ -249,6 +245,13 @@ impl Inner {
                     *outage = Some(Instant::now());
                     self.push_event(Event::OutageStarted { resume_for: self.cfg.resume_timeout });
                 }
+            }
+        }
+        // ACKs sent on the dead tunnel may be lost with it; they are cumulative, so sending
+        // the latest again is harmless.
+        for (u, other) in self.tunnels.iter().enumerate() {
+            if let Some((g, n)) = other.acks.lock().last() {
+                self.send_ack(u, g, n);
             }
         }
         self.wake_supervisor();
@@ -276,18 +279,20 @@ impl Inner {
             return Ok(());
         }
         let generation = conn.generation;
-        let after = tun.install(conn.clone());
-        self.sched.lock().revive(t, generation);
-        self.spawn_conn_threads(t, conn)?;
-        self.push_event(Event::TunnelRejoined { index: t, generation, after });
-        let resumed = {
+        {
             let _in_order = self.lost_lock.lock();
-            self.outage.lock().take()
-        };
-        if let Some(since) = resumed {
-            *self.resumed_at.lock() = Some(Instant::now());
-            self.resumes.fetch_add(1, Relaxed);
-            self.push_event(Event::Resumed { after: since.elapsed() });
+            let after = tun.install(conn.clone());
+            self.sched.lock().revive(t, generation);
+            self.push_event(Event::TunnelRejoined { index: t, generation, after });
+            if let Some(since) = self.outage.lock().take() {
+                *self.resumed_at.lock() = Some(Instant::now());
+                self.resumes.fetch_add(1, Relaxed);
+                self.push_event(Event::Resumed { after: since.elapsed() });
+            }
+        }
+        if let Err(e) = self.spawn_conn_threads(t, conn) {
+            self.tunnel_ended(t, generation, ReadEnd::Killed(format!("cannot start its threads: {e}")));
+            return Err(e);
         }
         // Frames waiting for a tunnel (re-sent ones, or everything during an outage).
         tun.wake.notify_one();

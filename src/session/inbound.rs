@@ -140,10 +140,10 @@ impl Inner {
             self.send_control(Control::Reset { stream: id, code: code.to_u32() });
         }
         if let Some(limit) = stream_limit {
-            self.send_control(Control::Window { stream: id, limit });
+            self.send_control_twice(Control::Window { stream: id, limit });
         }
         if let Some(limit) = session_limit {
-            self.send_control(Control::Window { stream: 0, limit });
+            self.send_control_twice(Control::Window { stream: 0, limit });
         }
         Ok(())
     }
@@ -202,15 +202,7 @@ impl Inner {
                     self.record_rtt(t, now, std::time::Duration::from_nanos(at - token));
                 }
                 // A stale tunnel that answers a probe moves again.
-                let tun = &self.tunnels[t];
-                if tun.set_stale(tun.generation(), false) {
-                    self.sched.lock().set_stale(t, false);
-                    tun.wake.notify_one();
-                    self.push_event(crate::session::Event::TunnelRecovered {
-                        index: t,
-                        generation: tun.generation(),
-                    });
-                }
+                self.tunnel_moves(t, self.tunnels[t].generation());
             }
             Control::GoAway(_) => {
                 let mut st = self.state.lock();

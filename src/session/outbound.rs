@@ -239,6 +239,16 @@ impl Inner {
         }
     }
 
+    /// Send an idempotent control frame (WINDOW, ACK) twice, normally on two different
+    /// tunnels: a copy written into a tunnel that silently stopped moving would otherwise hold
+    /// back the peer's credit or acknowledgements until that tunnel is found stale.
+    pub(super) fn send_control_twice(&self, c: Control) {
+        self.send_control(c);
+        if self.tunnels.len() > 1 {
+            self.send_control(c);
+        }
+    }
+
     /// Send a control frame on tunnel `t` (ping answers must use the ping's tunnel).
     pub(super) fn send_tunnel_control(&self, t: usize, c: Control) {
         if self.try_direct(c.encode(), c.counts_in_acks(), Some(t), None).is_ok() {

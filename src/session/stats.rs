@@ -60,7 +60,8 @@ pub struct TunnelStats {
     pub alive: bool,
     /// Where the tunnel is in its life.
     pub state: TunnelState,
-    /// Which connection fills the slot: 0 for the first, one more for each re-join.
+    /// Which connection fills the slot: 0 for the first, higher for each re-join (every
+    /// re-dial attempt takes a new number, so failed attempts leave gaps).
     pub generation: u32,
     /// DATA frames this side re-sent on other tunnels because this one died or went stale.
     pub frames_resent: u64,

@@ -152,10 +152,10 @@ impl Inner {
             return;
         }
         if let Some(limit) = stream_limit {
-            self.send_control(Control::Window { stream: id, limit });
+            self.send_control_twice(Control::Window { stream: id, limit });
         }
         if let Some(limit) = session_limit {
-            self.send_control(Control::Window { stream: 0, limit });
+            self.send_control_twice(Control::Window { stream: 0, limit });
         }
     }
 }

@@ -193,18 +193,22 @@ impl Tunnel {
         self.generation() == generation && self.state.compare_exchange(from, to, Relaxed, Relaxed).is_ok()
     }
 
-    /// Generation `generation` ended: kill its connection and mark the slot dead. Returns
-    /// whether this call did it (each generation dies once).
-    pub(crate) fn mark_dead(&self, generation: u32, why: &str) -> bool {
+    /// Generation `generation` ended: kill its connection, mark the slot dead, and take the
+    /// frames it holds for re-sending (at once, so that a re-join can never replace a replay
+    /// buffer that still holds frames). `None` if this generation was already dead (each
+    /// generation dies once).
+    pub(crate) fn mark_dead(&self, generation: u32, why: &str) -> Option<Vec<Vec<u8>>> {
         let c = self.conn.lock();
         if self.generation() != generation || self.is_dead() {
-            return false;
+            return None;
         }
         c.kill(why);
         self.state.store(DEAD, Relaxed);
         *self.lost_at.lock() = Some(Instant::now());
         self.tx.lock().conn = None;
-        true
+        let mut r = self.replay.lock();
+        debug_assert_eq!(r.generation, generation);
+        Some(r.queue.close())
     }
 
     /// A dead slot's re-dial starts (`true`) or failed (`false`).
@@ -215,11 +219,16 @@ impl Tunnel {
     }
 
     /// Fill the slot with `conn`, a newer generation. The caller has ended the previous
-    /// generation. Returns how long the slot was without a connection.
+    /// generation (whose frames [`mark_dead`](Self::mark_dead) took). Returns how long the
+    /// slot was without a connection.
     pub(crate) fn install(&self, conn: Arc<Conn>) -> Duration {
         let mut c = self.conn.lock();
         let generation = conn.generation;
-        *self.replay.lock() = SlotReplay { generation, queue: ReplayQueue::new() };
+        {
+            let mut r = self.replay.lock();
+            debug_assert!(r.queue.is_empty(), "a dead generation's frames were taken");
+            *r = SlotReplay { generation, queue: ReplayQueue::new() };
+        }
         *self.acks.lock() = AckTracker::new(generation);
         {
             let mut tx = self.tx.lock();
@@ -267,6 +276,7 @@ pub(crate) fn reader(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
         match fr.next(&conn.sock, max_frame, &tun.counters.bytes_received, &inner.pool) {
             Ok(Some(frame)) => {
                 last_heard = Instant::now();
+                heard = tun.counters.bytes_received.load(Relaxed);
                 tun.counters.frames_received.fetch_add(1, Relaxed);
                 let counted = frame.counted_len();
                 if let Err(why) = inner.handle_frame(t, frame) {
