@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: every wait here is bounded.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use mtmux::{Config, Listener, Session};
 use std::sync::mpsc;
 use std::thread;
