@@ -120,6 +120,7 @@ fn blackhole_stops_forwarding_and_keeps_both_connections_open() {
         s.read_exact(&mut [0u8; 6]).unwrap();
         relay.blackhole(0);
         let (up, down) = (relay.delivered(0, Dir::ToServer), relay.delivered(0, Dir::ToClient));
+        let last = relay.last_delivery(0, Dir::ToServer).expect("bytes were delivered");
         // The relay reads nothing more: the client's writes fill the socket buffers and block.
         c.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
         let chunk = vec![7u8; 64 << 10];
@@ -136,6 +137,7 @@ fn blackhole_stops_forwarding_and_keeps_both_connections_open() {
         }
         assert_eq!(relay.delivered(0, Dir::ToServer), up);
         assert_eq!(relay.delivered(0, Dir::ToClient), down);
+        assert_eq!(relay.last_delivery(0, Dir::ToServer), Some(last), "the server end's silence began then");
         assert_eq!(relay.open(0), 1);
         println!("a blackholed connection took {} KiB before the client's write blocked", accepted >> 10);
     });

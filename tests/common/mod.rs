@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod relay;
+pub mod rig;
 
 use mtmux::{Config, Listener, Session};
 use std::sync::mpsc;

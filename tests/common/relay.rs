@@ -92,10 +92,13 @@ struct Slot {
     accepted: AtomicUsize,
     refused: AtomicUsize,
     delivered: [AtomicU64; 2],
+    /// When bytes were last delivered (since `Shared::epoch`; 0 for never), per direction.
+    last_ns: [AtomicU64; 2],
     delay_ns: AtomicU64,
 }
 
 struct Shared {
+    epoch: Instant,
     targets: Vec<SocketAddr>,
     slots: Vec<Slot>,
     down: AtomicBool,
@@ -236,7 +239,7 @@ fn read_side(conn: Arc<Conn>, slot: Arc<Shared>, index: usize, dir: Dir, tx: Syn
 /// Deliver queued chunks to the destination side of `dir`, each not before it is due.
 fn deliver_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, rx: Receiver<Chunk>) {
     let mut dst = &conn.socks[dir as usize ^ 1];
-    let delivered = &shared.slots[index].delivered[dir as usize];
+    let slot = &shared.slots[index];
     while let Ok(chunk) = rx.recv() {
         let mut off = 0;
         while off < chunk.data.len() {
@@ -250,7 +253,8 @@ fn deliver_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, rx
             match dst.write(&chunk.data[off..]) {
                 Ok(n) => {
                     off += n;
-                    delivered.fetch_add(n as u64, SeqCst);
+                    slot.delivered[dir as usize].fetch_add(n as u64, SeqCst);
+                    slot.last_ns[dir as usize].store(shared.epoch.elapsed().as_nanos() as u64, SeqCst);
                 }
                 Err(e)
                     if matches!(
@@ -356,6 +360,7 @@ impl FaultRelay {
         let listeners = bind_range(targets.len());
         let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let shared = Arc::new(Shared {
+            epoch: Instant::now(),
             targets: targets.to_vec(),
             slots: targets.iter().map(|_| Slot::default()).collect(),
             down: AtomicBool::new(false),
@@ -443,6 +448,13 @@ impl FaultRelay {
     /// Bytes of tunnel `i` delivered in direction `dir`, over all its connections.
     pub fn delivered(&self, i: usize, dir: Dir) -> u64 {
         self.shared.slots[i].delivered[dir as usize].load(SeqCst)
+    }
+
+    /// When bytes of tunnel `i` were last delivered in direction `dir` (after `blackhole`: when
+    /// that end's silence began).
+    pub fn last_delivery(&self, i: usize, dir: Dir) -> Option<Instant> {
+        let ns = self.shared.slots[i].last_ns[dir as usize].load(SeqCst);
+        (ns != 0).then(|| self.shared.epoch + Duration::from_nanos(ns))
     }
 }
 
