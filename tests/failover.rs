@@ -75,6 +75,7 @@ fn one_stream_survives(kill: Kill) {
         let t = Transfer::start(&rig.client, &rig.server, 256 * MIB, 0, &moved, &stop);
         wait_until(Duration::from_secs(60), "a quarter moved", || moved.load(SeqCst) >= 64 * MIB);
         kill.apply(&rig, VICTIM);
+        assert!(moved.load(SeqCst) < 256 * MIB, "the transfer ended before the kill");
         assert_eq!(t.finish(), 256 * MIB, "{kill:?}");
         assert_rejoined_and_carrying(&rig, VICTIM);
         let c = tunnel(&rig.client, VICTIM);
@@ -133,6 +134,7 @@ fn sixteen_streams_both_ways_lose_nothing_when_a_tunnel_is_reset() {
             .collect();
         wait_until(Duration::from_secs(60), "a quarter moved", || moved.load(SeqCst) >= 64 * MIB);
         rig.relay.rst(VICTIM);
+        assert!(moved.load(SeqCst) < 256 * MIB, "the transfers ended before the kill");
         let total: u64 = transfers.into_iter().map(Transfer::finish).sum();
         assert_eq!(total, 256 * MIB);
         assert_rejoined_and_carrying(&rig, VICTIM);
@@ -150,6 +152,7 @@ fn three_of_four_tunnels_reset_at_once_lose_nothing() {
         for i in 0..3 {
             rig.relay.rst(i);
         }
+        assert!(moved.load(SeqCst) < 256 * MIB, "the transfer ended before the kill");
         assert_eq!(t.finish(), 256 * MIB);
         for i in 0..3 {
             for (end, s) in rig.ends() {

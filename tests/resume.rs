@@ -38,10 +38,11 @@ fn streams_resume_intact_after_every_tunnel_is_down_for_three_seconds() {
         let rig = rig(&cfg);
         let logs = rig.ends().map(|(_, s)| EventLog::start(s));
         let (moved, stop) = counters();
-        let ts = transfers(&[rig.client.clone(), rig.server.clone()], 4, 16 * MIB, &moved, &stop);
-        wait_until(Duration::from_secs(60), "a quarter moved", || moved.load(SeqCst) >= 32 * MIB);
+        let ts = transfers(&[rig.client.clone(), rig.server.clone()], 4, 64 * MIB, &moved, &stop);
+        wait_until(Duration::from_secs(60), "some data moved", || moved.load(SeqCst) >= 32 * MIB);
         rig.relay.set_down(true);
         let down_at = Instant::now();
+        assert!(moved.load(SeqCst) < 512 * MIB, "the transfers ended before the outage");
         for (log, (end, s)) in logs.iter().zip(rig.ends()) {
             log.wait_for(
                 Duration::from_secs(5),
@@ -55,7 +56,7 @@ fn streams_resume_intact_after_every_tunnel_is_down_for_three_seconds() {
         thread::sleep((down_at + Duration::from_secs(3)).saturating_duration_since(Instant::now()));
         rig.relay.set_down(false);
         let total: u64 = ts.into_iter().map(Transfer::finish).sum();
-        assert_eq!(total, 128 * MIB);
+        assert_eq!(total, 512 * MIB);
         for (log, (end, s)) in logs.iter().zip(rig.ends()) {
             log.wait_for(Duration::from_secs(5), &format!("{end}: Resumed"), |e| {
                 matches!(e, Event::Resumed { .. })
@@ -75,9 +76,9 @@ fn streams_resume_intact_after_every_tunnel_is_down_for_three_seconds() {
                 wait_rejoined(s, i, 0, Duration::from_secs(5));
             }
         }
-        for i in 0..4 {
-            assert!(rig.relay.refused(i) >= 1, "tunnel {i} was not re-dialed during the outage");
-        }
+        // Re-dials back off to 500 ms at most: several during three seconds.
+        let redials: usize = (0..4).map(|i| rig.relay.refused(i)).sum();
+        assert!(redials >= 3, "the client re-dialed {redials} times during the outage");
     });
 }
 
