@@ -269,16 +269,22 @@ fn deliver_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, rx
 /// Start relaying one accepted connection of tunnel `index`.
 fn relay_conn(shared: &Arc<Shared>, index: usize, client: TcpStream) {
     let slot = &shared.slots[index];
-    let refuse = |c: &TcpStream| {
-        set_linger_zero(c);
+    let refuse = |socks: &[TcpStream]| {
+        socks.iter().for_each(set_linger_zero);
         slot.refused.fetch_add(1, SeqCst);
     };
     if shared.down.load(SeqCst) {
-        return refuse(&client);
+        return refuse(&[client]);
     }
     let Ok(server) = TcpStream::connect(shared.targets[index]) else {
-        return refuse(&client);
+        return refuse(&[client]);
     };
+    // Registered before a byte moves: once an end sees the connection work, `rst` and the
+    // other faults find it. `set_down` sets its flag before it sweeps the links.
+    let mut links = lock(&slot.links);
+    if shared.down.load(SeqCst) || shared.stop.load(SeqCst) {
+        return refuse(&[client, server]);
+    }
     for s in [&client, &server] {
         let _ = s.set_nodelay(true);
         let _ = s.set_write_timeout(Some(WRITE_SLICE));
@@ -296,16 +302,6 @@ fn relay_conn(shared: &Arc<Shared>, index: usize, client: TcpStream) {
         threads.push(spawn("frelay-read", move || read_side(c, s, index, dir, tx)));
         let (c, s) = (conn.clone(), shared.clone());
         threads.push(spawn("frelay-deliver", move || deliver_side(c, s, index, dir, rx)));
-    }
-    let mut links = lock(&slot.links);
-    // Checked again under the lock: `set_down` sets the flag before it sweeps the links.
-    if shared.down.load(SeqCst) || shared.stop.load(SeqCst) {
-        drop(links);
-        conn.abort();
-        drop(conn);
-        threads.into_iter().for_each(|t| drop(t.join()));
-        slot.refused.fetch_add(1, SeqCst);
-        return;
     }
     slot.accepted.fetch_add(1, SeqCst);
     links.push(Link { conn: Arc::downgrade(&conn), threads });
