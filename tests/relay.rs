@@ -105,6 +105,9 @@ fn fin_closes_both_ends_gracefully() {
         assert_eq!(s.read(&mut [0u8; 1]).unwrap(), 0, "server end: end of stream");
         // Writes after the FIN are drained, not answered with a reset.
         c.write_all(b"late").unwrap();
+        wait_for(Duration::from_secs(5), "late bytes counted as dropped", || {
+            relay.dropped(0, Dir::ToServer) == 4
+        });
         drop((c, s));
         wait_for(Duration::from_secs(5), "the relay closes once both ends have", || relay.open(0) == 0);
     });

@@ -153,6 +153,50 @@ fn every_call_fails_with_expired_when_tunnels_stay_down_past_the_resume_timeout(
     });
 }
 
+/// Events tell each tunnel's story in order: every loss before the re-join that follows it,
+/// on both ends (a consumer of events must never see a re-join before its loss).
+#[test]
+fn events_report_each_loss_before_its_rejoin() {
+    const CYCLES: usize = 40;
+    let _s = serial();
+    within(Duration::from_secs(120), || {
+        let rig = rig(&failover_cfg());
+        let logs = rig.ends().map(|(_, s)| EventLog::start(s));
+        let (moved, stop) = counters();
+        let ts = transfers(&[rig.client.clone(), rig.server.clone()], 2, u64::MAX, &moved, &stop);
+        for cycle in 0..CYCLES {
+            let i = cycle % 4;
+            let before = rig.ends().map(|(_, s)| tunnel(s, i).generation);
+            rig.relay.rst(i);
+            for ((_, s), g) in rig.ends().into_iter().zip(before) {
+                wait_rejoined(s, i, g, Duration::from_secs(10));
+            }
+        }
+        stop.store(true, SeqCst);
+        for t in ts {
+            t.finish();
+        }
+        for (log, (end, _)) in logs.iter().zip(rig.ends()) {
+            let rejoins = |e: &Event| matches!(e, Event::TunnelRejoined { .. });
+            wait_until(Duration::from_secs(5), &format!("{end}: {CYCLES} re-join events"), || {
+                log.events().iter().filter(|(_, e)| rejoins(e)).count() == CYCLES
+            });
+            let events: Vec<Event> = log.events().into_iter().map(|(_, e)| e).collect();
+            for (k, e) in events.iter().enumerate() {
+                let Event::TunnelRejoined { index, generation, .. } = *e else { continue };
+                let lost = events.iter().position(
+                    |l| matches!(l, Event::TunnelLost { index: li, generation: lg, .. } if *li == index && *lg + 1 == generation),
+                );
+                assert!(
+                    lost.is_some_and(|l| l < k),
+                    "{end}: tunnel {index} generation {generation} re-joined (event {k}) before its loss \
+                     was reported (event {lost:?}): {events:#?}"
+                );
+            }
+        }
+    });
+}
+
 /// A hundred times: reset a random tunnel under load and wait until it is live again in a
 /// higher generation on both ends.
 #[test]
