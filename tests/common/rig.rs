@@ -138,6 +138,9 @@ pub fn receive(s: &Stream, seed: u64, moved: &AtomicU64) -> Result<u64, String> 
     }
 }
 
+/// How long a transfer's stream may stand still before its read or write fails.
+pub const STUCK: Duration = Duration::from_secs(20);
+
 /// Verified transfers in progress on one stream, in both directions at once.
 pub struct Transfer {
     pub id: u32,
@@ -150,8 +153,9 @@ type Side = JoinHandle<Result<u64, String>>;
 impl Transfer {
     /// Open a stream at `a` and accept it at `b`; then `up` bytes go from `a` to `b` and `down`
     /// bytes from `b` to `a` (seeds: twice the stream id, plus one for `down`), counted in
-    /// `moved` as they arrive; senders stop early once `stop` is set. Start transfers one after the other:
-    /// each accepts the stream it opened.
+    /// `moved` as they arrive; senders stop early once `stop` is set. Start transfers one
+    /// after the other: each accepts the stream it opened. A read or write that waits longer
+    /// than [`STUCK`] fails: a stream that stops moving is reported, not waited for.
     pub fn start(
         a: &Session,
         b: &Session,
@@ -160,12 +164,18 @@ impl Transfer {
         moved: &Arc<AtomicU64>,
         stop: &Arc<AtomicBool>,
     ) -> Transfer {
+        let bound = |s: &Stream| {
+            s.set_read_timeout(Some(STUCK)).unwrap();
+            s.set_write_timeout(Some(STUCK)).unwrap();
+        };
         let sa = Arc::new(a.open_stream().expect("open_stream"));
+        bound(&sa);
         let id = sa.id();
         let (ua, us) = (sa.clone(), stop.clone());
         let up_sender = thread::spawn(move || send(&ua, 2 * id as u64, up, &us));
         let sb = Arc::new(b.accept_stream_timeout(Duration::from_secs(10)).expect("accept_stream"));
         assert_eq!(sb.id(), id, "accepted another stream than the one just opened");
+        bound(&sb);
         let (ub, um) = (sb.clone(), moved.clone());
         let up_receiver = thread::spawn(move || receive(&ub, 2 * id as u64, &um));
         let (db, ds) = (sb, stop.clone());
@@ -178,16 +188,26 @@ impl Transfer {
     /// Wait for both directions; panics unless every byte sent arrived intact and no call
     /// failed. Returns the bytes moved both ways.
     pub fn finish(self) -> u64 {
+        self.join().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Wait for both directions: the bytes moved both ways, or what went wrong.
+    pub fn join(self) -> Result<u64, String> {
         let mut total = 0;
+        let mut failed = Vec::new();
         for (way, sender, receiver) in self.ways {
             let sent = sender.join().expect("sender thread");
             let received = receiver.join().expect("receiver thread");
             match (sent, received) {
                 (Ok(s), Ok(r)) if s == r => total += r,
-                (s, r) => panic!("stream {} {way}: sender {s:?}, receiver {r:?}", self.id),
+                (s, r) => failed.push(format!("stream {} {way}: sender {s:?}, receiver {r:?}", self.id)),
             }
         }
-        total
+        if failed.is_empty() {
+            Ok(total)
+        } else {
+            Err(failed.join("; "))
+        }
     }
 }
 
