@@ -3,9 +3,9 @@
 //! serving everyone else; nothing panics or hangs.
 mod common;
 
-use common::{cfg, within};
+use common::{cfg, read_reply, within};
 use mtmux::proto::frame::{Control, Header, FLAG_FIN, FLAG_OPEN, HEADER_LEN};
-use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Reply, Status, COMMON_LEN, EXT_LEN};
+use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Status, COMMON_LEN};
 use mtmux::{CloseReason, Config, Error, Listener};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,21 +21,6 @@ fn hello(index: u16, count: u16, cfg: &Config) -> Hello {
         session_window: cfg.session_window as u32,
     };
     Hello { kind: HelloKind::Join, bundle: id, index, count, flags: 0, params, generation: 0, nonce: [7; 16] }
-}
-
-fn read_reply(mut c: &TcpStream) -> Option<Reply> {
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut raw = [0u8; COMMON_LEN];
-    c.read_exact(&mut raw).ok()?;
-    let (mut r, version, n) = Reply::decode_common(&raw).ok()?;
-    if version == 2 {
-        let mut ext = [0u8; EXT_LEN];
-        c.read_exact(&mut ext).ok()?;
-        r.set_ext(&ext);
-    }
-    r.trailer = vec![0u8; n];
-    c.read_exact(&mut r.trailer).ok()?;
-    Some(r)
 }
 
 /// A real client still gets a working session.

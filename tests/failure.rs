@@ -148,21 +148,25 @@ fn tunnel_cut_mid_transfer_loses_nothing() {
             read_chunk(&mut s);
         }
         // Hold the victim tunnel until frames of the stream are stuck in the relay, then cut
-        // it: those bytes never reach the server on that connection.
+        // it: those bytes never reach the server on that connection. (The tunnel may go stale
+        // meanwhile and be routed around: the stream goes on, but must not end first.)
         relay.hold(1);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while relay.held_bytes(1) < 64 << 10 {
-            assert!(Instant::now() < deadline, "no frames went into the held tunnel");
-            read_chunk(&mut s);
+        let mut read = 8;
+        while relay.held_bytes(1) < 16 << 10 {
+            assert!(Instant::now() < deadline && read < CHUNKS, "no frames went into the held tunnel");
+            read = read_chunk(&mut s);
         }
         let held = relay.held_bytes(1);
         relay.cut(1);
-        while read_chunk(&mut s) < CHUNKS {}
+        while read < CHUNKS {
+            read = read_chunk(&mut s);
+        }
         assert_eq!(s.read(&mut buf).unwrap(), 0, "end of stream");
         sender.join().unwrap().expect("the sender sees no error");
         // The held bytes (frames, keepalives, a frame cut in two) were re-sent as frames.
         let resent: u64 = client.tunnel_stats().iter().map(|t| t.bytes_resent).sum();
-        assert!(resent >= 32 << 10, "{resent} bytes re-sent, {held} were held");
+        assert!(resent >= 8 << 10, "{resent} bytes re-sent, {held} were held");
         // The slot re-joins with a new generation and the session has four tunnels again.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !client.tunnel_stats().iter().all(|t| t.state == mtmux::TunnelState::Live)

@@ -26,8 +26,11 @@ pub enum Command {
     Server(ServerArgs),
     /// Listen locally and carry every accepted connection as one stream to a server.
     ///
-    /// Keeps one session (bundle of N tunnels) to --server; if it dies, re-dials with backoff
-    /// while still accepting local connections.
+    /// Keeps one session (bundle of N tunnels) to --server. A lost tunnel is re-dialed and
+    /// re-joined to the session, its frames re-sent on the others; when every tunnel is lost,
+    /// both ends keep the session for --resume-timeout and forwarded connections just wait.
+    /// Only when the session really ends does the client dial a new one, with backoff, while
+    /// still accepting local connections.
     #[command(
         after_help = "Example: mtmux client --server 203.0.113.5:7000 --tunnels 8 --local 127.0.0.1:5201"
     )]
@@ -64,6 +67,24 @@ pub struct TunnelArgs {
     pub handshake_timeout: Duration,
 }
 
+/// Failover flags of `server` and `client`: what a session does when tunnels fail.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct FailoverArgs {
+    /// How long a session whose every tunnel is lost is kept, waiting for the client to
+    /// re-dial (forwarded connections wait meanwhile; the server keeps the detached session
+    /// that long). 0: the session ends with its last tunnel
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub resume_timeout: Duration,
+    /// How long a stream waits for a missing frame before it fails
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub reorder_timeout: Duration,
+    /// A tunnel that stops delivering for this long is stale: its frames are re-sent on the
+    /// other tunnels and it gets no new ones until it moves again (at least 20ms) [default:
+    /// derived from the round trip, 4 × the smoothed RTT and at least 250ms]
+    #[arg(long, value_name = "DURATION", value_parser = parse_stale_timeout)]
+    pub stale_timeout: Option<Duration>,
+}
+
 /// Logging flags.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct LogArgs {
@@ -98,6 +119,8 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub tunnel: TunnelArgs,
     #[command(flatten)]
+    pub failover: FailoverArgs,
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -123,6 +146,8 @@ pub struct ClientArgs {
     pub stats_interval: Duration,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub failover: FailoverArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -195,6 +220,96 @@ impl TunnelArgs {
             handshake_timeout: self.handshake_timeout,
             max_streams,
             ..Default::default()
+        }
+    }
+}
+
+impl FailoverArgs {
+    /// `cfg` with these settings.
+    pub fn apply(&self, cfg: mtmux::Config) -> mtmux::Config {
+        mtmux::Config {
+            resume_timeout: self.resume_timeout,
+            reorder_timeout: self.reorder_timeout,
+            stale_timeout: self.stale_timeout,
+            ..cfg
+        }
+    }
+}
+
+/// A duration greater than zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// A stale timeout: at least the library's minimum.
+fn parse_stale_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < mtmux::MIN_STALE_TIMEOUT {
+        return Err(format!("must be at least {}ms", mtmux::MIN_STALE_TIMEOUT.as_millis()));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("mtmux").chain(args.iter().copied()))
+    }
+
+    /// The configuration a `client` command line describes.
+    fn client_config(extra: &[&str]) -> mtmux::Config {
+        let mut args = vec!["client", "--server", "127.0.0.1:7000", "--local", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        match parse(&args).unwrap().command {
+            Command::Client(a) => a.failover.apply(a.tunnel.config(a.max_streams as usize)),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn failover_defaults_keep_a_session_for_a_minute_and_derive_staleness() {
+        let cfg = client_config(&[]);
+        assert_eq!(cfg.resume_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.stale_timeout, None);
+        assert_eq!(cfg.reorder_timeout, Duration::from_secs(10));
+        assert!(cfg.rejoin);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn failover_flags_set_the_config_on_server_and_client() {
+        let cfg =
+            client_config(&["--resume-timeout", "0", "--reorder-timeout", "2s", "--stale-timeout", "300ms"]);
+        assert_eq!(cfg.resume_timeout, Duration::ZERO);
+        assert_eq!(cfg.reorder_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.stale_timeout, Some(Duration::from_millis(300)));
+
+        let server = ["server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9"];
+        let args = [&server[..], &["--resume-timeout", "5m", "--stale-timeout", "1s"]].concat();
+        let Command::Server(a) = parse(&args).unwrap().command else { unreachable!() };
+        let cfg = a.failover.apply(a.tunnel.config(a.max_streams as usize));
+        assert_eq!(cfg.resume_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.stale_timeout, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn failover_flags_reject_values_that_cannot_work() {
+        for (flag, value, says) in [
+            ("--stale-timeout", "5ms", "at least 20ms"),
+            ("--stale-timeout", "0", "at least 20ms"),
+            ("--reorder-timeout", "0", "greater than zero"),
+            ("--resume-timeout", "soon", "invalid duration 'soon'"),
+            ("--resume-timeout", "400y", "longer than a year"),
+        ] {
+            let args = ["client", "--server", "127.0.0.1:7000", "--local", "127.0.0.1:0", flag, value];
+            let msg = parse(&args).unwrap_err().to_string();
+            assert!(msg.contains(flag) && msg.contains(says), "{flag} {value}: {msg}");
         }
     }
 }

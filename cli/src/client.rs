@@ -1,14 +1,21 @@
 //! `mtmux client`: accept local TCP connections and carry each as one stream of the one
-//! session to the server, re-dialing with backoff whenever the session dies.
+//! session to the server.
+//!
+//! Tunnel failures are the library's business: it re-dials a lost tunnel and re-joins it to
+//! the running session, and when every tunnel is lost it keeps the session for
+//! `--resume-timeout` while forwarded connections wait. The keeper dials a new session, with
+//! backoff, only when the old one has really ended (closed, expired, or refused).
 //!
 //! Threads: the main thread accepts local connections; the keeper thread dials and watches
-//! the session; each connection runs a [`pipe`] (two threads); an optional stats thread.
+//! the session; one thread per session logs its failover events; each connection runs a
+//! [`pipe`] (two threads); an optional stats thread.
 
 use crate::args::ClientArgs;
+use crate::events::{expired_line, log_events};
 use crate::pipe::{abort_tcp, pipe_and_log};
 use crate::stats::Meter;
 use crate::units::fmt_duration;
-use crate::{end_reason, spawn, validated, Fatal};
+use crate::{end_reason, expired, spawn, validated, Fatal};
 use log::{debug, info, warn};
 use mtmux::{Config, Error, Session, Stream};
 use std::net::{TcpListener, TcpStream};
@@ -25,7 +32,7 @@ const STABLE: Duration = Duration::from_secs(10);
 
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ClientArgs) -> Result<(), Fatal> {
-    let cfg = validated(a.tunnel.config(a.max_streams as usize))?;
+    let cfg = validated(a.failover.apply(a.tunnel.config(a.max_streams as usize)))?;
     let local =
         TcpListener::bind(&a.local).map_err(|e| Fatal::new(format!("cannot listen on {}: {e}", a.local)))?;
     let keeper = Arc::new(Keeper {
@@ -98,12 +105,15 @@ impl Keeper {
         let session = mtmux::dial(&self.server, &self.cfg)?;
         let id = self.next_id.fetch_add(1, Relaxed);
         info!("session {id} up: {} tunnels to {}", session.num_tunnels(), self.server);
+        let s = session.clone();
+        spawn(&format!("events-{id}"), move || log_events(id, &s));
         *self.current() = Some(Current { id, session, since: Instant::now() });
         self.changed.notify_all();
         Ok(())
     }
 
-    /// Keep a session up for ever: watch the current one, re-dial with backoff when it ends.
+    /// Keep a session up for ever: watch the current one, dial a new one with backoff when it
+    /// ends (lost tunnels and outages the library handles within the session).
     fn keep(&self) {
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -138,8 +148,8 @@ impl Keeper {
         }
     }
 
-    /// Block until the session ends. The server never opens streams here; any it opens is
-    /// reset.
+    /// Block until the session ends (through tunnel losses and outages it survives). The
+    /// server never opens streams here; any it opens is reset.
     fn watch(&self, id: u64, session: &Session) {
         let err = loop {
             match session.accept_stream() {
@@ -150,6 +160,10 @@ impl Keeper {
                 Err(e) => break e,
             }
         };
+        if let Some(why) = expired(session, &err) {
+            warn!("{}; starting a new session", expired_line(id, &why, self.cfg.resume_timeout));
+            return;
+        }
         let (Ok(reason) | Err(reason)) = end_reason(session, &err);
         warn!("session {id} ended: {reason}; re-dialing");
     }

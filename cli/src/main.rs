@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod client;
+mod events;
 mod logging;
 mod net;
 mod pipe;
@@ -58,6 +59,19 @@ pub fn end_reason(session: &mtmux::Session, err: &mtmux::Error) -> Result<String
     match reason {
         CloseReason::Local | CloseReason::Peer => Ok(reason.to_string()),
         _ => Err(reason.to_string()),
+    }
+}
+
+/// The library's text when the session ended as [`mtmux::CloseReason::Expired`] (every
+/// tunnel lost and not resumed in time, or the server no longer knows it).
+pub fn expired(session: &mtmux::Session, err: &mtmux::Error) -> Option<String> {
+    let reason = session.close_reason().or_else(|| match err {
+        mtmux::Error::SessionClosed(r) => Some(r.clone()),
+        _ => None,
+    });
+    match reason {
+        Some(mtmux::CloseReason::Expired(why)) => Some(why),
+        _ => None,
     }
 }
 

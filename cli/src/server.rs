@@ -1,15 +1,19 @@
 //! `mtmux server`: accept bundles from clients and connect every stream to the one target.
 //!
-//! Threads: the main thread accepts sessions; one thread per session accepts its streams;
-//! each stream runs a [`pipe`] (two threads) to its own TCP connection to the target; an
-//! optional stats thread logs every session's tunnels.
+//! A session whose every tunnel is lost is kept for `--resume-timeout` (its streams and
+//! their target connections wait) so that the client can re-join it.
+//!
+//! Threads: the main thread accepts sessions; per session, one thread accepts its streams and
+//! one logs its failover events; each stream runs a [`pipe`] (two threads) to its own TCP
+//! connection to the target; an optional stats thread logs every session's tunnels.
 
 use crate::args::ServerArgs;
+use crate::events::{count, expired_line, log_events};
 use crate::net::{connect, port_layout, resolve};
 use crate::pipe::pipe_and_log;
 use crate::stats::Meter;
 use crate::units::fmt_duration;
-use crate::{end_reason, spawn, validated, Fatal};
+use crate::{end_reason, expired, spawn, validated, Fatal};
 use log::{info, warn};
 use mtmux::{Listener, Session, Stream};
 use std::collections::BTreeMap;
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// Run `mtmux server` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ServerArgs) -> Result<(), Fatal> {
-    let cfg = validated(a.tunnel.config(a.max_streams as usize))?;
+    let cfg = validated(a.failover.apply(a.tunnel.config(a.max_streams as usize)))?;
     if a.connect_timeout.is_zero() {
         return Err(Fatal::usage("--connect-timeout must be greater than zero"));
     }
@@ -38,6 +42,7 @@ pub fn run(a: ServerArgs) -> Result<(), Fatal> {
     let server = Arc::new(Server {
         target: a.target,
         connect_timeout: a.connect_timeout,
+        resume_timeout: cfg.resume_timeout,
         max_sessions: a.max_sessions as usize,
         sessions: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
@@ -57,6 +62,8 @@ pub fn run(a: ServerArgs) -> Result<(), Fatal> {
 struct Server {
     target: String,
     connect_timeout: Duration,
+    /// How long a session without tunnels is kept (for the line when one expires).
+    resume_timeout: Duration,
     max_sessions: usize,
     /// Live sessions by number, with the meter of their stats line.
     sessions: Mutex<BTreeMap<u64, (Session, Meter)>>,
@@ -79,6 +86,8 @@ impl Server {
         sessions.insert(id, (session.clone(), Meter::new(&session)));
         drop(sessions);
         info!("session {id} from {peer}: {} tunnels", session.num_tunnels());
+        let s = session.clone();
+        spawn(&format!("events-{id}"), move || log_events(id, &s));
         let server = self.clone();
         spawn(&format!("session-{id}"), move || server.serve_session(id, session));
     }
@@ -98,11 +107,22 @@ impl Server {
             }
         };
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if let Some(why) = expired(&session, &err) {
+            warn!(
+                "{} (from {}, after {}, {})",
+                expired_line(id, &why, self.resume_timeout),
+                peer_of(&session),
+                fmt_duration(started.elapsed()),
+                count(streams, "stream")
+            );
+            return;
+        }
         let line = |reason: String| {
             format!(
-                "session {id} from {} ended after {}, {streams} streams: {reason}",
+                "session {id} from {} ended after {}, {}: {reason}",
                 peer_of(&session),
-                fmt_duration(started.elapsed())
+                fmt_duration(started.elapsed()),
+                count(streams, "stream")
             )
         };
         match end_reason(&session, &err) {

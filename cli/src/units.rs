@@ -79,6 +79,16 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// A duration in the failover log lines: `180 ms` below a second, else seconds with at most
+/// one decimal as on the command line (`3.2s`, `60s`).
+pub fn fmt_span(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format!("{} ms", d.as_millis());
+    }
+    let secs = format!("{:.1}", d.as_secs_f64());
+    format!("{}s", secs.strip_suffix(".0").unwrap_or(&secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +130,9 @@ mod tests {
         assert_eq!(mb_per_s(10_000_000, Duration::from_secs(2)), 5.0);
         assert_eq!(fmt_duration(Duration::from_millis(850)), "850 ms");
         assert_eq!(fmt_duration(Duration::from_millis(2500)), "2.50 s");
+        assert_eq!(fmt_span(Duration::from_millis(180)), "180 ms");
+        assert_eq!(fmt_span(Duration::from_millis(3240)), "3.2s");
+        assert_eq!(fmt_span(Duration::from_secs(60)), "60s");
+        assert_eq!(fmt_span(Duration::from_millis(59_990)), "60s");
     }
 }

@@ -28,6 +28,20 @@ fn help_is_available_for_every_subcommand() {
 }
 
 #[test]
+fn server_and_client_help_list_the_failover_flags_and_their_defaults() {
+    for sub in ["server", "client"] {
+        let (status, out, _) = run(&[sub, "--help"]);
+        assert!(status.success(), "{sub} --help: {status}");
+        let text = out.join("\n");
+        for flag in ["--resume-timeout", "--reorder-timeout", "--stale-timeout"] {
+            assert!(text.contains(flag), "{sub} --help lacks {flag}:\n{text}");
+        }
+        assert!(text.contains("[default: 60s]"), "{sub} --help: resume default:\n{text}");
+        assert!(text.contains("derived from the round trip"), "{sub} --help: stale default:\n{text}");
+    }
+}
+
+#[test]
 fn unknown_flags_exit_2_with_one_line() {
     for sub in ["server", "client", "bench"] {
         let (status, _, err) = run(&[sub, "--no-such-flag"]);
@@ -45,8 +59,28 @@ fn missing_and_bad_values_exit_2_with_one_line() {
         (&["bench", "--duration", "soon"], "soon"),
         (&["bench", "--bytes", "1M", "--duration", "1s"], "--duration"),
         (&["bench", "--direction", "sideways"], "sideways"),
+        (
+            &["client", "--server", "127.0.0.1:1", "--local", "127.0.0.1:0", "--stale-timeout", "5ms"],
+            "--stale-timeout",
+        ),
+        (
+            &["server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--stale-timeout", "5ms"],
+            "at least 20ms",
+        ),
+        (
+            &["server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--reorder-timeout", "0"],
+            "--reorder-timeout",
+        ),
+        (
+            &["client", "--server", "127.0.0.1:1", "--local", "127.0.0.1:0", "--resume-timeout", "later"],
+            "later",
+        ),
         // Passes the parser, fails the library's validation.
         (&["bench", "--keepalive-interval", "5s", "--keepalive-timeout", "1s"], "keepalive_timeout"),
+        (
+            &["server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--resume-timeout", "60d"],
+            "resume_timeout",
+        ),
     ];
     for (args, mentions) in cases {
         let (status, _, err) = run(args);

@@ -10,4 +10,6 @@ pub mod reorder;
 pub mod replay;
 pub mod rtt;
 pub mod sched;
+#[cfg(test)]
+mod sim;
 pub mod window;

@@ -232,7 +232,8 @@ impl Listener {
 
     /// Stop listening: pending handshakes are refused, a thread blocked in
     /// [`accept`](Listener::accept) returns an error, and sessions not yet accepted are closed.
-    /// Sessions already accepted are not affected.
+    /// Sessions already accepted go on, but their clients can no longer re-join lost tunnels
+    /// (nobody listens for them).
     pub fn close(&self) {
         self.inner.close();
         let acceptors = std::mem::take(&mut *self.inner.acceptors.lock());

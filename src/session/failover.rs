@@ -104,6 +104,20 @@ impl Inner {
         Ok(())
     }
 
+    /// When a stream whose reorder gap would expire at `deadline` gives up: time without any
+    /// tunnel does not count (the missing frames wait for one), so during an outage the wait
+    /// is renewed, and after a resumption the gap gets its full timeout again.
+    pub(super) fn reorder_deadline(&self, deadline: Instant) -> Instant {
+        let timeout = self.cfg.reorder_timeout;
+        if self.outage.lock().is_some() {
+            return Instant::now() + timeout;
+        }
+        match *self.resumed_at.lock() {
+            Some(t) => deadline.max(t + timeout),
+            None => deadline,
+        }
+    }
+
     /// Tunnels with a working connection.
     pub(super) fn live_tunnels(&self) -> usize {
         self.tunnels.iter().filter(|t| !t.is_dead()).count()
@@ -196,12 +210,11 @@ impl Inner {
             self.fail(CloseReason::Protocol(why));
             return;
         }
-        let live = self.live_tunnels();
         let going_away = self.state.lock().peer_going_away;
         let phase = self.phase.load(Relaxed);
         if phase != OPEN || going_away {
             // An expected end: we or the peer are closing.
-            if live == 0 {
+            if self.live_tunnels() == 0 {
                 self.fail(if phase == OPEN { CloseReason::Peer } else { CloseReason::Local });
             }
             return;
@@ -214,20 +227,29 @@ impl Inner {
                 self.send_ack(u, g, n);
             }
         }
-        self.push_event(Event::TunnelLost {
-            index: t,
-            generation,
-            reason: why.clone(),
-            frames_resent: resent,
-            live,
-        });
-        if live == 0 {
-            if !self.resumable {
-                self.fail(CloseReason::TunnelsLost(format!("tunnel {t} {why}")));
-                return;
+        {
+            // Tunnels dying at once report in order, and one of them starts the outage.
+            let _in_order = self.lost_lock.lock();
+            let live = self.live_tunnels();
+            self.push_event(Event::TunnelLost {
+                index: t,
+                generation,
+                reason: why.clone(),
+                frames_resent: resent,
+                live,
+            });
+            if live == 0 {
+                if !self.resumable {
+                    drop(_in_order);
+                    self.fail(CloseReason::TunnelsLost(format!("tunnel {t} {why}")));
+                    return;
+                }
+                let mut outage = self.outage.lock();
+                if outage.is_none() {
+                    *outage = Some(Instant::now());
+                    self.push_event(Event::OutageStarted { resume_for: self.cfg.resume_timeout });
+                }
             }
-            *self.outage.lock() = Some(Instant::now());
-            self.push_event(Event::OutageStarted { resume_for: self.cfg.resume_timeout });
         }
         self.wake_supervisor();
     }
@@ -258,7 +280,12 @@ impl Inner {
         self.sched.lock().revive(t, generation);
         self.spawn_conn_threads(t, conn)?;
         self.push_event(Event::TunnelRejoined { index: t, generation, after });
-        if let Some(since) = self.outage.lock().take() {
+        let resumed = {
+            let _in_order = self.lost_lock.lock();
+            self.outage.lock().take()
+        };
+        if let Some(since) = resumed {
+            *self.resumed_at.lock() = Some(Instant::now());
             self.resumes.fetch_add(1, Relaxed);
             self.push_event(Event::Resumed { after: since.elapsed() });
         }

@@ -44,20 +44,20 @@ mod pool;
 mod stats;
 mod stream;
 pub(crate) mod supervisor;
+mod table;
 pub(crate) mod tunnel;
 
 pub use stats::{Event, SessionStats, TunnelState, TunnelStats, EVENT_QUEUE};
 pub use stream::Stream;
 
 use crate::config::Config;
-use crate::core::dedup::{Ended, Received};
+use crate::core::dedup::Ended;
 use crate::core::ids::{Role, StreamIds};
 use crate::core::rtt::MinRtt;
 use crate::core::sched::Scheduler;
 use crate::core::window::{RecvWindow, SharedSendWindow};
-use crate::error::{CloseReason, Error, ResetCode, Result};
+use crate::error::{CloseReason, Error, Result};
 use crate::proto::auth::Secret;
-use crate::proto::frame::Control;
 use crate::proto::handshake::{BundleId, Params};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -67,8 +67,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use stream::{Accepted, Inbound, StreamShared};
+use stream::{Accepted, StreamShared};
 use supervisor::Redial;
+use table::Entry;
 use tunnel::{Conn, Tunnel};
 
 /// Ended streams whose received-frame state is kept to recognise late duplicates.
@@ -83,47 +84,6 @@ enum Lifecycle {
     Open,
     Closing { deadline: Instant },
     Closed(CloseReason),
-}
-
-/// A stream as the session's table knows it: what the tunnel readers need to route and
-/// check its frames.
-struct Entry {
-    shared: Arc<StreamShared>,
-    /// Where decoded frames go; dropping it tells the stream's reader the stream is gone.
-    tx: Sender<Inbound>,
-    /// Receive limit granted to the peer (mirrors the stream's receive window).
-    recv_limit: u64,
-    /// Charge received so far.
-    recv_total: u64,
-    /// Which DATA frames have arrived (duplicates of re-sent frames are dropped).
-    received: Received,
-    /// Sequence number of the peer's FIN, once seen.
-    fin_seq: Option<u32>,
-    /// The application closed the reading side: arriving data is dropped.
-    read_closed: bool,
-    /// Charge of data dropped (reading side closed) since its credit was last announced.
-    discarded: u64,
-    /// We sent FIN or RESET.
-    send_done: bool,
-    /// All the peer's frames up to its FIN have arrived.
-    recv_done: bool,
-}
-
-impl Entry {
-    fn new(shared: Arc<StreamShared>, tx: Sender<Inbound>, window: u64) -> Entry {
-        Entry {
-            shared,
-            tx,
-            recv_limit: window,
-            recv_total: 0,
-            received: Received::new(),
-            fin_seq: None,
-            read_closed: false,
-            discarded: 0,
-            send_done: false,
-            recv_done: false,
-        }
-    }
 }
 
 /// Session state under the `state` lock.
@@ -143,15 +103,6 @@ struct State {
     closed_tx: Option<Sender<()>>,
     /// What arrived of recently ended streams (see `core::dedup`).
     ended: Ended,
-}
-
-impl State {
-    /// Remove stream `id` from the table, remembering what arrived of it.
-    fn remove(&mut self, id: u32) -> Option<Entry> {
-        let e = self.streams.remove(&id)?;
-        self.ended.remember(id, e.received.clone());
-        Some(e)
-    }
 }
 
 /// Everything a session's threads and handles share.
@@ -203,6 +154,10 @@ pub(crate) struct Inner {
     resumable: bool,
     /// When the current outage (no tunnel live) began.
     outage: Mutex<Option<Instant>>,
+    /// When the last outage ended.
+    resumed_at: Mutex<Option<Instant>>,
+    /// Orders the reports of tunnels lost at once, and the start and end of an outage.
+    lost_lock: Mutex<()>,
     /// Outages survived.
     resumes: AtomicU64,
     /// Bytes received on a tunnel after which an ACK is sent at once.
@@ -332,6 +287,8 @@ impl Session {
             attach_lock: Mutex::new(()),
             rejoins_refused: AtomicU64::new(0),
             outage: Mutex::new(None),
+            resumed_at: Mutex::new(None),
+            lost_lock: Mutex::new(()),
             resumes: AtomicU64::new(0),
             ack_bytes,
             acks_sent: AtomicU64::new(0),
@@ -468,18 +425,6 @@ impl Session {
     }
 }
 
-impl State {
-    /// The error for opening or accepting a stream now, if the session no longer takes them.
-    fn refuses_new_streams(&self) -> Option<Error> {
-        match &self.lifecycle {
-            Lifecycle::Open if self.peer_going_away => Some(Error::SessionClosed(CloseReason::Peer)),
-            Lifecycle::Open => None,
-            Lifecycle::Closing { .. } => Some(Error::SessionClosed(CloseReason::Local)),
-            Lifecycle::Closed(r) => Some(Error::SessionClosed(r.clone())),
-        }
-    }
-}
-
 impl Inner {
     pub(crate) fn cfg(&self) -> &Config {
         &self.cfg
@@ -565,93 +510,6 @@ impl Inner {
             if h.thread().id() != me {
                 let _ = h.join();
             }
-        }
-    }
-
-    /// Stream `id` sent its FIN (or RESET): forget it once the peer's side is done too.
-    fn send_finished(&self, id: u32) {
-        let mut st = self.state.lock();
-        if let Some(e) = st.streams.get_mut(&id) {
-            e.send_done = true;
-            if e.recv_done {
-                st.remove(id);
-            }
-        }
-    }
-
-    /// The application closed stream `id`'s reading side; wakes a blocked reader.
-    fn close_read(&self, id: u32) {
-        let mut st = self.state.lock();
-        let remove = match st.streams.get_mut(&id) {
-            Some(e) => {
-                e.read_closed = true;
-                let _ = e.tx.send(Inbound::Close);
-                e.recv_done && e.send_done
-            }
-            None => false,
-        };
-        if remove {
-            st.remove(id);
-        }
-    }
-
-    /// Abort stream `id` locally: tell the peer, drop its queued frames, forget it.
-    fn reset_stream(&self, id: u32, code: ResetCode) {
-        let existed = {
-            let mut st = self.state.lock();
-            match st.remove(id) {
-                Some(e) => {
-                    let _ = e.tx.send(Inbound::Reset { code, remote: false });
-                    true
-                }
-                None => false,
-            }
-        };
-        let dropped = self.sched.lock().drop_stream(id);
-        if dropped > 0 {
-            self.room.notify_all();
-        }
-        if existed && !self.is_closed() {
-            self.send_control(Control::Reset { stream: id, code: code.to_u32() });
-        }
-    }
-
-    /// The application consumed (or discarded) `released` charge of stream `id`; `stream_limit`
-    /// is the stream's new receive limit to announce, if any.
-    ///
-    /// Session-level consumption is accumulated without a lock and applied to the session
-    /// window in steps of 1/16 of it, so that reads do not all contend for the session lock;
-    /// the peer's session credit lags by less than a step.
-    fn release(&self, id: u32, released: u64, stream_limit: Option<u64>) {
-        if released == 0 && stream_limit.is_none() {
-            return;
-        }
-        let pending = self.unreported.fetch_add(released, Relaxed) + released;
-        let report = pending >= self.cfg.session_window as u64 / 16;
-        if !report && stream_limit.is_none() {
-            return;
-        }
-        let session_limit = {
-            let mut st = self.state.lock();
-            if let (Some(l), Some(e)) = (stream_limit, st.streams.get_mut(&id)) {
-                // The tunnel readers may have raised it for discarded data meanwhile.
-                e.recv_limit = e.recv_limit.max(l);
-            }
-            if report {
-                let n = self.unreported.swap(0, Relaxed);
-                st.recv.consume(n, Instant::now(), None)
-            } else {
-                None
-            }
-        };
-        if self.is_closed() {
-            return;
-        }
-        if let Some(limit) = stream_limit {
-            self.send_control(Control::Window { stream: id, limit });
-        }
-        if let Some(limit) = session_limit {
-            self.send_control(Control::Window { stream: 0, limit });
         }
     }
 }

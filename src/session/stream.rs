@@ -434,7 +434,7 @@ impl Stream {
                 r.phase = RecvPhase::Failed(e.clone());
                 break Err(e);
             }
-            let gap = r.reorder.gap_deadline(reorder_timeout);
+            let gap = r.reorder.gap_deadline(reorder_timeout).map(|d| self.inner().reorder_deadline(d));
             let got = match earliest(deadline, gap) {
                 Some(w) => r.rx.recv_deadline(w),
                 None => r.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -444,6 +444,9 @@ impl Stream {
                 Err(RecvTimeoutError::Disconnected) => r.gone = true,
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
+                    // An outage that began meanwhile does not count against the gap.
+                    let gap =
+                        r.reorder.gap_deadline(reorder_timeout).map(|d| self.inner().reorder_deadline(d));
                     if gap.is_some_and(|g| now >= g) {
                         let e = Error::ReorderTimeout { stream: self.id(), missing: r.reorder.waiting_for() };
                         released += r.reorder.discard();

@@ -141,7 +141,7 @@ pub(crate) fn supervise(inner: Arc<Inner>) {
         if inner.is_closed() {
             return;
         }
-        if inner.phase.load(Relaxed) == super::OPEN {
+        if inner.takes_rejoins() {
             if let Some(r) = &inner.redial {
                 if let Some(d) = r.start_due(&inner, now) {
                     wake_at = Some(wake_at.map_or(d, |w| w.min(d)));

@@ -4,6 +4,7 @@
 pub mod relay;
 pub mod rig;
 
+use mtmux::proto::handshake::{Reply, COMMON_LEN, EXT_LEN};
 use mtmux::{Config, Listener, Session};
 use std::sync::mpsc;
 use std::thread;
@@ -45,6 +46,23 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
     }
 }
 
+/// Read a handshake REPLY (version 2, or a version 1 refusal) within 10 s.
+pub fn read_reply(mut c: &std::net::TcpStream) -> Option<Reply> {
+    use std::io::Read;
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = [0u8; COMMON_LEN];
+    c.read_exact(&mut raw).ok()?;
+    let (mut r, version, n) = Reply::decode_common(&raw).ok()?;
+    if version == 2 {
+        let mut ext = [0u8; EXT_LEN];
+        c.read_exact(&mut ext).ok()?;
+        r.set_ext(&ext);
+    }
+    r.trailer = vec![0u8; n];
+    c.read_exact(&mut r.trailer).ok()?;
+    Some(r)
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so that corruption is detectable.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -72,7 +90,12 @@ struct Flow {
     held_bytes: AtomicUsize,
     /// Drop everything, including held bytes, and close.
     killed: AtomicBool,
+    /// The first bytes the client sent (its handshake), up to [`RECORDED`].
+    first: Mutex<Vec<u8>>,
 }
+
+/// How many of the client's first bytes a relayed connection records.
+pub const RECORDED: usize = 256;
 
 struct RelayConn {
     down: TcpStream,
@@ -116,6 +139,18 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flow: Arc<Flow>, frozen: Arc<Ato
         }
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
+            Ok(n) if from_client && flow.first.lock().unwrap().len() < RECORDED => {
+                let mut first = flow.first.lock().unwrap();
+                let take = n.min(RECORDED - first.len());
+                first.extend_from_slice(&buf[..take]);
+                drop(first);
+                if held() {
+                    kept.extend_from_slice(&buf[..n]);
+                    flow.held_bytes.fetch_add(n, Ordering::SeqCst);
+                } else if killed() || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
             Ok(n) if held() => {
                 kept.extend_from_slice(&buf[..n]);
                 flow.held_bytes.fetch_add(n, Ordering::SeqCst);
@@ -145,8 +180,9 @@ impl Relay {
         thread::spawn(move || {
             for down in l.incoming() {
                 let Ok(down) = down else { return };
+                // No server there (yet): the client sees its connection closed.
                 let Ok(up) = TcpStream::connect(target) else {
-                    return;
+                    continue;
                 };
                 let flow = Arc::new(Flow::default());
                 c2.lock().unwrap().push(RelayConn {
@@ -191,6 +227,11 @@ impl Relay {
     /// The client-side address of connection `i` (to find which tunnel it is).
     pub fn client_addr(&self, i: usize) -> SocketAddr {
         self.conns.lock().unwrap()[i].down.peer_addr().unwrap()
+    }
+
+    /// The first bytes (up to [`RECORDED`]) the client sent on connection `i` (accept order).
+    pub fn client_bytes(&self, i: usize) -> Vec<u8> {
+        self.conns.lock().unwrap()[i].flow.first.lock().unwrap().clone()
     }
 
     pub fn connections(&self) -> usize {
