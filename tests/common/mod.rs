@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: every wait here is bounded.
 #![allow(dead_code)]
 
+pub mod relay;
+pub mod rig;
+
 use mtmux::proto::handshake::{Reply, COMMON_LEN, EXT_LEN};
 use mtmux::{Config, Listener, Session};
 use std::sync::mpsc;

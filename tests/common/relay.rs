@@ -90,6 +90,8 @@ struct Slot {
     accepted: AtomicUsize,
     refused: AtomicUsize,
     delivered: [AtomicU64; 2],
+    /// Bytes read but never delivered (reset, FIN), per direction.
+    dropped: [AtomicU64; 2],
     /// When bytes were last delivered (since `Shared::epoch`; 0 for never), per direction.
     last_ns: [AtomicU64; 2],
     delay_ns: AtomicU64,
@@ -210,8 +212,10 @@ impl Conn {
 
 /// Read from the source side of `dir` into the queue, until the source ends or the mode says
 /// stop. In `Fin` mode read and drop everything until the source closes.
-fn read_side(conn: Arc<Conn>, slot: Arc<Shared>, index: usize, dir: Dir, tx: SyncSender<Chunk>) {
+fn read_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, tx: SyncSender<Chunk>) {
     let mut src = &conn.socks[dir as usize];
+    let slot = &shared.slots[index];
+    let drop_bytes = |n: usize| slot.dropped[dir as usize].fetch_add(n as u64, SeqCst);
     let mut buf = vec![0u8; READ_BUF];
     loop {
         let mode = conn.wait_open(None);
@@ -225,12 +229,15 @@ fn read_side(conn: Arc<Conn>, slot: Arc<Shared>, index: usize, dir: Dir, tx: Syn
             Err(_) => return conn.abort(), // the end aborted: pass the RST on
         };
         if mode == Mode::Fin {
+            drop_bytes(n);
             continue;
         }
-        let delay = Duration::from_nanos(slot.slots[index].delay_ns.load(SeqCst));
+        let delay = Duration::from_nanos(slot.delay_ns.load(SeqCst));
         // A full queue blocks here (back-pressure); a send fails only once the deliverer
         // has stopped, in `Fin` or `Reset` mode, which the top of the loop handles.
-        let _ = tx.send((Instant::now() + delay, buf[..n].to_vec()));
+        if let Err(lost) = tx.send((Instant::now() + delay, buf[..n].to_vec())) {
+            drop_bytes(lost.0 .1.len());
+        }
     }
 }
 
@@ -238,11 +245,16 @@ fn read_side(conn: Arc<Conn>, slot: Arc<Shared>, index: usize, dir: Dir, tx: Syn
 fn deliver_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, rx: Receiver<Chunk>) {
     let mut dst = &conn.socks[dir as usize ^ 1];
     let slot = &shared.slots[index];
+    // What was read and will not be delivered: this chunk's rest and the queue.
+    let drop_rest = |rest: usize, rx: &Receiver<Chunk>| {
+        let queued: usize = rx.try_iter().map(|(_, d)| d.len()).sum();
+        slot.dropped[dir as usize].fetch_add((rest + queued) as u64, SeqCst);
+    };
     while let Ok((due, data)) = rx.recv() {
         let mut off = 0;
         while off < data.len() {
             if conn.wait_open(Some(due)) != Mode::Forward {
-                return;
+                return drop_rest(data.len() - off, &rx);
             }
             let _gate = lock(&conn.gates[dir as usize]);
             if conn.mode() != Mode::Forward {
@@ -256,7 +268,10 @@ fn deliver_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, rx
                 }
                 // A write slice ran out (the end does not read): check the mode again.
                 Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return conn.abort(),
+                Err(_) => {
+                    conn.abort();
+                    return drop_rest(data.len() - off, &rx);
+                }
             }
         }
     }
@@ -439,6 +454,12 @@ impl FaultRelay {
     /// Bytes of tunnel `i` delivered in direction `dir`, over all its connections.
     pub fn delivered(&self, i: usize, dir: Dir) -> u64 {
         self.shared.slots[i].delivered[dir as usize].load(SeqCst)
+    }
+
+    /// Bytes of tunnel `i` read in direction `dir` but never delivered (lost with a reset or
+    /// FIN; a blackhole holds them instead). More are lost in the kernel's socket buffers.
+    pub fn dropped(&self, i: usize, dir: Dir) -> u64 {
+        self.shared.slots[i].dropped[dir as usize].load(SeqCst)
     }
 
     /// When bytes of tunnel `i` were last delivered in direction `dir` (after `blackhole`: when
