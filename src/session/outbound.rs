@@ -239,14 +239,25 @@ impl Inner {
         }
     }
 
-    /// Send an idempotent control frame (WINDOW, ACK) twice, normally on two different
-    /// tunnels: a copy written into a tunnel that silently stopped moving would otherwise hold
-    /// back the peer's credit or acknowledgements until that tunnel is found stale.
+    /// Send an idempotent control frame (WINDOW, ACK) twice: first on the tunnel that
+    /// delivered to us most recently (it surely moves), then on any. A copy written into a
+    /// tunnel that silently stopped moving would otherwise hold back the peer's credit or
+    /// acknowledgements until that tunnel is found stale.
     pub(super) fn send_control_twice(&self, c: Control) {
-        self.send_control(c);
+        let first =
+            self.freshest_tunnel().is_some_and(|t| self.try_direct(c.encode(), true, Some(t), None).is_ok());
+        if !first {
+            self.send_control(c);
+        }
         if self.tunnels.len() > 1 {
             self.send_control(c);
         }
+    }
+
+    /// The usable tunnel on which a frame arrived last.
+    fn freshest_tunnel(&self) -> Option<usize> {
+        let usable = self.tunnels.iter().filter(|t| t.is_usable());
+        usable.max_by_key(|t| t.counters.last_rx_ns.load(Relaxed)).map(|t| t.index)
     }
 
     /// Send a control frame on tunnel `t` (ping answers must use the ping's tunnel).

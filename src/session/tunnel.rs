@@ -103,6 +103,8 @@ pub(crate) struct Counters {
     pub(crate) frames_received: AtomicU64,
     /// Last keepalive round trip in nanoseconds (0: none yet).
     pub(crate) rtt_ns: AtomicU64,
+    /// When the last frame arrived (session clock, nanoseconds).
+    pub(crate) last_rx_ns: AtomicU64,
     /// Frames of this slot re-sent on other tunnels, and their bytes.
     pub(crate) frames_resent: AtomicU64,
     pub(crate) bytes_resent: AtomicU64,
@@ -277,6 +279,7 @@ pub(crate) fn reader(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
             Ok(Some(frame)) => {
                 last_heard = Instant::now();
                 heard = tun.counters.bytes_received.load(Relaxed);
+                tun.counters.last_rx_ns.store(inner.clock_ns(last_heard), Relaxed);
                 tun.counters.frames_received.fetch_add(1, Relaxed);
                 let counted = frame.counted_len();
                 if let Err(why) = inner.handle_frame(t, frame) {
