@@ -76,11 +76,11 @@ static int set_nonblocking(int fd) {
 static void *relay_pump(void *arg) {
     relay_conn *c = arg;
     /* Direction d copies fd[d] to fd[1 - d] through buf[d]. */
-    static _Thread_local unsigned char buf[2][RELAY_BUF];
+    unsigned char(*buf)[RELAY_BUF] = malloc(2 * RELAY_BUF);
     size_t len[2] = {0, 0}, off[2] = {0, 0};
     int reading[2] = {1, 1};
     int reset = 0;
-    if (!set_nonblocking(c->fd[0]) || !set_nonblocking(c->fd[1]))
+    if (!buf || !set_nonblocking(c->fd[0]) || !set_nonblocking(c->fd[1]))
         reset = 1;
     while (!reset && (reading[0] || reading[1] || len[0] || len[1])) {
         struct pollfd p[3];
@@ -139,6 +139,7 @@ static void *relay_pump(void *arg) {
     }
     close(c->fd[0]);
     close(c->fd[1]);
+    free(buf);
     latch_set(&c->closed);
     return NULL;
 }
@@ -242,22 +243,30 @@ static int bind_port_range(int n, int *fds) {
         }
         if (ok)
             return base;
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
             if (fds[i] >= 0)
                 close(fds[i]);
+            fds[i] = -1;
+        }
     }
     return -1;
 }
 
-/* Start a relay of `n` tunnels to the server ports target .. target + n - 1. */
-static int relay_start(relay *r, int n, int target) {
+/* A relay that does nothing yet; relay_stop may be called on it. */
+static void relay_init(relay *r) {
     memset(r, 0, sizeof *r);
-    r->n = n;
-    r->target = target;
     r->stop[0] = r->stop[1] = -1;
+    for (int i = 0; i < RELAY_MAX_TUNNELS; i++)
+        r->listen_fd[i] = -1;
     pthread_mutex_init(&r->mu, NULL);
+}
+
+/* Start an initialised relay of `n` tunnels to the server ports target .. target + n - 1. */
+static int relay_start(relay *r, int n, int target) {
+    r->target = target;
     if (n < 1 || n > RELAY_MAX_TUNNELS || pipe(r->stop) != 0)
         return 0;
+    r->n = n;
     r->base = bind_port_range(n, r->listen_fd);
     if (r->base < 0)
         return 0;
@@ -306,7 +315,7 @@ static void relay_stop(relay *r) {
         free(c);
     }
     for (int i = 0; i < r->n; i++)
-        if (r->listen_fd[i] > 0)
+        if (r->listen_fd[i] >= 0)
             close(r->listen_fd[i]);
     if (r->stop[0] >= 0) {
         close(r->stop[0]);
@@ -321,7 +330,7 @@ static int relay_pair_open(pair *p, relay *r, const mtmux_config *server_cfg,
                            const mtmux_config *client_cfg) {
     char addr[MTMUX_ADDR_STRLEN];
     memset(p, 0, sizeof *p);
-    memset(r, 0, sizeof *r);
+    relay_init(r);
     CHECK_OK(mtmux_listen("127.0.0.1:0", server_cfg, &p->listener));
     CHECK_OK(mtmux_listener_local_addr(p->listener, p->addr, sizeof p->addr));
     CHECK(relay_start(r, (int)client_cfg->tunnels, atoi(strrchr(p->addr, ':') + 1)));
@@ -604,19 +613,20 @@ typedef struct {
 
 static void *receive_and_verify(void *arg) {
     receiver *r = arg;
-    static _Thread_local unsigned char buf[1 << 16], want[1 << 16];
+    enum { CHUNK = 1 << 16 };
+    unsigned char *buf = malloc(2 * CHUNK), *want = buf + CHUNK;
     pattern pat;
     pattern_init(&pat, r->seed);
     const mtmux_stream *s = r->stream;
-    r->result = MTMUX_OK;
-    if (r->accept) {
+    r->result = buf ? MTMUX_OK : MTMUX_ERR_IO;
+    if (r->result == MTMUX_OK && r->accept) {
         r->result = mtmux_session_accept_stream_timeout(r->session, 30000, &r->accepted);
         s = r->accepted;
     }
     if (r->result == MTMUX_OK)
         r->result = mtmux_stream_set_read_timeout(s, 30000);
     while (r->result == MTMUX_OK) {
-        ptrdiff_t n = mtmux_stream_read(s, buf, sizeof buf);
+        ptrdiff_t n = mtmux_stream_read(s, buf, CHUNK);
         if (n < 0) {
             r->result = n;
             break;
@@ -638,6 +648,7 @@ static void *receive_and_verify(void *arg) {
             latch_set(&r->half);
     }
     latch_set(&r->half); /* never leave the killer waiting */
+    free(buf);
     return NULL;
 }
 
@@ -650,17 +661,19 @@ typedef struct {
 
 static void *send_pattern(void *arg) {
     sender *w = arg;
-    static _Thread_local unsigned char buf[1 << 18];
+    enum { CHUNK = 1 << 18 };
+    unsigned char *buf = malloc(CHUNK);
     pattern pat;
     pattern_init(&pat, w->seed);
-    w->result = mtmux_stream_set_write_timeout(w->stream, 30000);
-    for (uint64_t sent = 0; w->result == MTMUX_OK && sent < w->total; sent += sizeof buf) {
-        size_t n = w->total - sent < sizeof buf ? (size_t)(w->total - sent) : sizeof buf;
+    w->result = buf ? mtmux_stream_set_write_timeout(w->stream, 30000) : MTMUX_ERR_IO;
+    for (uint64_t sent = 0; w->result == MTMUX_OK && sent < w->total; sent += CHUNK) {
+        size_t n = w->total - sent < CHUNK ? (size_t)(w->total - sent) : CHUNK;
         pattern_next(&pat, buf, n);
         w->result = mtmux_stream_write_all(w->stream, buf, n);
     }
     if (w->result == MTMUX_OK)
         w->result = mtmux_stream_close_write(w->stream);
+    free(buf);
     return NULL;
 }
 
@@ -758,9 +771,9 @@ static void transfer_through_kills(int from_server, unsigned kill_mask) {
     CHECK_EQ(st.live_tunnels, 4);
     CHECK_EQ(st.in_outage, 0);
     CHECK(kill_mask == 0xF ? st.resumes >= 1 : st.resumes == 0);
-    /* The receiver acknowledged what it got. */
+    /* The receiver acknowledged what it got (what the re-sends were chosen by). */
     CHECK_OK(mtmux_session_stats(from_server ? p.client : p.server, &st));
-    CHECK(st.acks_sent > 0 && st.ack_bytes_sent > st.acks_sent);
+    CHECK(kill_mask == 0 || (st.acks_sent > 0 && st.ack_bytes_sent > st.acks_sent));
 out:
     if (w_started || r_started) {
         /* A check failed mid-transfer: end the session so that both threads return. */
@@ -777,6 +790,11 @@ out:
     pair_free(&p);
     relay_stop(&r);
     latch_destroy(&rx.half);
+}
+
+/* The relay itself loses and reorders nothing (else the tests below would prove nothing). */
+static void test_transfer_through_the_relay_without_kills(void) {
+    transfer_through_kills(0, 0);
 }
 
 static void test_kill_one_tunnel_client_to_server(void) {
@@ -862,6 +880,7 @@ int main(int argc, char **argv) {
         {"stats_and_events_argument_checks", test_stats_and_events_argument_checks},
         {"every_tunnel_lost_without_resumption_closes",
          test_every_tunnel_lost_without_resumption_closes},
+        {"transfer_through_the_relay_without_kills", test_transfer_through_the_relay_without_kills},
         {"kill_one_tunnel_client_to_server", test_kill_one_tunnel_client_to_server},
         {"kill_one_tunnel_server_to_client", test_kill_one_tunnel_server_to_client},
         {"kill_every_tunnel_then_resume", test_kill_every_tunnel_then_resume},
