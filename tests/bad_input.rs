@@ -4,8 +4,8 @@
 mod common;
 
 use common::{cfg, within};
-use mtmux::proto::frame::{Cmd, Control, Header, FLAG_OPEN, HEADER_LEN};
-use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Reply, Status, HELLO_LEN};
+use mtmux::proto::frame::{Control, Header, FLAG_FIN, FLAG_OPEN, HEADER_LEN};
+use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Reply, Status, COMMON_LEN, EXT_LEN};
 use mtmux::{CloseReason, Config, Error, Listener};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,17 +20,21 @@ fn hello(index: u16, count: u16, cfg: &Config) -> Hello {
         stream_window: cfg.stream_window as u32,
         session_window: cfg.session_window as u32,
     };
-    Hello { kind: HelloKind::Join, bundle: id, index, count, params }
+    Hello { kind: HelloKind::Join, bundle: id, index, count, flags: 0, params, generation: 0, nonce: [7; 16] }
 }
 
 fn read_reply(mut c: &TcpStream) -> Option<Reply> {
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut raw = [0u8; HELLO_LEN];
+    let mut raw = [0u8; COMMON_LEN];
     c.read_exact(&mut raw).ok()?;
-    let (mut r, n) = Reply::decode_fixed(&raw).ok()?;
-    let mut reason = vec![0u8; n];
-    c.read_exact(&mut reason).ok()?;
-    r.set_reason(&reason);
+    let (mut r, version, n) = Reply::decode_common(&raw).ok()?;
+    if version == 2 {
+        let mut ext = [0u8; EXT_LEN];
+        c.read_exact(&mut ext).ok()?;
+        r.set_ext(&ext);
+    }
+    r.trailer = vec![0u8; n];
+    c.read_exact(&mut r.trailer).ok()?;
     Some(r)
 }
 
@@ -58,7 +62,7 @@ fn garbage_on_the_listener_is_refused() {
         g.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n").unwrap();
         let r = read_reply(&g).expect("a refusal");
         assert_eq!(r.status, Status::Malformed);
-        assert!(r.reason.contains("not an mtmux peer"), "{}", r.reason);
+        assert!(r.reason().contains("not an mtmux peer"), "{}", r.reason());
         let mut rest = Vec::new();
         let _ = g.read_to_end(&mut rest);
         assert_listener_serves(&l, &c);
@@ -71,7 +75,7 @@ fn truncated_handshake_times_out_without_blocking_others() {
         let c = Config { handshake_timeout: Duration::from_millis(500), ..cfg(2) };
         let l = Listener::bind("127.0.0.1:0", &c).unwrap();
         let mut t = TcpStream::connect(l.local_addr()).unwrap();
-        t.write_all(b"MTMX\x01").unwrap();
+        t.write_all(b"MTMX\x02").unwrap();
         let start = Instant::now();
         // While it hangs there, a real client is served.
         assert_listener_serves(&l, &Config { handshake_timeout: Duration::from_secs(5), ..c.clone() });
@@ -91,7 +95,7 @@ fn bundle_missing_tunnels_is_refused_after_the_timeout() {
         t.write_all(&hello(0, 3, &c).encode()).unwrap();
         let r = read_reply(&t).expect("a refusal");
         assert_eq!(r.status, Status::Incomplete);
-        assert!(r.reason.contains("only 1 of 3"), "{}", r.reason);
+        assert!(r.reason().contains("only 1 of 3"), "{}", r.reason());
         assert_listener_serves(&l, &Config { handshake_timeout: Duration::from_secs(5), ..c });
     });
 }
@@ -317,33 +321,83 @@ fn garbage_after_the_handshake_closes_the_session() {
     });
 }
 
+/// Read frames from the fake peer's socket until `pred` matches one (bounded by the socket's
+/// read timeout).
+fn read_until(raw: &mut TcpStream, mut pred: impl FnMut(&Header, &[u8]) -> bool) {
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hdr = [0u8; HEADER_LEN];
+    loop {
+        raw.read_exact(&mut hdr).unwrap();
+        let h = Header::decode(&hdr, 1 << 20).unwrap();
+        let mut payload = vec![0u8; h.len as usize];
+        raw.read_exact(&mut payload).unwrap();
+        if pred(&h, &payload) {
+            return;
+        }
+    }
+}
+
+/// Protocol version 2 re-sends frames a dying or stale tunnel may not have delivered, so a
+/// frame can arrive twice: the copy is dropped (and not charged to the window), the stream
+/// delivers every byte once, and the ACK counts both arrivals on the tunnel.
 #[test]
-fn duplicate_frames_reset_only_their_stream() {
+fn duplicate_frames_are_delivered_once() {
     within(Duration::from_secs(30), || {
         let (_l, mut raw, s) = fake_peer(&cfg(1));
         let mut b = data(1, 0, FLAG_OPEN, b"abc");
         b.extend(data(1, 0, FLAG_OPEN, b"abc"));
+        b.extend(data(1, 1, FLAG_FIN, b"def"));
+        b.extend(data(1, 1, FLAG_FIN, b"def"));
         raw.write_all(&b).unwrap();
-        let st = s.accept_stream().unwrap();
-        let mut buf = [0u8; 3];
-        let first = (&st).read(&mut buf);
-        let e = match first {
-            Ok(_) => (&st).read(&mut buf).unwrap_err(),
-            Err(e) => e,
-        };
-        assert!(matches!(Error::from(e), Error::Protocol(m) if m.contains("duplicate")));
-        // The fake peer is told with a RESET; the session itself stays up.
-        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut got_reset = false;
-        let mut hdr = [0u8; HEADER_LEN];
-        while !got_reset {
-            raw.read_exact(&mut hdr).unwrap();
-            let h = Header::decode(&hdr, 1 << 20).unwrap();
-            let mut payload = vec![0u8; h.len as usize];
-            raw.read_exact(&mut payload).unwrap();
-            got_reset = h.cmd == Cmd::Reset && h.stream == 1;
-        }
+        let mut st = s.accept_stream().unwrap();
+        let mut got = Vec::new();
+        st.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"abcdef");
+        let mut acked = 0;
+        read_until(&mut raw, |h, p| {
+            if let Ok(Control::Ack { tunnel: 0, generation: 0, frames }) = Control::decode(h, p) {
+                acked = frames;
+            }
+            acked == 4
+        });
         assert!(!s.is_closed());
+    });
+}
+
+#[test]
+fn an_ack_of_frames_never_sent_closes_the_session() {
+    within(Duration::from_secs(30), || {
+        let b = Control::Ack { tunnel: 0, generation: 0, frames: 1000 }.encode();
+        expect_protocol_error(&cfg(1), b, "ACK of 1000 frames");
+    });
+}
+
+#[test]
+fn a_control_frame_with_a_sequence_closes_the_session() {
+    within(Duration::from_secs(30), || {
+        let mut b = Control::Window { stream: 0, limit: 1 << 30 }.encode();
+        b[8..12].copy_from_slice(&[1, 1, 1, 1]);
+        expect_protocol_error(&cfg(1), b, "non-zero sequence");
+    });
+}
+
+/// A version 1 client gets a refusal it can read (version 1's layout) that names the
+/// version mismatch, not a timeout or garbage.
+#[test]
+fn a_version_1_client_is_told_to_upgrade() {
+    within(Duration::from_secs(30), || {
+        let c = cfg(1);
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        let mut raw = TcpStream::connect(l.local_addr()).unwrap();
+        let mut v1 = hello(0, 1, &c).encode()[..COMMON_LEN].to_vec();
+        v1[4] = 1;
+        v1[10] = 0;
+        v1[11] = 0;
+        raw.write_all(&v1).unwrap();
+        let r = read_reply(&raw).expect("a version 1 refusal");
+        assert_eq!(r.status, Status::BadVersion);
+        assert!(r.reason().contains("version 2"), "{}", r.reason());
+        assert_listener_serves(&l, &c);
     });
 }
 

@@ -1,5 +1,7 @@
-//! When the peer or a tunnel goes away: every blocked call returns an error within the
-//! keepalive (or reorder) timeout, and no data is silently lost or corrupted.
+//! When the peer or a tunnel goes away: a lost tunnel loses nothing (its frames are re-sent
+//! and it re-joins); a peer that is gone for good makes every blocked call return an error
+//! within the keepalive and resume timeouts; no data is silently lost or corrupted. (The
+//! fault-injecting relay tests of failover are in `failover.rs`.)
 mod common;
 
 use common::{cfg, pattern, relayed_pair, within};
@@ -35,7 +37,8 @@ fn child_peer_process() {
 #[test]
 fn peer_process_killed_fails_every_blocked_call() {
     within(Duration::from_secs(60), || {
-        let c = cfg(4);
+        // The server keeps the session for the client's re-join that never comes.
+        let c = Config { resume_timeout: Duration::from_secs(1), ..cfg(4) };
         let l = Listener::bind("127.0.0.1:0", &c).unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_peer_process", "--ignored", "--nocapture"])
@@ -63,11 +66,12 @@ fn peer_process_killed_fails_every_blocked_call() {
             ("write", writer.join().unwrap()),
         ] {
             match result {
-                Err(Error::SessionClosed(CloseReason::TunnelsLost(_))) => {}
-                other => panic!("{what}: expected SessionClosed(TunnelsLost), got {other:?}"),
+                Err(Error::SessionClosed(CloseReason::Expired(_))) => {}
+                other => panic!("{what}: expected SessionClosed(Expired), got {other:?}"),
             }
         }
-        assert!(t.elapsed() < c.keepalive_timeout, "took {:?}", t.elapsed());
+        let took = t.elapsed();
+        assert!(took >= c.resume_timeout && took < c.resume_timeout + c.keepalive_timeout, "took {took:?}");
         assert!(matches!(session.open_stream(), Err(Error::SessionClosed(_))));
     });
 }
@@ -75,7 +79,8 @@ fn peer_process_killed_fails_every_blocked_call() {
 #[test]
 fn silent_peer_is_detected_by_keepalive() {
     within(Duration::from_secs(60), || {
-        let c = cfg(3);
+        // No resumption: the last tunnel's silence ends the session.
+        let c = Config { resume_timeout: Duration::ZERO, ..cfg(3) };
         let (client, server, relay) = relayed_pair(&c);
         let st = Arc::new(client.open_stream().unwrap());
         (&*st).write_all(b"x").unwrap();
@@ -94,18 +99,20 @@ fn silent_peer_is_detected_by_keepalive() {
         }
         assert!(matches!(acceptor.join().unwrap(), Err(Error::SessionClosed(_))));
         let took = t.elapsed();
-        assert!(took >= c.keepalive_timeout - Duration::from_millis(600), "too early: {took:?}");
-        assert!(took < c.keepalive_timeout + Duration::from_secs(2), "too late: {took:?}");
+        assert!(took >= c.keepalive_timeout, "too early: {took:?}");
+        // A ping may still pass the relay just after the freeze (a pump already blocked in
+        // its read forwards it): up to one keepalive interval and a round trip more.
+        assert!(took < c.keepalive_timeout + Duration::from_secs(1), "too late: {took:?}");
         // The server side sees the same silence.
         assert!(matches!(server.accept_stream(), Err(Error::SessionClosed(_))));
     });
 }
 
+/// Frames verifiably inside a tunnel when it is cut are re-sent on the others: the stream
+/// carries on intact (version 1 failed it with a reorder timeout), the slot re-joins.
 #[test]
-fn tunnel_cut_mid_transfer_fails_the_stream_cleanly_and_the_session_survives() {
-    within(Duration::from_secs(60), || {
-        // The cut is seen at once (end of stream); a long keepalive timeout keeps a loaded CI
-        // machine from also declaring a slow tunnel dead, which is not what this test is about.
+fn tunnel_cut_mid_transfer_loses_nothing() {
+    within(Duration::from_secs(90), || {
         let c = Config { keepalive_timeout: Duration::from_secs(10), ..cfg(4) };
         let (client, server, relay) = relayed_pair(&c);
         assert_eq!(relay.connections(), 4);
@@ -117,79 +124,67 @@ fn tunnel_cut_mid_transfer_fails_the_stream_cleanly_and_the_session_survives() {
         (&idle_peer).read_exact(&mut b).unwrap();
 
         const CHUNK: usize = 256 << 10;
+        // More than the windows hold, so the stream is still moving when the cut comes.
+        const CHUNKS: u64 = 1024;
         let client2 = client.clone();
-        let sender = thread::spawn(move || {
-            let mut s = client2.open_stream().unwrap();
-            let mut result = Ok(());
-            for i in 0..1024u64 {
-                if let Err(e) = s.write_all(&pattern(i, CHUNK)) {
-                    result = Err(Error::from(e));
-                    break;
-                }
+        let sender = thread::spawn(move || -> Result<(), Error> {
+            let mut s = client2.open_stream()?;
+            for i in 0..CHUNKS {
+                s.write_all(&pattern(i, CHUNK))?;
             }
-            result
+            s.close_write()?;
+            Ok(())
         });
         let mut s = server.accept_stream().unwrap();
         let mut buf = vec![0u8; CHUNK];
-        // Every chunk that arrives, before or after the cut, is exactly what was sent.
         let mut next = 0u64;
-        let mut read_chunk = |s: &mut mtmux::Stream| -> Result<(), Error> {
-            s.read_exact(&mut buf)?;
+        let mut read_chunk = |s: &mut mtmux::Stream| {
+            s.read_exact(&mut buf).unwrap();
             assert!(buf == pattern(next, CHUNK), "chunk {next} corrupted");
             next += 1;
-            Ok(())
+            next
         };
-        let mut failure = None;
         for _ in 0..8 {
-            read_chunk(&mut s).unwrap();
+            read_chunk(&mut s);
         }
-        // Hold the victim tunnel until frames of the stream are stuck in the relay (more than
-        // any control frames could amount to), then cut it: those frames are lost for good.
+        // Hold the victim tunnel until frames of the stream are stuck in the relay, then cut
+        // it: those bytes never reach the server on that connection.
         relay.hold(1);
         let deadline = Instant::now() + Duration::from_secs(10);
         while relay.held_bytes(1) < 64 << 10 {
             assert!(Instant::now() < deadline, "no frames went into the held tunnel");
-            // Keep the stream moving so the sender keeps writing.
-            if let Err(e) = read_chunk(&mut s) {
-                failure = Some(e);
-                break;
-            }
+            read_chunk(&mut s);
         }
+        let held = relay.held_bytes(1);
         relay.cut(1);
-        let t_cut = Instant::now();
-        while failure.is_none() {
-            if let Err(e) = read_chunk(&mut s) {
-                failure = Some(e);
-            }
+        while read_chunk(&mut s) < CHUNKS {}
+        assert_eq!(s.read(&mut buf).unwrap(), 0, "end of stream");
+        sender.join().unwrap().expect("the sender sees no error");
+        // The held bytes (frames, keepalives, a frame cut in two) were re-sent as frames.
+        let resent: u64 = client.tunnel_stats().iter().map(|t| t.bytes_resent).sum();
+        assert!(resent >= 32 << 10, "{resent} bytes re-sent, {held} were held");
+        // The slot re-joins with a new generation and the session has four tunnels again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !client.tunnel_stats().iter().all(|t| t.state == mtmux::TunnelState::Live)
+            || client.tunnel_stats().iter().all(|t| t.generation == 0)
+        {
+            assert!(Instant::now() < deadline, "no re-join: {:?}", client.tunnel_stats());
+            thread::sleep(Duration::from_millis(20));
         }
-        let failure = failure.expect("frames lost with the cut tunnel: the stream must fail");
-        assert!(matches!(failure, Error::ReorderTimeout { .. }), "{failure:?} after {next} chunks");
-        assert!(t_cut.elapsed() < c.reorder_timeout + Duration::from_secs(3));
-        let sent = sender.join().unwrap();
-        assert!(matches!(sent, Err(Error::StreamReset { remote: true, .. })), "{sent:?}");
-        // The session goes on over the three remaining tunnels; the idle stream still works.
-        assert_eq!(client.tunnel_stats().iter().filter(|t| t.alive).count(), 3);
+        assert!(relay.connections() >= 5, "the client re-dialed through the relay");
         idle.write_all(b" still works").unwrap();
         idle.close_write().unwrap();
         let mut rest = String::new();
         (&idle_peer).read_to_string(&mut rest).unwrap();
         assert_eq!(rest, " still works");
-        let rx = thread::spawn(move || {
-            let mut v = Vec::new();
-            server.accept_stream().unwrap().read_to_end(&mut v).unwrap();
-            v
-        });
-        let mut fresh = client.open_stream().unwrap();
-        fresh.write_all(&pattern(77, 2 << 20)).unwrap();
-        fresh.close_write().unwrap();
-        assert!(rx.join().unwrap() == pattern(77, 2 << 20));
     });
 }
 
 #[test]
-fn losing_the_last_tunnel_closes_the_session() {
+fn losing_the_last_tunnel_closes_the_session_without_resumption() {
     within(Duration::from_secs(30), || {
-        let c = Config { ..cfg(2) };
+        // No re-join either: a re-dial could replace the first tunnel before the second dies.
+        let c = Config { resume_timeout: Duration::ZERO, rejoin: false, ..cfg(2) };
         let (client, server, relay) = relayed_pair(&c);
         let st = client.open_stream().unwrap();
         relay.cut(0);
@@ -202,7 +197,7 @@ fn losing_the_last_tunnel_closes_the_session() {
 }
 
 /// Regression: RESETs written into a tunnel that then died were lost, leaving the peer's
-/// writers blocked forever. Control frames are now sent again after a tunnel failure.
+/// writers blocked forever. Control frames count in ACKs and are re-sent like DATA.
 #[test]
 fn resets_lost_with_a_dying_tunnel_are_sent_again() {
     within(Duration::from_secs(60), || {

@@ -3,13 +3,14 @@
 //! number of tunnels held while waiting is bounded, and each bundle has a deadline after which
 //! the listener refuses it. Generic over the connection type so it is tested without sockets.
 
-use crate::proto::handshake::{BundleId, Hello, HelloKind, Params, Status};
+use crate::proto::handshake::{BundleId, Hello, HelloKind, Status};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 struct Pending<T> {
-    count: u16,
-    params: Params,
+    /// The first tunnel's HELLO: every other tunnel must agree with it (count, parameters,
+    /// flags, nonce).
+    first: Hello,
     slots: Vec<Option<T>>,
     arrived: usize,
     deadline: Instant,
@@ -17,12 +18,12 @@ struct Pending<T> {
 
 /// Result of a tunnel joining.
 pub enum Join<T> {
-    /// The bundle is complete: its tunnels in index order and the client's parameters.
+    /// The bundle is complete: its tunnels in index order and what the client announced.
     Complete {
         /// Connections, index 0 first.
         tunnels: Vec<T>,
-        /// Parameters the client announced.
-        params: Params,
+        /// One of the bundle's HELLOs (they agree on everything but the index).
+        hello: Hello,
     },
     /// The tunnel is held until the rest of the bundle arrives or `deadline` passes.
     Waiting {
@@ -96,11 +97,8 @@ impl<T> Assembler<T> {
             }
         }
         if hello.kind == HelloKind::Rejoin {
-            return refuse(
-                conn,
-                Status::Unsupported,
-                "re-joining a bundle is not supported by this server".into(),
-            );
+            // The listener takes re-joins to running sessions; they never assemble a bundle.
+            return refuse(conn, Status::Unsupported, "a REJOIN does not start a bundle".into());
         }
         if hello.count > max_tunnels {
             return refuse(
@@ -110,11 +108,13 @@ impl<T> Assembler<T> {
             );
         }
         if let Some(p) = self.bundles.get(&hello.bundle) {
-            if p.count != hello.count || p.params != hello.params {
+            let f = &p.first;
+            if (f.count, f.params, f.flags, f.nonce) != (hello.count, hello.params, hello.flags, hello.nonce)
+            {
                 return refuse(
                     conn,
                     Status::Conflict,
-                    "tunnel disagrees with its bundle's count or parameters".into(),
+                    "tunnel disagrees with its bundle's count, parameters, flags or nonce".into(),
                 );
             }
             if p.slots[hello.index as usize].is_some() {
@@ -122,15 +122,14 @@ impl<T> Assembler<T> {
             }
         }
         if hello.count == 1 {
-            return Join::Complete { tunnels: vec![conn], params: hello.params };
+            return Join::Complete { tunnels: vec![conn], hello: *hello };
         }
         if self.held >= self.max_held {
             return refuse(conn, Status::Busy, "too many handshakes in progress".into());
         }
         let first = !self.bundles.contains_key(&hello.bundle);
         let p = self.bundles.entry(hello.bundle).or_insert_with(|| Pending {
-            count: hello.count,
-            params: hello.params,
+            first: *hello,
             slots: (0..hello.count).map(|_| None).collect(),
             arrived: 0,
             deadline: now + timeout,
@@ -138,13 +137,13 @@ impl<T> Assembler<T> {
         p.slots[hello.index as usize] = Some(conn);
         p.arrived += 1;
         self.held += 1;
-        if p.arrived < p.count as usize {
+        if p.arrived < p.first.count as usize {
             return Join::Waiting { deadline: p.deadline, first };
         }
         let p = self.bundles.remove(&hello.bundle).expect("present");
         self.held -= p.arrived;
         let tunnels = p.slots.into_iter().map(|s| s.expect("all arrived")).collect();
-        Join::Complete { tunnels, params: p.params }
+        Join::Complete { tunnels, hello: p.first }
     }
 
     /// Whether bundle `id` is still being assembled.
@@ -182,7 +181,11 @@ impl<T> Assembler<T> {
         }
         let p = self.bundles.remove(id)?;
         self.held -= p.arrived;
-        Some(Expired { tunnels: p.slots.into_iter().flatten().collect(), arrived: p.arrived, count: p.count })
+        Some(Expired {
+            tunnels: p.slots.into_iter().flatten().collect(),
+            arrived: p.arrived,
+            count: p.first.count,
+        })
     }
 
     /// Remove every waiting bundle (the listener is closing).
@@ -195,6 +198,7 @@ impl<T> Assembler<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::handshake::Params;
 
     fn hello(id: u8, index: u16, count: u16) -> Hello {
         Hello {
@@ -202,7 +206,10 @@ mod tests {
             bundle: BundleId([id; 16]),
             index,
             count,
+            flags: 0,
             params: Params { max_frame: 1024, stream_window: 4096, session_window: 8192 },
+            generation: 0,
+            nonce: [id; 16],
         }
     }
 
@@ -242,8 +249,15 @@ mod tests {
             a.join(&hello(3, 0, 9), "big", now, T, 8),
             Join::Refused { status: Status::BadParams, .. }
         ));
+        let mut other_nonce = hello(1, 2, 3);
+        other_nonce.nonce = [9; 16];
+        assert!(matches!(
+            a.join(&other_nonce, "nonce", now, T, 8),
+            Join::Refused { status: Status::Conflict, .. }
+        ));
         let mut r = hello(4, 0, 2);
         r.kind = HelloKind::Rejoin;
+        r.generation = 1;
         assert!(matches!(a.join(&r, "rj", now, T, 8), Join::Refused { status: Status::Unsupported, .. }));
     }
 

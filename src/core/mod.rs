@@ -1,9 +1,13 @@
 //! The pure protocol core: plain data structures with no sockets, threads or clocks
 //! (time is passed in). The session's threads only move bytes between sockets and these.
 
+pub mod ack;
+pub mod backoff;
 pub mod bundle;
+pub mod dedup;
 pub mod ids;
 pub mod reorder;
+pub mod replay;
 pub mod rtt;
 pub mod sched;
 pub mod window;

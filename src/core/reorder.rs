@@ -2,9 +2,10 @@
 //! sequence order and hands out their bytes.
 //!
 //! Frames `0..next` have been moved to `ready` (in order); frames at or after `next` wait in
-//! `pending` until the gap before them closes. A *gap* exists when a frame after `next` is
-//! known to exist (it is pending, or the sender's SENT mark says so) but `next` itself has not
-//! arrived; the caller fails the stream when a gap outlives the reorder timeout. Time is passed
+//! `pending` until the gap before them closes. A *gap* exists when a frame after `next` has
+//! arrived but `next` itself has not; the caller fails the stream when a gap outlives the
+//! reorder timeout (with protocol version 2 a frame lost with a tunnel is re-sent, so this is
+//! a last line of defence against a broken peer, not the normal way a tunnel failure shows). Time is passed
 //! in, never read.
 
 use crate::proto::frame::{data_charge, FLAG_FIN, FLAG_OPEN};
@@ -52,8 +53,6 @@ pub struct ReorderBuffer {
     ready_bytes: usize,
     /// Sequence number of the FIN frame, once any frame told us.
     fin_seq: Option<u32>,
-    /// Frames the sender reported as sent (SENT marks); frames below it must arrive.
-    announced: u32,
     /// When the current gap was first seen (`None`: no gap).
     gap_since: Option<Instant>,
     /// Longest time a filled gap held later data back, since the last `take_max_hold`.
@@ -126,17 +125,6 @@ impl ReorderBuffer {
         Ok(progressed)
     }
 
-    /// Record the sender's SENT mark: it has sent `count` frames in all.
-    pub fn mark_sent(&mut self, count: u32, now: Instant) {
-        let new = ahead(self.next, count);
-        let old = ahead(self.next, self.announced);
-        // An old mark behind `next` is already satisfied and counts as distance 0.
-        if new < 1 << 31 && (old >= 1 << 31 || new > old) {
-            self.announced = count;
-        }
-        self.update_gap(false, now);
-    }
-
     fn push_ready(&mut self, payload: Vec<u8>) {
         if !payload.is_empty() {
             self.ready_bytes += payload.len();
@@ -159,7 +147,6 @@ impl ReorderBuffer {
             return false;
         }
         !self.pending.is_empty()
-            || (self.announced != self.next && ahead(self.next, self.announced) < 1 << 31)
     }
 
     /// All frames up to and including FIN have been put in order.
@@ -322,23 +309,6 @@ mod tests {
         let mut r = ReorderBuffer::new();
         assert_eq!(r.insert(0, 0, b"a".to_vec(), t0()), Err(ReorderError::BadOpen(0)));
         assert_eq!(r.insert(3, FLAG_OPEN, b"a".to_vec(), t0()), Err(ReorderError::BadOpen(3)));
-    }
-
-    #[test]
-    fn sent_mark_reveals_a_lost_tail() {
-        let mut r = ReorderBuffer::new();
-        let now = t0();
-        r.insert(0, FLAG_OPEN, b"a".to_vec(), now).unwrap();
-        assert_eq!(r.gap_deadline(Duration::from_secs(1)), None);
-        // The sender says it sent 3 frames; frames 1 and 2 are missing.
-        let later = now + Duration::from_millis(5);
-        r.mark_sent(3, later);
-        assert_eq!(r.gap_deadline(Duration::from_secs(1)), Some(later + Duration::from_secs(1)));
-        r.insert(1, 0, b"b".to_vec(), later).unwrap();
-        r.insert(2, FLAG_FIN, vec![], later).unwrap();
-        assert_eq!(r.gap_deadline(Duration::from_secs(1)), None);
-        assert_eq!(read_all(&mut r), b"ab");
-        assert!(r.at_eof());
     }
 
     #[test]

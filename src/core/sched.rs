@@ -2,8 +2,10 @@
 //!
 //! Frames that could not be written straight to a tunnel by the application thread wait here.
 //! Order of service for a writer: its own tunnel's control frames (keepalive), then
-//! session-level control frames (window updates, resets, ...), then DATA frames taken
-//! round-robin, one frame per stream per turn, so a small request is never stuck behind
+//! session-level control frames (window updates, acknowledgements, resets, ...), then DATA
+//! frames being re-sent because the tunnel that carried them died or went stale (never to
+//! that same tunnel generation), then new DATA frames taken round-robin, one frame per stream
+//! per turn, so a small request is never stuck behind
 //! another stream's megabytes. Writers ask for work only when their socket has room, so the
 //! tunnel that can send soonest takes the next frame (the pull form of MPTCP's
 //! lowest-time-to-flush choice). Pure data structure; the session wraps it in a mutex.
@@ -11,14 +13,16 @@
 use crate::proto::frame::Control;
 use std::collections::{HashMap, VecDeque};
 
-/// Work handed to one tunnel writer: control frames (encoded) first, then DATA frames.
+/// Work handed to one tunnel writer: the frames that do not count in ACKs (keepalive, ACK)
+/// encoded together first, then those that do, each in its own buffer so that it can be kept
+/// for replay once written.
 #[derive(Default, Debug)]
 pub struct Batch {
-    /// Encoded control frames.
+    /// Encoded frames that do not count in ACKs.
     pub control: Vec<u8>,
     /// Number of frames in `control`.
     pub control_frames: usize,
-    /// Encoded DATA frames (header and payload), in the order to write them.
+    /// Encoded frames that count in ACKs (control frames, DATA frames), in write order.
     pub data: Vec<Vec<u8>>,
 }
 
@@ -32,14 +36,26 @@ impl Batch {
 
     /// Append a control frame.
     pub fn push_control(&mut self, c: Control) {
-        c.encode_into(&mut self.control);
-        self.control_frames += 1;
+        if c.counts_in_acks() {
+            self.data.push(c.encode());
+        } else {
+            c.encode_into(&mut self.control);
+            self.control_frames += 1;
+        }
     }
 
     /// Number of frames in the batch.
     pub fn frames(&self) -> usize {
         self.control_frames + self.data.len()
     }
+}
+
+/// A DATA frame to re-send, and the tunnel generation that failed to deliver it.
+#[derive(Debug)]
+struct Resend {
+    frame: Vec<u8>,
+    slot: usize,
+    generation: u32,
 }
 
 /// Queued frames of a session.
@@ -59,8 +75,14 @@ pub struct Scheduler {
     limit: usize,
     /// Writers waiting for work, most recently idle last.
     idle: Vec<usize>,
+    /// DATA frames to re-send, oldest first (not bounded by `limit`: they already hold credit).
+    resend: VecDeque<Resend>,
     /// Tunnels that can no longer send.
     dead: Vec<bool>,
+    /// Tunnels that stopped delivering: they send only their own control frames.
+    stale: Vec<bool>,
+    /// Current generation of each tunnel slot.
+    generation: Vec<u32>,
     /// Tunnels whose socket holds a partly written frame that their writer must finish.
     flush: Vec<bool>,
 }
@@ -76,7 +98,10 @@ impl Scheduler {
             queued_bytes: 0,
             limit,
             idle: Vec::new(),
+            resend: VecDeque::new(),
             dead: vec![false; tunnels],
+            stale: vec![false; tunnels],
+            generation: vec![0; tunnels],
             flush: vec![false; tunnels],
         }
     }
@@ -95,7 +120,51 @@ impl Scheduler {
 
     /// Whether nothing at all waits to be sent.
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty() && self.control.is_empty() && self.tunnel_control.iter().all(VecDeque::is_empty)
+        self.ring.is_empty()
+            && self.resend.is_empty()
+            && self.control.is_empty()
+            && self.tunnel_control.iter().all(VecDeque::is_empty)
+    }
+
+    /// Queue DATA frames that generation `generation` of tunnel `slot` failed to deliver, to
+    /// be re-sent on any other tunnel generation. Returns the writers to wake.
+    pub fn push_resend(&mut self, frames: Vec<Vec<u8>>, slot: usize, generation: u32) -> Vec<usize> {
+        if frames.is_empty() {
+            return Vec::new();
+        }
+        self.resend.extend(frames.into_iter().map(|frame| Resend { frame, slot, generation }));
+        let wake: Vec<usize> = self.idle.iter().copied().filter(|&t| self.may_resend(t)).collect();
+        self.idle.retain(|t| !wake.contains(t));
+        wake
+    }
+
+    /// Frames waiting to be re-sent, and their bytes.
+    pub fn resend_queued(&self) -> (usize, usize) {
+        (self.resend.len(), self.resend.iter().map(|r| r.frame.len()).sum())
+    }
+
+    /// Whether writer `t` may take some frame of the re-send queue.
+    fn may_resend(&self, t: usize) -> bool {
+        self.usable(t) && self.resend.iter().any(|r| r.slot != t || r.generation != self.generation[t])
+    }
+
+    /// Whether tunnel `t` takes session-level work.
+    fn usable(&self, t: usize) -> bool {
+        !self.dead[t] && !self.stale[t]
+    }
+
+    /// Tunnel `t` stopped delivering (`true`) or moves again (`false`).
+    pub fn set_stale(&mut self, t: usize, stale: bool) {
+        self.stale[t] = stale;
+    }
+
+    /// Tunnel `t` carries generation `generation` now (a re-join).
+    pub fn revive(&mut self, t: usize, generation: u32) {
+        self.dead[t] = false;
+        self.stale[t] = false;
+        self.flush[t] = false;
+        self.tunnel_control[t].clear();
+        self.generation[t] = generation;
     }
 
     /// Bytes of DATA waiting.
@@ -170,8 +239,8 @@ impl Scheduler {
     pub fn has_work_for(&self, t: usize) -> bool {
         self.flush[t]
             || !self.tunnel_control[t].is_empty()
-            || !self.control.is_empty()
-            || !self.ring.is_empty()
+            || (self.usable(t) && (!self.control.is_empty() || !self.ring.is_empty()))
+            || self.may_resend(t)
     }
 
     /// Tunnel `t` died: its own control frames are dropped and it gets no more work.
@@ -193,18 +262,35 @@ impl Scheduler {
         bytes
     }
 
-    /// Fill `batch` with work for writer `t`: all its tunnel control frames, all session
-    /// control frames, then DATA frames round-robin until `budget` bytes are reached (at least
-    /// one frame if any is queued). Returns the number of DATA frames taken.
+    /// Fill `batch` with work for writer `t`: all its tunnel control frames; unless the
+    /// tunnel is stale, all session control frames, then frames to re-send (not those its
+    /// own generation failed to deliver), then DATA frames round-robin, until `budget` bytes
+    /// are reached (at least one frame if any is queued). Returns the number of DATA frames
+    /// taken.
     pub fn next_batch(&mut self, t: usize, budget: usize, batch: &mut Batch) -> usize {
         for c in self.tunnel_control[t].drain(..) {
             batch.push_control(c);
+        }
+        if !self.usable(t) {
+            return 0;
         }
         for c in self.control.drain(..) {
             batch.push_control(c);
         }
         let mut taken = 0;
-        let mut bytes = batch.control.len();
+        let mut bytes = batch.control.len() + batch.data.iter().map(Vec::len).sum::<usize>();
+        let generation = self.generation[t];
+        let mut i = 0;
+        while i < self.resend.len() && (bytes < budget || taken == 0) {
+            if self.resend[i].slot == t && self.resend[i].generation == generation {
+                i += 1;
+                continue;
+            }
+            let r = self.resend.remove(i).expect("index checked");
+            bytes += r.frame.len();
+            batch.data.push(r.frame);
+            taken += 1;
+        }
         while bytes < budget || taken == 0 {
             let Some(id) = self.ring.pop_front() else {
                 break;
@@ -228,7 +314,6 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::frame::HEADER_LEN;
 
     fn frame(id: u8, len: usize) -> Vec<u8> {
         vec![id; len]
@@ -258,8 +343,12 @@ mod tests {
         s.push_tunnel_control(1, Control::Pong(9));
         let mut b = Batch::default();
         assert_eq!(s.next_batch(0, 1000, &mut b), 1);
-        // Tunnel 1's pong is not tunnel 0's business.
-        assert_eq!(b.control.len(), HEADER_LEN + 8);
+        // Tunnel 1's pong is not tunnel 0's business; the WINDOW counts in ACKs, so it has
+        // its own buffer (kept for replay), ahead of the DATA frame.
+        assert!(b.control.is_empty());
+        assert_eq!(b.data[0], Control::Window { stream: 1, limit: 5 }.encode());
+        assert_eq!(b.data[1].len(), 100);
+        assert_eq!(b.frames(), 2);
         let mut b1 = Batch::default();
         assert_eq!(s.next_batch(1, 1000, &mut b1), 0);
         assert_eq!(b1.control, Control::Pong(9).encode());
@@ -324,6 +413,43 @@ mod tests {
         assert!(s.has_work_for(0) && !s.has_work_for(1));
         assert!(s.take_flush(0));
         assert!(!s.take_flush(0));
+    }
+
+    #[test]
+    fn resent_frames_go_first_but_never_to_the_generation_that_failed() {
+        let mut s = Scheduler::new(2, 1 << 20);
+        s.push_data(1, frame(1, 10));
+        s.set_idle(0);
+        s.set_idle(1);
+        assert_eq!(s.push_resend(vec![frame(9, 10), frame(8, 10)], 0, 0), vec![1]);
+        let mut b = Batch::default();
+        // Tunnel 0 generation 0 failed to deliver them: it only gets the new frame.
+        assert!(s.has_work_for(0));
+        s.next_batch(0, 1000, &mut b);
+        assert_eq!(b.data.iter().map(|f| f[0]).collect::<Vec<_>>(), vec![1]);
+        assert!(!s.has_work_for(0));
+        // A re-joined generation of slot 0 may carry them.
+        s.revive(0, 1);
+        assert!(s.has_work_for(0));
+        b.clear();
+        s.next_batch(1, 0, &mut b);
+        assert_eq!(b.data.iter().map(|f| f[0]).collect::<Vec<_>>(), vec![9]);
+        assert_eq!(s.resend_queued(), (1, 10));
+    }
+
+    #[test]
+    fn stale_tunnels_send_only_their_own_control_frames() {
+        let mut s = Scheduler::new(2, 1 << 20);
+        s.set_stale(1, true);
+        s.push_data(1, frame(1, 10));
+        s.push_control(Control::GoAway(0));
+        s.push_tunnel_control(1, Control::Ping(5));
+        let mut b = Batch::default();
+        assert_eq!(s.next_batch(1, 1000, &mut b), 0);
+        assert_eq!(b.control, Control::Ping(5).encode());
+        assert!(!s.has_work_for(1));
+        s.set_stale(1, false);
+        assert!(s.has_work_for(1));
     }
 
     #[test]

@@ -129,23 +129,41 @@ impl SendWindow {
 /// A send window shared by many writers (the session-level one): reservations are made with
 /// a compare-and-swap, so writers do not serialise on a lock. Waiting for credit is the
 /// caller's business.
+///
+/// Besides the peer's limit, what is sent and not yet acknowledged is bounded by `cap`: a
+/// sender keeps every DATA frame until the peer acknowledges it, and that replay buffer must
+/// not outgrow what the peer granted, even if the peer raised its limit without
+/// acknowledging.
 #[derive(Debug)]
 pub struct SharedSendWindow {
     /// Absolute limit announced by the peer.
     limit: AtomicU64,
     /// Charge reserved so far.
     used: AtomicU64,
+    /// Charge acknowledged so far.
+    acked: AtomicU64,
+    /// Most charge reserved and not yet acknowledged.
+    cap: u64,
 }
 
 impl SharedSendWindow {
-    /// A window with the peer's initial limit.
-    pub fn new(initial: u64) -> Self {
-        SharedSendWindow { limit: AtomicU64::new(initial), used: AtomicU64::new(0) }
+    /// A window with the peer's initial limit, holding at most `cap` unacknowledged charge.
+    pub fn new(initial: u64, cap: u64) -> Self {
+        SharedSendWindow {
+            limit: AtomicU64::new(initial),
+            used: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            cap,
+        }
+    }
+
+    fn ceiling(&self) -> u64 {
+        self.limit.load(Ordering::Acquire).min(self.acked.load(Ordering::Acquire).saturating_add(self.cap))
     }
 
     /// Charge that may still be reserved.
     pub fn available(&self) -> u64 {
-        self.limit.load(Ordering::Acquire).saturating_sub(self.used.load(Ordering::Acquire))
+        self.ceiling().saturating_sub(self.used.load(Ordering::Acquire))
     }
 
     /// Reserve up to `max` charge, but only if more than `min` is available; returns what
@@ -153,7 +171,7 @@ impl SharedSendWindow {
     pub fn try_reserve(&self, min: u64, max: u64) -> Option<u64> {
         let mut used = self.used.load(Ordering::Acquire);
         loop {
-            let avail = self.limit.load(Ordering::Acquire).saturating_sub(used);
+            let avail = self.ceiling().saturating_sub(used);
             if avail <= min {
                 return None;
             }
@@ -168,6 +186,16 @@ impl SharedSendWindow {
     /// Apply a WINDOW frame. Returns whether the limit grew.
     pub fn raise(&self, limit: u64) -> bool {
         self.limit.fetch_max(limit, Ordering::AcqRel) < limit
+    }
+
+    /// `charge` more was acknowledged by the peer (or will never be sent).
+    pub fn acknowledge(&self, charge: u64) {
+        self.acked.fetch_add(charge, Ordering::AcqRel);
+    }
+
+    /// Charge reserved and not acknowledged.
+    pub fn unacknowledged(&self) -> u64 {
+        self.used.load(Ordering::Acquire).saturating_sub(self.acked.load(Ordering::Acquire))
     }
 }
 
@@ -218,7 +246,7 @@ mod tests {
 
     #[test]
     fn shared_window_reserves_within_the_limit() {
-        let w = SharedSendWindow::new(1000);
+        let w = SharedSendWindow::new(1000, u64::MAX / 2);
         assert_eq!(w.try_reserve(64, 300), Some(300));
         assert_eq!(w.try_reserve(64, 900), Some(700));
         assert_eq!(w.try_reserve(64, 10), None);
@@ -231,7 +259,7 @@ mod tests {
 
     #[test]
     fn concurrent_reservations_never_exceed_the_limit() {
-        let w = std::sync::Arc::new(SharedSendWindow::new(100_000));
+        let w = std::sync::Arc::new(SharedSendWindow::new(100_000, u64::MAX / 2));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let w = w.clone();
@@ -247,6 +275,18 @@ mod tests {
         let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(total, 100_000);
         assert_eq!(w.available(), 0);
+    }
+
+    #[test]
+    fn unacknowledged_charge_is_capped_whatever_the_peer_grants() {
+        let w = SharedSendWindow::new(10_000, 1000);
+        assert_eq!(w.try_reserve(0, 5000), Some(1000));
+        assert_eq!(w.try_reserve(0, 1), None, "the replay cap binds");
+        w.acknowledge(400);
+        assert_eq!(w.unacknowledged(), 600);
+        assert_eq!(w.try_reserve(0, 5000), Some(400));
+        w.acknowledge(9_000);
+        assert_eq!(w.available(), 10_000 - 1400, "then the peer's limit binds");
     }
 
     #[test]

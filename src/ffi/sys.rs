@@ -98,6 +98,34 @@ pub fn read_into_spare(sock: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::R
     }
 }
 
+/// Set `TCP_USER_TIMEOUT`: the kernel gives up on a connection whose sent data stays
+/// unacknowledged this long (instead of retrying for about 15 minutes).
+pub fn set_user_timeout(sock: &TcpStream, timeout: Duration) -> io::Result<()> {
+    let v: libc::c_uint = timeout.as_millis().clamp(1, u32::MAX as u128) as libc::c_uint;
+    // Safety: we pass a pointer to a live c_uint and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &v as *const libc::c_uint as *const libc::c_void,
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A random `u32` from the OS (0 if the OS source fails, which only weakens jitter).
+pub fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = random_bytes(&mut b);
+    u32::from_le_bytes(b)
+}
+
 /// Shut down a listening socket: on Linux this makes a thread blocked in `accept` return.
 pub fn shutdown_listener(l: &std::net::TcpListener) {
     // Safety: shutdown on a descriptor we own; errors are harmless here.
@@ -147,6 +175,7 @@ mod tests {
         assert_eq!(v, b"hello world");
         assert!(wait_writable(&a, Duration::from_millis(100)).unwrap());
         set_notsent_lowat(&a, 128 * 1024).unwrap();
+        set_user_timeout(&a, Duration::from_secs(30)).unwrap();
         drop(a);
         let mut rest = Vec::new();
         (&b).read_to_end(&mut rest).unwrap();

@@ -16,7 +16,7 @@ use std::fmt;
 /// Length of every frame header on the wire.
 pub const HEADER_LEN: usize = 16;
 /// The frame format version this implementation speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Flow-control cost of a DATA frame on top of its payload (see [`data_charge`]).
 pub const FRAME_CHARGE: u64 = 64;
 /// Hard protocol ceiling for `max_frame_size`.
@@ -38,10 +38,8 @@ pub enum Cmd {
     Pong = 4,
     /// The sender opens no more streams and will close the session once its streams are done.
     GoAway = 5,
-    /// "I have sent `seq` sequenced frames on this stream": makes frames lost with a dead
-    /// tunnel visible to the receiver's reorder buffer.
-    Sent = 6,
-    /// Reserved for data-level acknowledgements (tunnel-failure recovery); refused in version 1.
+    /// Data-level acknowledgement: how many DATA frames arrived on one tunnel generation.
+    /// (Command 6, version 1's SENT mark, is retired: version 2 re-sends instead.)
     Ack = 7,
 }
 
@@ -54,7 +52,6 @@ impl Cmd {
             3 => Cmd::Ping,
             4 => Cmd::Pong,
             5 => Cmd::GoAway,
-            6 => Cmd::Sent,
             7 => Cmd::Ack,
             _ => return None,
         })
@@ -75,7 +72,7 @@ pub struct Header {
     pub flags: u16,
     /// Stream the frame belongs to; 0 for session-level frames.
     pub stream: u32,
-    /// Per-stream sequence number of DATA frames; the frame count of SENT; 0 otherwise.
+    /// Per-stream sequence number of DATA frames; 0 otherwise.
     pub seq: u32,
     /// Payload length in bytes.
     pub len: u32,
@@ -88,8 +85,13 @@ pub enum FrameError {
     BadVersion(u8),
     /// The command byte is not a known command.
     UnknownCommand(u8),
-    /// The command is known but not supported by this version.
-    Unsupported(Cmd),
+    /// A non-DATA frame with a non-zero sequence field.
+    BadSequence {
+        /// The command.
+        cmd: Cmd,
+        /// Announced sequence.
+        seq: u32,
+    },
     /// The payload is longer than the receiver's maximum frame size.
     TooLong {
         /// Announced payload length.
@@ -125,7 +127,7 @@ impl fmt::Display for FrameError {
         match self {
             FrameError::BadVersion(v) => write!(f, "frame version {v} (expected {VERSION})"),
             FrameError::UnknownCommand(c) => write!(f, "unknown frame command {c:#04x}"),
-            FrameError::Unsupported(c) => write!(f, "frame command {c:?} is not supported"),
+            FrameError::BadSequence { cmd, seq } => write!(f, "{cmd:?} frame with non-zero sequence {seq}"),
             FrameError::TooLong { len, max } => {
                 write!(f, "frame payload of {len} bytes exceeds the maximum of {max}")
             }
@@ -181,9 +183,12 @@ impl Header {
     }
 
     fn validate(&self, max_frame: u32) -> Result<(), FrameError> {
-        let Header { cmd, flags, stream, len, .. } = *self;
-        let needs_stream = matches!(cmd, Cmd::Data | Cmd::Reset | Cmd::Sent);
-        let session_only = matches!(cmd, Cmd::Ping | Cmd::Pong | Cmd::GoAway);
+        let Header { cmd, flags, stream, seq, len } = *self;
+        let needs_stream = matches!(cmd, Cmd::Data | Cmd::Reset);
+        let session_only = matches!(cmd, Cmd::Ping | Cmd::Pong | Cmd::GoAway | Cmd::Ack);
+        if cmd != Cmd::Data && seq != 0 {
+            return Err(FrameError::BadSequence { cmd, seq });
+        }
         if (needs_stream && stream == 0) || (session_only && stream != 0) {
             return Err(FrameError::BadStream { cmd, stream });
         }
@@ -205,8 +210,7 @@ impl Header {
             }
             Cmd::Window | Cmd::Ping | Cmd::Pong => 8,
             Cmd::Reset | Cmd::GoAway => 4,
-            Cmd::Sent => 0,
-            Cmd::Ack => return Err(FrameError::Unsupported(cmd)),
+            Cmd::Ack => ACK_LEN,
         };
         if len != expected_len {
             return Err(FrameError::BadLength { cmd, len });
@@ -249,19 +253,37 @@ pub enum Control {
     Pong(u64),
     /// The sender is closing the session; `code` says why (0: normal close).
     GoAway(u32),
-    /// The sender has sent `count` sequenced frames on `stream`.
-    Sent {
-        /// Stream id.
-        stream: u32,
-        /// Number of sequenced frames sent so far (the next sequence number).
-        count: u32,
+    /// The sender has received `frames` DATA frames in all on generation `generation` of
+    /// tunnel `tunnel` (cumulative, so a later ACK supersedes an earlier one).
+    Ack {
+        /// Tunnel index.
+        tunnel: u16,
+        /// Generation of the tunnel (which connection of the slot).
+        generation: u32,
+        /// DATA frames received on it so far.
+        frames: u64,
     },
 }
 
+/// Payload length of an ACK frame: tunnel (2), reserved (2), generation (4), frames (8).
+pub const ACK_LEN: u32 = 16;
+
 /// Encoded length of the largest control frame.
-pub const CONTROL_MAX_LEN: usize = HEADER_LEN + 8;
+pub const CONTROL_MAX_LEN: usize = HEADER_LEN + ACK_LEN as usize;
+
+/// Whether frames of command `cmd` count in ACKs: every frame except PING, PONG and ACK (a
+/// sender keeps those that count until they are acknowledged, and re-sends them on another
+/// tunnel if theirs fails).
+pub fn counts_in_acks(cmd: Cmd) -> bool {
+    !matches!(cmd, Cmd::Ping | Cmd::Pong | Cmd::Ack)
+}
 
 impl Control {
+    /// Whether this frame counts in ACKs (see [`counts_in_acks`]).
+    pub fn counts_in_acks(&self) -> bool {
+        !matches!(self, Control::Ping(_) | Control::Pong(_) | Control::Ack { .. })
+    }
+
     /// Append the wire form of this frame to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let (cmd, stream, seq, payload): (Cmd, u32, u32, &[u8]) = match *self {
@@ -285,7 +307,15 @@ impl Control {
                 return;
             }
             Control::GoAway(code) => (Cmd::GoAway, 0, 0, &code.to_be_bytes()[..]),
-            Control::Sent { stream, count } => (Cmd::Sent, stream, count, &[][..]),
+            Control::Ack { tunnel, generation, frames } => {
+                let h = Header { cmd: Cmd::Ack, flags: 0, stream: 0, seq: 0, len: ACK_LEN };
+                out.extend_from_slice(&h.encode());
+                out.extend_from_slice(&tunnel.to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
+                out.extend_from_slice(&generation.to_be_bytes());
+                out.extend_from_slice(&frames.to_be_bytes());
+                return;
+            }
         };
         let h = Header { cmd, flags: 0, stream, seq, len: payload.len() as u32 };
         out.extend_from_slice(&h.encode());
@@ -310,8 +340,17 @@ impl Control {
             Cmd::Ping => Control::Ping(BigEndian::read_u64(payload)),
             Cmd::Pong => Control::Pong(BigEndian::read_u64(payload)),
             Cmd::GoAway => Control::GoAway(BigEndian::read_u32(payload)),
-            Cmd::Sent => Control::Sent { stream: h.stream, count: h.seq },
-            Cmd::Data | Cmd::Ack => return Err(FrameError::Unsupported(h.cmd)),
+            Cmd::Ack => {
+                if payload[2..4] != [0, 0] {
+                    return Err(FrameError::BadLength { cmd: h.cmd, len: h.len });
+                }
+                Control::Ack {
+                    tunnel: BigEndian::read_u16(&payload[0..2]),
+                    generation: BigEndian::read_u32(&payload[4..8]),
+                    frames: BigEndian::read_u64(&payload[8..16]),
+                }
+            }
+            Cmd::Data => return Err(FrameError::BadStream { cmd: h.cmd, stream: h.stream }),
         })
     }
 }
@@ -370,11 +409,32 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unknown_flags_and_ack() {
+    fn rejects_unknown_flags_ack_on_a_stream_and_the_retired_sent() {
         let b = Header::data(1, 0, 0x80, 5).encode();
         assert!(matches!(decode(&b), Err(FrameError::BadFlags { .. })));
-        let h = Header { cmd: Cmd::Ack, flags: 0, stream: 1, seq: 0, len: 0 };
-        assert_eq!(decode(&h.encode()), Err(FrameError::Unsupported(Cmd::Ack)));
+        let h = Header { cmd: Cmd::Ack, flags: 0, stream: 1, seq: 0, len: ACK_LEN };
+        assert!(matches!(decode(&h.encode()), Err(FrameError::BadStream { .. })));
+        let mut sent = Header::data(1, 3, 0, 0).encode();
+        sent[1] = 6;
+        assert_eq!(decode(&sent), Err(FrameError::UnknownCommand(6)));
+    }
+
+    #[test]
+    fn control_frames_with_a_sequence_are_refused() {
+        // WINDOW on stream 5 with sequence 0x01010101: the spec says 0.
+        let b = [2, 1, 0, 0, 0, 0, 0, 5, 1, 1, 1, 1, 0, 0, 0, 8];
+        assert_eq!(decode(&b), Err(FrameError::BadSequence { cmd: Cmd::Window, seq: 0x0101_0101 }));
+        let ping = Header { cmd: Cmd::Ping, flags: 0, stream: 0, seq: 7, len: 8 };
+        assert!(matches!(decode(&ping.encode()), Err(FrameError::BadSequence { .. })));
+    }
+
+    #[test]
+    fn ack_reserved_bytes_must_be_zero() {
+        let mut b = Control::Ack { tunnel: 3, generation: 9, frames: 1 << 40 }.encode();
+        let h = decode(&b[..HEADER_LEN]).unwrap();
+        assert!(Control::decode(&h, &b[HEADER_LEN..]).is_ok());
+        b[HEADER_LEN + 3] = 1;
+        assert!(Control::decode(&h, &b[HEADER_LEN..]).is_err());
     }
 
     #[test]
@@ -391,7 +451,8 @@ mod tests {
             any::<u64>().prop_map(Control::Ping),
             any::<u64>().prop_map(Control::Pong),
             any::<u32>().prop_map(Control::GoAway),
-            (1u32.., any::<u32>()).prop_map(|(stream, count)| Control::Sent { stream, count }),
+            (any::<u16>(), any::<u32>(), any::<u64>())
+                .prop_map(|(tunnel, generation, frames)| Control::Ack { tunnel, generation, frames }),
         ]
     }
 

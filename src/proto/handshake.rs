@@ -1,17 +1,34 @@
-//! The tunnel handshake: a fixed 40-byte HELLO from the client on every tunnel, answered by
-//! a 40-byte REPLY (plus an optional UTF-8 reason) once the server has the whole bundle or
-//! has refused it.
+//! The tunnel handshake (protocol version 2): a 64-byte HELLO from the client on every tunnel,
+//! answered by a 64-byte REPLY plus a trailer (a refusal's reason text, or a re-join
+//! challenge's proof).
 //!
 //! ```text
-//! HELLO / REPLY
-//!  0      4        5        6          8          10         12            28          32            36          40
-//!  +------+--------+--------+----------+----------+----------+-------------+-----------+-------------+-----------+
-//!  |"MTMX"|version | kind / | tunnel   | tunnel   | reserved/| bundle id   | max frame | stream      | session   |
-//!  |      |        | status | index    | count    | reason len|            |           | window      | window    |
-//!  +------+--------+--------+----------+----------+----------+-------------+-----------+-------------+-----------+
+//! HELLO / REPLY, common part (the first 40 bytes have version 1's layout)
+//!  0      4        5        6          8          10          12          28          32        36         40
+//!  +------+--------+--------+----------+----------+-----------+-----------+-----------+---------+----------+
+//!  |"MTMX"|version | kind / | tunnel   | tunnel   | flags /   | bundle id | max frame | stream  | session  |
+//!  |      |        | status | index    | count    | trailer len|          |           | window  | window   |
+//!  +------+--------+--------+----------+----------+-----------+-----------+-----------+---------+----------+
+//! extension (version 2)
+//!  40           44         48                     64
+//!  +------------+----------+----------------------+
+//!  | generation | reserved | nonce (16 bytes)     |
+//!  +------------+----------+----------------------+
 //! ```
 //!
-//! Pure encode/decode; the socket side lives in `crate::listener`.
+//! A JOIN starts a new bundle (generation 0); a REJOIN replaces one tunnel of a running
+//! session with a new connection (generation ≥ 1) after proving knowledge of the session's
+//! secret (see [`super::auth`]):
+//!
+//! ```text
+//! client                                   server
+//!   HELLO(REJOIN, bundle, index, gen, cn) ──▶
+//!                                       ◀── REPLY(Challenge, sn) + server proof (32)
+//!   client proof (32)                   ──▶
+//!                                       ◀── REPLY(Accept) or a refusal
+//! ```
+//!
+//! Pure encode/decode; the socket side lives in `crate::listener` and `crate::session`.
 
 use byteorder::{BigEndian, ByteOrder};
 use std::fmt;
@@ -19,11 +36,22 @@ use std::fmt;
 /// Magic bytes that open every HELLO and REPLY.
 pub const MAGIC: [u8; 4] = *b"MTMX";
 /// Handshake version spoken by this implementation.
-pub const HANDSHAKE_VERSION: u8 = 1;
-/// Length of the fixed part of HELLO and REPLY.
-pub const HELLO_LEN: usize = 40;
+pub const HANDSHAKE_VERSION: u8 = 2;
+/// Length of the part of HELLO and REPLY that every version shares (magic and version first).
+pub const COMMON_LEN: usize = 40;
+/// Length of version 2's extension after the common part.
+pub const EXT_LEN: usize = 24;
+/// Length of a whole HELLO (and of a REPLY before its trailer).
+pub const HELLO_LEN: usize = COMMON_LEN + EXT_LEN;
 /// Longest refusal reason carried by a REPLY.
 pub const MAX_REASON_LEN: usize = 255;
+/// Length of the nonces each side contributes.
+pub const NONCE_LEN: usize = 16;
+/// Length of a re-join proof (HMAC-SHA256).
+pub const PROOF_LEN: usize = 32;
+/// HELLO flag: the client re-dials lost tunnels, so the server should keep the session
+/// through an outage (for `resume_timeout`) rather than end it with its last tunnel.
+pub const HELLO_FLAG_REJOIN: u16 = 0x0001;
 
 /// A random identifier shared by all tunnels of one bundle.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,10 +76,10 @@ impl fmt::Display for BundleId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum HelloKind {
-    /// Join a new bundle (the only kind version 1 accepts).
+    /// Join a new bundle.
     Join = 1,
-    /// Re-join a tunnel to an existing bundle after a tunnel failure. Reserved: refused with
-    /// [`Status::Unsupported`] by version 1.
+    /// Replace one tunnel of a running session (after a tunnel failure, or to resume a
+    /// session that lost every tunnel).
     Rejoin = 2,
 }
 
@@ -77,15 +105,22 @@ pub struct Hello {
     pub index: u16,
     /// Number of tunnels in the bundle.
     pub count: u16,
+    /// Feature flags ([`HELLO_FLAG_REJOIN`]).
+    pub flags: u16,
     /// The client's parameters.
     pub params: Params,
+    /// Which connection of the slot this is: 0 for a JOIN, ≥ 1 for a REJOIN.
+    pub generation: u32,
+    /// The client's fresh random contribution: to the session secret (JOIN; the same on
+    /// every tunnel of the bundle) or to the re-join proof (REJOIN).
+    pub nonce: [u8; NONCE_LEN],
 }
 
 /// REPLY status. Values are part of the wire format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Status {
-    /// The tunnel joined and the bundle is complete: the session starts.
+    /// The tunnel joined (the bundle is complete: the session starts) or re-joined.
     Accept = 0,
     /// The HELLO had a version the server does not speak.
     BadVersion = 1,
@@ -101,10 +136,18 @@ pub enum Status {
     Conflict = 6,
     /// The tunnel arrived on the wrong port for its index.
     WrongPort = 7,
-    /// The request (e.g. re-join) is not supported.
+    /// The request is not supported.
     Unsupported = 8,
     /// The server is shutting down.
     Closing = 9,
+    /// REJOIN: prove knowledge of the session secret (the trailer is the server's proof).
+    Challenge = 10,
+    /// REJOIN: the server has no such session (it ended, expired, or the server restarted).
+    UnknownSession = 11,
+    /// REJOIN: the client's proof is wrong.
+    BadProof = 12,
+    /// REJOIN: the generation is not newer than the slot's current one.
+    StaleGeneration = 13,
 }
 
 impl Status {
@@ -120,6 +163,10 @@ impl Status {
             7 => Status::WrongPort,
             8 => Status::Unsupported,
             9 => Status::Closing,
+            10 => Status::Challenge,
+            11 => Status::UnknownSession,
+            12 => Status::BadProof,
+            13 => Status::StaleGeneration,
             _ => Status::Malformed,
         }
     }
@@ -128,7 +175,7 @@ impl Status {
 /// The server's answer on one tunnel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
-    /// Accept or the refusal reason.
+    /// Accept, challenge or the refusal reason.
     pub status: Status,
     /// Echo of the tunnel index.
     pub index: u16,
@@ -138,8 +185,13 @@ pub struct Reply {
     pub bundle: BundleId,
     /// The server's parameters (meaningful when accepted).
     pub params: Params,
-    /// Human-readable detail of a refusal (empty when accepted).
-    pub reason: String,
+    /// Echo of the HELLO's generation.
+    pub generation: u32,
+    /// The server's fresh random contribution (JOIN accept: to the session secret, the same
+    /// on every tunnel; REJOIN challenge: to the proofs); zero in a refusal.
+    pub nonce: [u8; NONCE_LEN],
+    /// What follows the fixed part: a refusal's UTF-8 reason, a challenge's proof.
+    pub trailer: Vec<u8>,
 }
 
 /// Why handshake bytes could not be decoded.
@@ -170,19 +222,44 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-fn write_common(b: &mut [u8; HELLO_LEN], kind: u8, index: u16, count: u16, bundle: &BundleId, p: &Params) {
+/// Check the magic of a HELLO or REPLY's common part and return its version byte (any
+/// version: the caller decides what to do with one it does not speak).
+pub fn check_prefix(b: &[u8; COMMON_LEN]) -> Result<u8, HandshakeError> {
+    if b[0..4] != MAGIC {
+        return Err(HandshakeError::BadMagic([b[0], b[1], b[2], b[3]]));
+    }
+    Ok(b[4])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_common(
+    b: &mut [u8],
+    version: u8,
+    kind: u8,
+    index: u16,
+    count: u16,
+    word: u16,
+    bundle: &BundleId,
+    p: &Params,
+) {
     b[0..4].copy_from_slice(&MAGIC);
-    b[4] = HANDSHAKE_VERSION;
+    b[4] = version;
     b[5] = kind;
     BigEndian::write_u16(&mut b[6..8], index);
     BigEndian::write_u16(&mut b[8..10], count);
+    BigEndian::write_u16(&mut b[10..12], word);
     b[12..28].copy_from_slice(&bundle.0);
     BigEndian::write_u32(&mut b[28..32], p.max_frame);
     BigEndian::write_u32(&mut b[32..36], p.stream_window);
     BigEndian::write_u32(&mut b[36..40], p.session_window);
 }
 
-fn read_params(b: &[u8; HELLO_LEN]) -> Params {
+fn write_ext(b: &mut [u8], generation: u32, nonce: &[u8; NONCE_LEN]) {
+    BigEndian::write_u32(&mut b[40..44], generation);
+    b[48..64].copy_from_slice(nonce);
+}
+
+fn read_params(b: &[u8]) -> Params {
     Params {
         max_frame: BigEndian::read_u32(&b[28..32]),
         stream_window: BigEndian::read_u32(&b[32..36]),
@@ -190,33 +267,47 @@ fn read_params(b: &[u8; HELLO_LEN]) -> Params {
     }
 }
 
-fn check_magic_version(b: &[u8; HELLO_LEN]) -> Result<(), HandshakeError> {
-    if b[0..4] != MAGIC {
-        return Err(HandshakeError::BadMagic([b[0], b[1], b[2], b[3]]));
-    }
-    if b[4] != HANDSHAKE_VERSION {
-        return Err(HandshakeError::BadVersion(b[4]));
-    }
-    Ok(())
+fn read_bundle(b: &[u8]) -> BundleId {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&b[12..28]);
+    BundleId(id)
 }
 
 impl Hello {
-    /// Encode into the fixed 40-byte form.
+    /// Encode into the 64-byte form.
     pub fn encode(&self) -> [u8; HELLO_LEN] {
         let mut b = [0u8; HELLO_LEN];
-        write_common(&mut b, self.kind as u8, self.index, self.count, &self.bundle, &self.params);
+        let v = HANDSHAKE_VERSION;
+        write_common(
+            &mut b,
+            v,
+            self.kind as u8,
+            self.index,
+            self.count,
+            self.flags,
+            &self.bundle,
+            &self.params,
+        );
+        write_ext(&mut b, self.generation, &self.nonce);
         b
     }
 
-    /// Decode and validate a HELLO.
+    /// Decode and validate a version 2 HELLO.
     pub fn decode(b: &[u8; HELLO_LEN]) -> Result<Hello, HandshakeError> {
-        check_magic_version(b)?;
+        let version = check_prefix(b[..COMMON_LEN].try_into().expect("len"))?;
+        if version != HANDSHAKE_VERSION {
+            return Err(HandshakeError::BadVersion(version));
+        }
         let kind = match b[5] {
             1 => HelloKind::Join,
             2 => HelloKind::Rejoin,
             k => return Err(HandshakeError::BadKind(k)),
         };
-        if b[10] != 0 || b[11] != 0 {
+        let flags = BigEndian::read_u16(&b[10..12]);
+        if flags & !HELLO_FLAG_REJOIN != 0 {
+            return Err(HandshakeError::Malformed("unknown flags"));
+        }
+        if b[44..48] != [0; 4] {
             return Err(HandshakeError::Malformed("reserved bytes are not zero"));
         }
         let index = BigEndian::read_u16(&b[6..8]);
@@ -231,23 +322,41 @@ impl Hello {
         if params.max_frame == 0 || params.stream_window == 0 || params.session_window == 0 {
             return Err(HandshakeError::Malformed("zero frame size or window"));
         }
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&b[12..28]);
-        Ok(Hello { kind, bundle: BundleId(id), index, count, params })
+        let generation = BigEndian::read_u32(&b[40..44]);
+        if (kind == HelloKind::Join) != (generation == 0) {
+            return Err(HandshakeError::Malformed("a JOIN has generation 0, a REJOIN a later one"));
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&b[48..64]);
+        Ok(Hello { kind, bundle: read_bundle(b), index, count, flags, params, generation, nonce })
     }
 }
 
 impl Reply {
-    /// An acceptance of `hello` carrying the server's parameters.
-    pub fn accept(hello: &Hello, params: Params) -> Reply {
+    fn new(hello: Option<&Hello>, status: Status, params: Params, nonce: [u8; NONCE_LEN]) -> Reply {
         Reply {
-            status: Status::Accept,
-            index: hello.index,
-            count: hello.count,
-            bundle: hello.bundle,
+            status,
+            index: hello.map_or(0, |h| h.index),
+            count: hello.map_or(0, |h| h.count),
+            bundle: hello.map_or(BundleId([0; 16]), |h| h.bundle),
             params,
-            reason: String::new(),
+            generation: hello.map_or(0, |h| h.generation),
+            nonce,
+            trailer: Vec::new(),
         }
+    }
+
+    /// An acceptance of `hello` carrying the server's parameters and nonce.
+    pub fn accept(hello: &Hello, params: Params, nonce: [u8; NONCE_LEN]) -> Reply {
+        Reply::new(Some(hello), Status::Accept, params, nonce)
+    }
+
+    /// A re-join challenge: the server's nonce and its own proof.
+    pub fn challenge(hello: &Hello, nonce: [u8; NONCE_LEN], proof: [u8; PROOF_LEN]) -> Reply {
+        let zero = Params { max_frame: 0, stream_window: 0, session_window: 0 };
+        let mut r = Reply::new(Some(hello), Status::Challenge, zero, nonce);
+        r.trailer = proof.to_vec();
+        r
     }
 
     /// A refusal; `hello` may be unknown when the HELLO itself could not be decoded.
@@ -261,51 +370,67 @@ impl Reply {
             }
             reason.truncate(cut);
         }
-        Reply {
-            status,
-            index: hello.map_or(0, |h| h.index),
-            count: hello.map_or(0, |h| h.count),
-            bundle: hello.map_or(BundleId([0; 16]), |h| h.bundle),
-            params: zero,
-            reason,
-        }
+        let mut r = Reply::new(hello, status, zero, [0; NONCE_LEN]);
+        r.trailer = reason.into_bytes();
+        r
     }
 
-    /// Encode: the fixed part followed by the reason text.
+    /// The trailer read as a refusal reason (invalid UTF-8 is replaced).
+    pub fn reason(&self) -> String {
+        String::from_utf8_lossy(&self.trailer).into_owned()
+    }
+
+    /// Encode: the fixed part followed by the trailer.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = [0u8; HELLO_LEN];
-        write_common(&mut b, self.status as u8, self.index, self.count, &self.bundle, &self.params);
-        let reason = &self.reason.as_bytes()[..self.reason.len().min(MAX_REASON_LEN)];
-        BigEndian::write_u16(&mut b[10..12], reason.len() as u16);
-        let mut v = b.to_vec();
-        v.extend_from_slice(reason);
+        let mut b = vec![0u8; HELLO_LEN];
+        let trailer = &self.trailer[..self.trailer.len().min(MAX_REASON_LEN)];
+        let v = HANDSHAKE_VERSION;
+        let len = trailer.len() as u16;
+        write_common(&mut b, v, self.status as u8, self.index, self.count, len, &self.bundle, &self.params);
+        write_ext(&mut b, self.generation, &self.nonce);
+        b.extend_from_slice(trailer);
+        b
+    }
+
+    /// Encode a refusal in version 1's layout (40 bytes and the reason), so that a version 1
+    /// client can read why it is refused.
+    pub fn encode_v1(&self) -> Vec<u8> {
+        let mut v = self.encode();
+        v[4] = 1;
+        v.drain(COMMON_LEN..HELLO_LEN);
         v
     }
 
-    /// Decode the fixed part; returns the reply (with an empty reason) and the number of
-    /// reason bytes that follow, which the caller reads and passes to [`Reply::set_reason`].
-    pub fn decode_fixed(b: &[u8; HELLO_LEN]) -> Result<(Reply, usize), HandshakeError> {
-        check_magic_version(b)?;
-        let reason_len = BigEndian::read_u16(&b[10..12]) as usize;
-        if reason_len > MAX_REASON_LEN {
-            return Err(HandshakeError::Malformed("refusal reason too long"));
+    /// Decode the common part; returns the reply (empty trailer), its version (1: a version 1
+    /// server, whose reply has no extension: only its status and reason mean anything), and
+    /// the number of trailer bytes that follow. For version 2 the caller reads the extension
+    /// next and passes it to [`Reply::set_ext`], then reads the trailer.
+    pub fn decode_common(b: &[u8; COMMON_LEN]) -> Result<(Reply, u8, usize), HandshakeError> {
+        let version = check_prefix(b)?;
+        if version != 1 && version != HANDSHAKE_VERSION {
+            return Err(HandshakeError::BadVersion(version));
         }
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&b[12..28]);
+        let trailer_len = BigEndian::read_u16(&b[10..12]) as usize;
+        if trailer_len > MAX_REASON_LEN {
+            return Err(HandshakeError::Malformed("reply trailer too long"));
+        }
         let reply = Reply {
             status: Status::from_u8(b[5]),
             index: BigEndian::read_u16(&b[6..8]),
             count: BigEndian::read_u16(&b[8..10]),
-            bundle: BundleId(id),
+            bundle: read_bundle(b),
             params: read_params(b),
-            reason: String::new(),
+            generation: 0,
+            nonce: [0; NONCE_LEN],
+            trailer: Vec::new(),
         };
-        Ok((reply, reason_len))
+        Ok((reply, version, trailer_len))
     }
 
-    /// Attach the reason bytes read after the fixed part (invalid UTF-8 is replaced).
-    pub fn set_reason(&mut self, bytes: &[u8]) {
-        self.reason = String::from_utf8_lossy(bytes).into_owned();
+    /// Apply version 2's extension (the 24 bytes after the common part).
+    pub fn set_ext(&mut self, ext: &[u8; EXT_LEN]) {
+        self.generation = BigEndian::read_u32(&ext[0..4]);
+        self.nonce.copy_from_slice(&ext[8..24]);
     }
 }
 
@@ -320,8 +445,19 @@ mod tests {
             bundle: BundleId([7; 16]),
             index: 2,
             count: 4,
+            flags: HELLO_FLAG_REJOIN,
             params: Params { max_frame: 65536, stream_window: 1 << 20, session_window: 1 << 26 },
+            generation: 0,
+            nonce: [9; NONCE_LEN],
         }
+    }
+
+    fn decode_reply(bytes: &[u8]) -> Reply {
+        let (mut r, v, n) = Reply::decode_common(bytes[..COMMON_LEN].try_into().unwrap()).unwrap();
+        assert_eq!(v, HANDSHAKE_VERSION);
+        r.set_ext(bytes[COMMON_LEN..HELLO_LEN].try_into().unwrap());
+        r.trailer = bytes[HELLO_LEN..HELLO_LEN + n].to_vec();
+        r
     }
 
     #[test]
@@ -332,8 +468,45 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_hello() {
-        let b = *b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n\0\0\0";
+        let mut b = [0u8; HELLO_LEN];
+        b[..39].copy_from_slice(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n\0\0");
         assert!(matches!(Hello::decode(&b), Err(HandshakeError::BadMagic(_))));
+    }
+
+    #[test]
+    fn rejoin_needs_a_later_generation_and_join_generation_zero() {
+        let mut h = hello();
+        h.kind = HelloKind::Rejoin;
+        assert!(matches!(Hello::decode(&h.encode()), Err(HandshakeError::Malformed(_))));
+        h.generation = 3;
+        assert_eq!(Hello::decode(&h.encode()), Ok(h));
+        let mut j = hello();
+        j.generation = 1;
+        assert!(Hello::decode(&j.encode()).is_err());
+    }
+
+    #[test]
+    fn version_1_hello_is_told_apart_and_refused_in_its_own_layout() {
+        let mut b = hello().encode();
+        b[4] = 1;
+        assert_eq!(check_prefix(b[..COMMON_LEN].try_into().unwrap()), Ok(1));
+        assert_eq!(Hello::decode(&b), Err(HandshakeError::BadVersion(1)));
+        let v1 = Reply::refuse(None, Status::BadVersion, "speak 2").encode_v1();
+        assert_eq!(v1.len(), COMMON_LEN + 7);
+        let (r, version, n) = Reply::decode_common(v1[..COMMON_LEN].try_into().unwrap()).unwrap();
+        assert_eq!((version, r.status, n), (1, Status::BadVersion, 7));
+        assert_eq!(&v1[COMMON_LEN..], b"speak 2");
+    }
+
+    #[test]
+    fn challenge_carries_nonce_and_proof() {
+        let mut h = hello();
+        h.kind = HelloKind::Rejoin;
+        h.generation = 2;
+        let r = Reply::challenge(&h, [5; NONCE_LEN], [6; PROOF_LEN]);
+        let back = decode_reply(&r.encode());
+        assert_eq!(back, r);
+        assert_eq!(back.generation, 2);
     }
 
     #[test]
@@ -346,16 +519,15 @@ mod tests {
     #[test]
     fn refusal_carries_a_reason() {
         let r = Reply::refuse(Some(&hello()), Status::Incomplete, "got 1 of 4 tunnels");
-        let bytes = r.encode();
-        let (mut back, n) = Reply::decode_fixed(bytes[..HELLO_LEN].try_into().unwrap()).unwrap();
-        back.set_reason(&bytes[HELLO_LEN..HELLO_LEN + n]);
+        let back = decode_reply(&r.encode());
+        assert_eq!(back.reason(), "got 1 of 4 tunnels");
         assert_eq!(back, r);
     }
 
     #[test]
     fn long_reasons_are_truncated_on_a_char_boundary() {
         let r = Reply::refuse(None, Status::Busy, "é".repeat(200));
-        assert!(r.reason.len() <= MAX_REASON_LEN);
+        assert!(r.trailer.len() <= MAX_REASON_LEN);
         assert!(r.encode().len() <= HELLO_LEN + MAX_REASON_LEN);
     }
 
@@ -366,7 +538,7 @@ mod tests {
             if let Ok(h) = Hello::decode(&b) {
                 prop_assert_eq!(h.encode(), b);
             }
-            let _ = Reply::decode_fixed(&b);
+            let _ = Reply::decode_common(b[..COMMON_LEN].try_into().unwrap());
         }
 
         #[test]
@@ -374,11 +546,10 @@ mod tests {
             let mut h = hello();
             h.index = index;
             h.count = index + extra;
-            let r = Reply::accept(&h, Params { max_frame: mf, stream_window: sw, session_window: ss });
+            let r = Reply::accept(&h, Params { max_frame: mf, stream_window: sw, session_window: ss }, [3; NONCE_LEN]);
             let bytes = r.encode();
-            let (back, n) = Reply::decode_fixed(bytes[..HELLO_LEN].try_into().unwrap()).unwrap();
-            prop_assert_eq!(n, 0);
-            prop_assert_eq!(back, r);
+            prop_assert_eq!(bytes.len(), HELLO_LEN);
+            prop_assert_eq!(decode_reply(&bytes), r);
         }
     }
 }

@@ -2,9 +2,10 @@
 //! on anything but short lock sections: stream channels are unbounded (flow control bounds
 //! them), and replies go out without waiting.
 
+use super::frames::Frame;
 use super::stream::{Accepted, Inbound, StreamShared};
-use super::tunnel::Frame;
 use super::{Entry, Inner, State};
+use crate::core::dedup::Received;
 use crate::core::ids::PeerId;
 use crate::error::ResetCode;
 use crate::proto::frame::{data_charge, Control, Header, FLAG_FIN};
@@ -53,6 +54,17 @@ impl Inner {
         None
     }
 
+    /// Whether DATA frame `seq` of stream `id` arrived before: a frame re-sent after a tunnel
+    /// failure may arrive twice, and the copy is dropped before it is charged (the sender paid
+    /// for it once). Records the frame otherwise. `new`: the frame opens the stream.
+    fn duplicate(st: &mut State, id: u32, seq: u32, new: bool) -> bool {
+        match st.streams.get_mut(&id) {
+            Some(e) => !e.received.insert(seq),
+            None if new => false,
+            None => st.ended.check(id, seq) == Some(true),
+        }
+    }
+
     fn on_data(&self, h: Header, payload: Vec<u8>) -> Result<(), String> {
         let id = h.stream;
         let charge = data_charge(payload.len());
@@ -60,12 +72,24 @@ impl Inner {
         let mut stream_limit = None;
         let session_limit = {
             let mut st = self.state.lock();
+            let new = self.classify(&mut st, id)?;
+            if Self::duplicate(&mut st, id, h.seq, new) {
+                drop(st);
+                self.pool.give(payload);
+                return Ok(());
+            }
             st.recv_total += charge;
             if !st.recv.allows(st.recv_total) {
                 return Err(format!("stream {id}: frame beyond the session receive window"));
             }
-            if self.classify(&mut st, id)? {
+            if new {
                 refuse = self.admit(&mut st, id);
+                let mut received = Received::new();
+                received.insert(h.seq);
+                match st.streams.get_mut(&id) {
+                    Some(e) => e.received = received,
+                    None => st.ended.remember(id, received),
+                }
             }
             let mut stale = true;
             let mut remove = false;
@@ -77,7 +101,6 @@ impl Inner {
                         e.recv_total, e.recv_limit
                     ));
                 }
-                e.frames = e.frames.wrapping_add(1);
                 if h.flags & FLAG_FIN != 0 {
                     e.fin_seq = Some(h.seq);
                 }
@@ -99,13 +122,13 @@ impl Inner {
                         stream_limit = Some(e.recv_limit);
                     }
                 }
-                if e.fin_seq.is_some_and(|f| e.frames == f.wrapping_add(1)) {
+                if e.fin_seq.is_some_and(|f| e.received.complete_through(f)) {
                     e.recv_done = true;
                 }
                 remove |= e.recv_done && e.send_done;
             }
             if remove {
-                st.streams.remove(&id);
+                st.remove(id);
             }
             if stale {
                 st.recv.consume(charge, Instant::now(), None)
@@ -114,7 +137,7 @@ impl Inner {
             }
         };
         if let Some(code) = refuse {
-            self.send_reset(id, code);
+            self.send_control(Control::Reset { stream: id, code: code.to_u32() });
         }
         if let Some(limit) = stream_limit {
             self.send_control(Control::Window { stream: id, limit });
@@ -148,7 +171,7 @@ impl Inner {
                     e.send_done = true;
                     let shared = e.shared.clone();
                     if e.recv_done {
-                        st.streams.remove(&stream);
+                        st.remove(stream);
                     }
                     shared
                 };
@@ -159,7 +182,7 @@ impl Inner {
                 let entry = {
                     let mut st = self.state.lock();
                     self.classify(&mut st, stream)?;
-                    st.streams.remove(&stream)
+                    st.remove(stream)
                 };
                 if let Some(e) = entry {
                     let code = ResetCode::from_u32(code);
@@ -170,29 +193,23 @@ impl Inner {
                     let _ = e.tx.send(Inbound::Reset { code, remote: true });
                 }
             }
-            Control::Sent { stream, count } => {
-                let mut refuse = None;
-                {
-                    let mut st = self.state.lock();
-                    // A stream whose every frame was lost with a tunnel is first heard of here;
-                    // it is created so that its reader fails with a reorder timeout.
-                    if self.classify(&mut st, stream)? {
-                        refuse = self.admit(&mut st, stream);
-                    }
-                    if let Some(e) = st.streams.get(&stream) {
-                        let _ = e.tx.send(Inbound::Sent(count));
-                    }
-                }
-                if let Some(code) = refuse {
-                    self.send_reset(stream, code);
-                }
-            }
+            Control::Ack { tunnel, generation, frames } => self.on_ack(tunnel, generation, frames)?,
             Control::Ping(token) => self.send_tunnel_control(t, Control::Pong(token)),
             Control::Pong(token) => {
                 let now = Instant::now();
                 let at = self.clock_ns(now);
                 if token <= at {
                     self.record_rtt(t, now, std::time::Duration::from_nanos(at - token));
+                }
+                // A stale tunnel that answers a probe moves again.
+                let tun = &self.tunnels[t];
+                if tun.set_stale(tun.generation(), false) {
+                    self.sched.lock().set_stale(t, false);
+                    tun.wake.notify_one();
+                    self.push_event(crate::session::Event::TunnelRecovered {
+                        index: t,
+                        generation: tun.generation(),
+                    });
                 }
             }
             Control::GoAway(_) => {

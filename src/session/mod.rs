@@ -1,9 +1,11 @@
 //! A session: one bundle of tunnels carrying many streams, either side may open streams.
 //!
 //! # Threads
-//! Two per tunnel, whatever the number of streams: a reader (`mtmux-r<i>`) and a writer
-//! (`mtmux-w<i>`); see [`tunnel`]. Application threads call into [`Stream`] and [`Session`]
-//! and write frames straight to a tunnel when one is free.
+//! Two per tunnel connection, whatever the number of streams: a reader (`mtmux-r<i>`) and a
+//! writer (`mtmux-w<i>`); see [`tunnel`]. One supervisor per session (`mtmux-sup`, the timers
+//! of failover; see [`supervisor`]), and on a client a short-lived `mtmux-dial<i>` while a
+//! lost tunnel is re-dialed. Application threads call into [`Stream`] and [`Session`] and
+//! write frames straight to a tunnel when one is free.
 //!
 //! # Lifecycle
 //! ```text
@@ -11,53 +13,66 @@
 //!     │                                  (GOAWAY sent, queued frames flushed, tunnels
 //!     │                                   half-closed, peer's end awaited)
 //!     ├──peer GOAWAY, then its tunnels end──────────────────────────▶ Closed(Peer)
-//!     ├──last tunnel fails (I/O error, keepalive timeout)────────────▶ Closed(TunnelsLost)
+//!     ├──last tunnel lost, resumption off or impossible─────────────▶ Closed(TunnelsLost)
+//!     ├──last tunnel lost, no re-join within resume_timeout ─────────▶ Closed(Expired)
 //!     └──peer breaks the protocol─────────────────────────────────────▶ Closed(Protocol)
 //! ```
-//! Entering `Closed` fails every blocked call at once: streams are removed from the table
-//! (their readers see their channel disconnect), waiting writers and acceptors are notified,
-//! and every socket is shut down.
+//! A tunnel lost while others live costs nothing but its share of the capacity until it
+//! re-joins (see [`failover`]). Entering `Closed` fails every blocked call at once: streams
+//! are removed from the table (their readers see their channel disconnect), waiting writers
+//! and acceptors are notified, and every socket is shut down.
 //!
 //! # Files
-//! `tunnel` (the two threads of a tunnel and the frame reader), `inbound` (what a reader does
-//! with each frame), `outbound` (how frames get onto tunnels), `stream` (the `Stream` API),
-//! `lifecycle` (closing and failure), `pool` (recycled payload buffers).
+//! `tunnel` (a tunnel slot, its connection and threads), `frames` (the frame decoder),
+//! `inbound` (what a reader does with each frame), `outbound` (how frames get onto tunnels),
+//! `failover` (acknowledgements, re-sending, re-join, outage), `supervisor` (the timers and
+//! re-dialing), `stream` (the `Stream` API), `lifecycle` (closing and failure), `stats`,
+//! `pool` (recycled payload buffers).
 //!
 //! # Locks (acquired in this order, never the reverse)
-//! `tunnel.tx` → `sched`; `state` is never held while taking another. The session credit is
-//! reserved without a lock (`credit_closed` only guards waiting).
-//! Nobody blocks while holding a lock except a tunnel writer holding its own `tunnel.tx`.
+//! `tunnel.conn` → `tunnel.tx` → `tunnel.replay` / `tunnel.acks` / `sched`; `state` is never
+//! held while taking another. The session credit is reserved without a lock (`credit_closed`
+//! only guards waiting). Nobody blocks while holding a lock except a tunnel writer holding its
+//! own `tunnel.tx`.
 
+mod failover;
+mod frames;
 mod inbound;
 mod lifecycle;
 mod outbound;
 mod pool;
 mod stats;
 mod stream;
+pub(crate) mod supervisor;
 pub(crate) mod tunnel;
 
 pub use stats::{Event, SessionStats, TunnelState, TunnelStats, EVENT_QUEUE};
 pub use stream::Stream;
 
 use crate::config::Config;
+use crate::core::dedup::{Ended, Received};
 use crate::core::ids::{Role, StreamIds};
 use crate::core::rtt::MinRtt;
 use crate::core::sched::Scheduler;
 use crate::core::window::{RecvWindow, SharedSendWindow};
 use crate::error::{CloseReason, Error, ResetCode, Result};
-use crate::ffi::sys;
+use crate::proto::auth::Secret;
 use crate::proto::frame::Control;
-use crate::proto::handshake::Params;
+use crate::proto::handshake::{BundleId, Params};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use stream::{Accepted, Inbound, StreamShared};
-use tunnel::Tunnel;
+use supervisor::Redial;
+use tunnel::{Conn, Tunnel};
+
+/// Ended streams whose received-frame state is kept to recognise late duplicates.
+const ENDED_STREAMS: usize = 1024;
 
 const OPEN: u8 = 0;
 const CLOSING: u8 = 1;
@@ -80,8 +95,8 @@ struct Entry {
     recv_limit: u64,
     /// Charge received so far.
     recv_total: u64,
-    /// Sequenced frames received so far.
-    frames: u32,
+    /// Which DATA frames have arrived (duplicates of re-sent frames are dropped).
+    received: Received,
     /// Sequence number of the peer's FIN, once seen.
     fin_seq: Option<u32>,
     /// The application closed the reading side: arriving data is dropped.
@@ -101,7 +116,7 @@ impl Entry {
             tx,
             recv_limit: window,
             recv_total: 0,
-            frames: 0,
+            received: Received::new(),
             fin_seq: None,
             read_closed: false,
             discarded: 0,
@@ -126,8 +141,17 @@ struct State {
     accept_tx: Option<Sender<Accepted>>,
     /// Dropped when the session closes, which wakes every `select` on `closed_rx`.
     closed_tx: Option<Sender<()>>,
-    /// Tunnel readers still running.
-    readers: usize,
+    /// What arrived of recently ended streams (see `core::dedup`).
+    ended: Ended,
+}
+
+impl State {
+    /// Remove stream `id` from the table, remembering what arrived of it.
+    fn remove(&mut self, id: u32) -> Option<Entry> {
+        let e = self.streams.remove(&id)?;
+        self.ended.remember(id, e.received.clone());
+        Some(e)
+    }
 }
 
 /// Everything a session's threads and handles share.
@@ -150,8 +174,10 @@ pub(crate) struct Inner {
     phase: AtomicU8,
     accept_rx: Receiver<Accepted>,
     closed_rx: Receiver<()>,
-    /// Disconnects when every session thread has exited.
+    /// Disconnects when every session thread has exited (each holds a clone of the sender,
+    /// and so does `exited_tx` until the session stops starting threads).
     exited_rx: Receiver<()>,
+    exited_tx: Mutex<Option<Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Time origin of ping tokens.
     epoch: Instant,
@@ -164,9 +190,33 @@ pub(crate) struct Inner {
     srtt_ns: AtomicU64,
     /// Where the next direct write starts looking for a free tunnel.
     next_tunnel: AtomicUsize,
-    /// RESETs sent recently (stream, code, when): resent if a tunnel dies, since they may have
-    /// been lost with it. Bounded by [`RECENT_RESETS`].
-    recent_resets: Mutex<VecDeque<(u32, ResetCode, Instant)>>,
+    /// The bundle and its secret (proven in re-joins).
+    pub(crate) bundle: BundleId,
+    pub(crate) secret: Secret,
+    /// Client: how to re-dial lost tunnels (`None`: a server, or connections the caller made).
+    redial: Option<Redial>,
+    /// Serialises re-joins of the session's slots.
+    attach_lock: Mutex<()>,
+    /// Re-joins refused (wrong proof, stale generation, ...).
+    pub(crate) rejoins_refused: AtomicU64,
+    /// Whether losing every tunnel starts an outage (resumption) rather than ending the session.
+    resumable: bool,
+    /// When the current outage (no tunnel live) began.
+    outage: Mutex<Option<Instant>>,
+    /// Outages survived.
+    resumes: AtomicU64,
+    /// Bytes received on a tunnel after which an ACK is sent at once.
+    ack_bytes: u64,
+    /// ACK frames sent.
+    acks_sent: AtomicU64,
+    /// Failover events not yet read, and how many were dropped unread.
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+    events_dropped: AtomicU64,
+    /// The supervisor sleeps here; `sup_idle` says it sleeps its long sleep.
+    sup_lock: Mutex<()>,
+    sup_cv: Condvar,
+    sup_idle: AtomicBool,
     /// Recycled DATA payload buffers.
     pool: pool::BufPool,
     /// Session-level charge consumed by streams and not yet applied to `state.recv`.
@@ -204,26 +254,44 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// How a session is set up, besides its tunnels and configuration.
+pub(crate) struct Setup {
+    /// Which side we are.
+    pub(crate) role: Role,
+    /// What the peer announced in the handshake.
+    pub(crate) peer: Params,
+    /// The bundle and its secret (proven in re-joins).
+    pub(crate) bundle: BundleId,
+    pub(crate) secret: Secret,
+    /// Client: how to re-dial lost tunnels.
+    pub(crate) redial: Option<Redial>,
+    /// Whether losing every tunnel starts an outage (resumption) rather than ending the
+    /// session: the client re-dials, or the server takes re-joins and the client said it
+    /// re-dials, and `resume_timeout` is not zero.
+    pub(crate) resumable: bool,
+}
+
 impl Session {
-    /// Start a session over tunnels whose handshake is complete. `tunnels` are in index order.
-    pub(crate) fn start(role: Role, tunnels: Vec<TcpStream>, cfg: &Config, peer: Params) -> Result<Session> {
-        for s in &tunnels {
-            s.set_nodelay(true)?;
-            s.set_write_timeout(None)?;
-            sys::set_notsent_lowat(s, tunnel::NOTSENT_LOWAT)?;
-        }
-        let tunnels = tunnels
+    /// Start a session over tunnels whose handshake is complete. `tunnels` are in index
+    /// order, all of generation 0.
+    pub(crate) fn start(tunnels: Vec<TcpStream>, cfg: &Config, setup: Setup) -> Result<Session> {
+        let Setup { role, peer, bundle, secret, redial, resumable } = setup;
+        let conns = tunnels
             .into_iter()
-            .enumerate()
-            .map(|(i, s)| Tunnel::new(i, s))
+            .map(|s| Conn::new(s, 0, cfg.keepalive_timeout))
             .collect::<std::io::Result<Vec<_>>>()?;
-        let n = tunnels.len();
+        let n = conns.len();
+        let tunnels = conns.iter().enumerate().map(|(i, c)| Tunnel::new(i, c.clone())).collect();
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(0);
         let (exited_tx, exited_rx) = crossbeam_channel::bounded::<()>(0);
+        let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
         // Four frames per tunnel (at least eight) keep every writer busy and let writers and
         // application threads work in batches; beyond that the application thread waits.
         let queue_limit = (4 * n).max(8) * (cfg.max_frame_size.max(peer.max_frame as usize) + 64);
+        // The peer acknowledges at least every session window / (4 × tunnels) bytes, so the
+        // unacknowledged frames (capped at its session window) never block a sender for long.
+        let ack_bytes = (cfg.session_window as u64 / (4 * n as u64)).clamp(16 << 10, 1 << 20);
         let inner = Arc::new(Inner {
             cfg: cfg.clone(),
             role,
@@ -240,48 +308,54 @@ impl Session {
                 peer_going_away: false,
                 accept_tx: Some(accept_tx),
                 closed_tx: Some(closed_tx),
-                readers: n,
+                ended: Ended::new(ENDED_STREAMS),
             }),
-            credit: SharedSendWindow::new(peer.session_window as u64),
+            // What is sent and not acknowledged stays within what the peer granted.
+            credit: SharedSendWindow::new(peer.session_window as u64, peer.session_window as u64),
             credit_closed: Mutex::new(None),
             credit_cv: Condvar::new(),
             phase: AtomicU8::new(OPEN),
             accept_rx,
             closed_rx,
             exited_rx,
-            threads: Mutex::new(Vec::with_capacity(2 * n)),
+            exited_tx: Mutex::new(Some(exited_tx)),
+            threads: Mutex::new(Vec::with_capacity(2 * n + 1)),
             epoch: Instant::now(),
             min_rtt: Mutex::new(MinRtt::new(Duration::from_secs(30))),
             min_rtt_ns: AtomicU64::new(0),
             srtt_ns: AtomicU64::new(0),
             next_tunnel: AtomicUsize::new(0),
-            recent_resets: Mutex::new(VecDeque::new()),
+            bundle,
+            secret,
+            redial,
+            resumable,
+            attach_lock: Mutex::new(()),
+            rejoins_refused: AtomicU64::new(0),
+            outage: Mutex::new(None),
+            resumes: AtomicU64::new(0),
+            ack_bytes,
+            acks_sent: AtomicU64::new(0),
+            events_tx,
+            events_rx,
+            events_dropped: AtomicU64::new(0),
+            sup_lock: Mutex::new(()),
+            sup_cv: Condvar::new(),
+            sup_idle: AtomicBool::new(false),
             pool: pool::BufPool::new(32),
             unreported: AtomicU64::new(0),
             writers: AtomicUsize::new(0),
         });
-        let mut threads = Vec::with_capacity(2 * n);
-        for t in 0..n {
-            for (kind, body) in [("r", tunnel::reader as fn(Arc<Inner>, usize)), ("w", tunnel::writer)] {
-                let inner2 = inner.clone();
-                let exited = exited_tx.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("mtmux-{kind}{t}"))
-                    .stack_size(256 * 1024)
-                    .spawn(move || {
-                        body(inner2, t);
-                        drop(exited);
-                    });
-                match spawned {
-                    Ok(h) => threads.push(h),
-                    Err(e) => {
-                        inner.fail(CloseReason::TunnelsLost(format!("cannot start a tunnel thread: {e}")));
-                        return Err(e.into());
-                    }
-                }
-            }
+        let started =
+            conns.into_iter().enumerate().try_for_each(|(t, c)| inner.spawn_conn_threads(t, c)).and_then(
+                |()| {
+                    let i = inner.clone();
+                    inner.spawn("mtmux-sup", move || supervisor::supervise(i))
+                },
+            );
+        if let Err(e) = started {
+            inner.fail(CloseReason::TunnelsLost(format!("cannot start a session thread: {e}")));
+            return Err(e.into());
         }
-        *inner.threads.lock() = threads;
         Ok(Session { h: Arc::new(Handle { inner }) })
     }
 
@@ -346,6 +420,7 @@ impl Session {
     pub fn close(&self) -> Result<()> {
         let inner = &self.h.inner;
         inner.begin_close();
+        inner.wake_supervisor();
         let limit = Instant::now() + inner.cfg.keepalive_timeout + Duration::from_secs(1);
         // Nothing is ever sent: this returns when every thread has dropped its sender.
         let _ = inner.exited_rx.recv_deadline(limit);
@@ -381,63 +456,10 @@ impl Session {
         self.h.inner.tunnels.len()
     }
 
-    /// Per-tunnel statistics, in tunnel order.
-    pub fn tunnel_stats(&self) -> Vec<TunnelStats> {
-        self.h
-            .inner
-            .tunnels
-            .iter()
-            .map(|t| {
-                let c = &t.counters;
-                let rtt = c.rtt_ns.load(Relaxed);
-                TunnelStats {
-                    index: t.index,
-                    bytes_sent: c.bytes_sent.load(Relaxed),
-                    bytes_received: c.bytes_received.load(Relaxed),
-                    frames_sent: c.frames_sent.load(Relaxed),
-                    frames_received: c.frames_received.load(Relaxed),
-                    rtt: (rtt != 0).then(|| Duration::from_nanos(rtt)),
-                    alive: !t.is_dead(),
-                    state: if t.is_dead() { TunnelState::Dead } else { TunnelState::Live },
-                    generation: 0,
-                    frames_resent: 0,
-                    bytes_resent: 0,
-                    rejoins: 0,
-                }
-            })
-            .collect()
-    }
-
-    /// Session statistics: the tunnels', resumptions, the current outage, the replay buffer.
-    pub fn stats(&self) -> SessionStats {
-        SessionStats {
-            tunnels: self.tunnel_stats(),
-            resumes: 0,
-            outage: None,
-            unacked_frames: 0,
-            unacked_bytes: 0,
-            acks_sent: 0,
-            ack_bytes_sent: 0,
-            events_dropped: 0,
-        }
-    }
-
-    /// Wait at most `timeout` for the next failover [`Event`] (tunnel lost, stale, re-joined,
-    /// outage, resumption); `None` when there is none by then or the session has closed and
-    /// every event was read.
-    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
-        let _ = timeout;
-        None
-    }
-
-    /// Local addresses of the tunnels, in tunnel order.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.h.inner.tunnels.iter().map(|t| t.local).collect()
-    }
-
-    /// Peer addresses of the tunnels, in tunnel order.
-    pub fn peer_addrs(&self) -> Vec<SocketAddr> {
-        self.h.inner.tunnels.iter().map(|t| t.peer).collect()
+    /// A weak reference to the session's state (the listener's registry of sessions that take
+    /// re-joins).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.h.inner)
     }
 
     /// The configuration the session runs with.
@@ -518,6 +540,20 @@ impl Inner {
         matches!(self.state.lock().lifecycle, Lifecycle::Closing { deadline } if now >= deadline)
     }
 
+    /// Start a session thread. Refused once the session stopped starting threads (closed).
+    pub(crate) fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        let exited = self.exited_tx.lock().clone().ok_or(std::io::ErrorKind::NotConnected)?;
+        let h = std::thread::Builder::new().name(name.into()).stack_size(256 * 1024).spawn(move || {
+            f();
+            drop(exited);
+        })?;
+        let mut threads = self.threads.lock();
+        // Threads of replaced tunnel generations and finished re-dials.
+        threads.retain(|h| !h.is_finished());
+        threads.push(h);
+        Ok(())
+    }
+
     fn threads_running(&self) -> bool {
         self.threads.lock().iter().any(|h| !h.is_finished())
     }
@@ -538,7 +574,7 @@ impl Inner {
         if let Some(e) = st.streams.get_mut(&id) {
             e.send_done = true;
             if e.recv_done {
-                st.streams.remove(&id);
+                st.remove(id);
             }
         }
     }
@@ -555,7 +591,7 @@ impl Inner {
             None => false,
         };
         if remove {
-            st.streams.remove(&id);
+            st.remove(id);
         }
     }
 
@@ -563,7 +599,7 @@ impl Inner {
     fn reset_stream(&self, id: u32, code: ResetCode) {
         let existed = {
             let mut st = self.state.lock();
-            match st.streams.remove(&id) {
+            match st.remove(id) {
                 Some(e) => {
                     let _ = e.tx.send(Inbound::Reset { code, remote: false });
                     true
@@ -576,7 +612,7 @@ impl Inner {
             self.room.notify_all();
         }
         if existed && !self.is_closed() {
-            self.send_reset(id, code);
+            self.send_control(Control::Reset { stream: id, code: code.to_u32() });
         }
     }
 

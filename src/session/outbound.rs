@@ -2,10 +2,13 @@
 //! go straight to a free tunnel from the calling thread; large ones too while enough
 //! application threads write to keep every tunnel busy; otherwise, and whenever no tunnel takes
 //! a frame at once, it waits in the scheduler for the first tunnel writer with room.
+//!
+//! Whoever writes a frame that counts in ACKs keeps it in that tunnel's replay buffer, under
+//! the tunnel's write lock, so the buffer's order is the order on the wire.
 
-use super::tunnel;
+use super::tunnel::TunnelTx;
 use super::Inner;
-use crate::error::ResetCode;
+use crate::core::replay::Pushed;
 use crate::ffi::sys;
 use crate::proto::frame::Control;
 use std::io::IoSlice;
@@ -15,77 +18,154 @@ use std::time::{Duration, Instant};
 /// Largest DATA payload an application thread always tries to write to a tunnel itself.
 /// Small frames go out without a thread hand-off (latency). Larger ones go direct only while
 /// at least as many application threads are writing as there are tunnels; otherwise they are
-/// copied into the scheduler so that the tunnel writers send them in parallel (a send also
-/// costs the kernel's TCP work, so one thread sending everything over N tunnels would move no
-/// more than one TCP connection does).
+/// queued so that the tunnel writers send them in parallel (a send also costs the kernel's TCP
+/// work, so one thread sending everything over N tunnels would move no more than one TCP
+/// connection does).
 pub(super) const DIRECT_MAX: usize = 16 * 1024;
 
 /// How long a large frame may wait for a busy tunnel before it is queued instead.
 pub(super) const DIRECT_PATIENCE: Duration = Duration::from_micros(200);
 
-/// How many recent RESETs are remembered for resending after a tunnel failure.
-pub(super) const RECENT_RESETS: usize = 1024;
-
 impl Inner {
-    /// Write `bufs` (one frame) straight to a free tunnel without blocking on a socket: only
-    /// to a tunnel whose writer is not busy, only if the socket takes at least part of it. A
-    /// partly written frame is finished by that tunnel's writer. `only` restricts to one
-    /// tunnel. With `patience`, when every tunnel is busy (usually other application threads
-    /// in short non-blocking sends), wait that long for one of them rather than give up.
+    /// Write one encoded frame straight to a usable tunnel without blocking on a socket: only
+    /// to a tunnel whose writer is not busy, only if the socket takes at least part of it (a
+    /// partly written frame is finished by that tunnel's writer). `counted`: the frame counts
+    /// in ACKs and is kept for replay. `only` restricts to one tunnel (even a stale one). With
+    /// `patience`, when every tunnel is busy (usually other application threads in short
+    /// non-blocking sends), wait that long for one of them rather than give up. Hands the
+    /// frame back if no tunnel took it.
     pub(super) fn try_direct(
         &self,
-        bufs: &[IoSlice<'_>],
+        frame: Vec<u8>,
+        counted: bool,
         only: Option<usize>,
         patience: Option<Duration>,
-    ) -> bool {
+    ) -> Result<(), Vec<u8>> {
         let n = self.tunnels.len();
         let (start, count) = match only {
             Some(t) => (t, 1),
             None => (self.next_tunnel.fetch_add(1, Relaxed) % n, n),
         };
+        let eligible = |t: usize| {
+            let tun = &self.tunnels[t];
+            if only.is_some() {
+                !tun.is_dead()
+            } else {
+                tun.is_usable()
+            }
+        };
         for k in 0..count {
             let t = (start + k) % n;
-            if self.tunnels[t].is_dead() {
+            if !eligible(t) {
                 continue;
             }
             if let Some(mut tx) = self.tunnels[t].tx.try_lock() {
-                if self.send_locked(t, &mut tx, bufs) {
-                    return true;
+                if self.send_locked(t, &mut tx, &frame, counted) {
+                    self.committed(t, &tx, frame, counted);
+                    return Ok(());
                 }
             }
         }
-        match patience {
-            Some(p) if !self.tunnels[start].is_dead() => match self.tunnels[start].tx.try_lock_for(p) {
-                Some(mut tx) => self.send_locked(start, &mut tx, bufs),
-                None => false,
-            },
-            _ => false,
+        if let Some(p) = patience.filter(|_| eligible(start)) {
+            if let Some(mut tx) = self.tunnels[start].tx.try_lock_for(p) {
+                if self.send_locked(start, &mut tx, &frame, counted) {
+                    self.committed(start, &tx, frame, counted);
+                    return Ok(());
+                }
+            }
+        }
+        Err(frame)
+    }
+
+    /// `frame` went to tunnel `t` (whose write lock the caller holds): keep it for replay if
+    /// it counts in ACKs, recycle it otherwise.
+    fn committed(&self, t: usize, tx: &TunnelTx, frame: Vec<u8>, counted: bool) {
+        match (counted, &tx.conn) {
+            (true, Some(c)) => self.keep_for_replay(t, c.generation, [frame]),
+            _ => self.pool.give(frame),
+        }
+    }
+
+    /// Frames that count in ACKs are about to be written to generation `generation` of
+    /// tunnel `t` (whose write lock the caller holds): an ACK may overtake their record.
+    pub(super) fn announce(&self, t: usize, generation: u32, n: usize) {
+        let mut r = self.tunnels[t].replay.lock();
+        if r.generation == generation {
+            r.queue.announce(n);
+        }
+    }
+
+    /// Keep `frames`, just written to generation `generation` of tunnel `t` (announced
+    /// before, under the write lock the caller still holds), until the peer acknowledges them.
+    /// Frames already acknowledged are released; those the generation can no longer take (it
+    /// died meanwhile) are re-sent elsewhere.
+    pub(super) fn keep_for_replay(
+        &self,
+        t: usize,
+        generation: u32,
+        frames: impl IntoIterator<Item = Vec<u8>>,
+    ) {
+        let now = Instant::now();
+        let (mut back, mut done, mut charge) = (Vec::new(), Vec::new(), 0);
+        let started = {
+            let mut r = self.tunnels[t].replay.lock();
+            let current = r.generation == generation;
+            let was_empty = r.queue.is_empty();
+            for f in frames {
+                if !current {
+                    back.push(f);
+                    continue;
+                }
+                match r.queue.push(f, now) {
+                    Pushed::Kept => {}
+                    Pushed::Acknowledged(f, c) => {
+                        charge += c;
+                        done.push(f);
+                    }
+                    Pushed::Refused(f) => back.push(f),
+                }
+            }
+            was_empty && !r.queue.is_empty()
+        };
+        self.credit_acknowledged(charge);
+        for f in done {
+            self.pool.give(f);
+        }
+        if started {
+            // Frames now wait for an ACK: the supervisor watches for a stall.
+            self.nudge_supervisor();
+        }
+        self.resend(t, generation, back);
+    }
+
+    /// The peer acknowledged `charge`: writers waiting for session credit may go on.
+    pub(super) fn credit_acknowledged(&self, charge: u64) {
+        if charge > 0 {
+            self.credit.acknowledge(charge);
+            let _closed = self.credit_closed.lock();
+            self.credit_cv.notify_all();
         }
     }
 
     /// The non-blocking send of [`try_direct`](Self::try_direct) on tunnel `t`, whose write
-    /// lock the caller holds. Returns whether the frame is committed to the tunnel.
-    pub(super) fn send_locked(&self, t: usize, tx: &mut tunnel::TunnelTx, bufs: &[IoSlice<'_>]) -> bool {
+    /// lock the caller holds. Returns whether the frame is committed to the tunnel (whole, or
+    /// its rest left for the writer).
+    fn send_locked(&self, t: usize, tx: &mut TunnelTx, frame: &[u8], counted: bool) -> bool {
         let tun = &self.tunnels[t];
         if !tx.pending.is_empty() {
             return false;
         }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        match sys::send_vectored(&tun.sock, bufs, true) {
-            Ok(sent) if sent == total => {
-                tun.count_sent(total, 1);
+        let Some(conn) = tx.conn.clone() else { return false };
+        if counted {
+            self.announce(t, conn.generation, 1);
+        }
+        let taken = match sys::send_vectored(&conn.sock, &[IoSlice::new(frame)], true) {
+            Ok(sent) if sent == frame.len() => {
+                tun.count_sent(sent, 1);
                 true
             }
             Ok(sent) => {
-                let mut skip = sent;
-                for b in bufs {
-                    if skip >= b.len() {
-                        skip -= b.len();
-                    } else {
-                        tx.pending.extend_from_slice(&b[skip..]);
-                        skip = 0;
-                    }
-                }
+                tx.pending.extend_from_slice(&frame[sent..]);
                 tun.count_sent(sent, 1);
                 if self.sched.lock().push_flush(t) {
                     tun.wake.notify_one();
@@ -93,29 +173,37 @@ impl Inner {
                 true
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(_) => {
+            Err(e) => {
                 // The reader notices and does the bookkeeping.
-                tun.kill();
+                conn.kill(&format!("write failed: {e}"));
                 false
             }
+        };
+        if counted && !taken {
+            let mut r = tun.replay.lock();
+            if r.generation == conn.generation {
+                r.queue.withdraw(1);
+            }
         }
+        taken
     }
 
-    /// Send a DATA frame: small ones straight to a free tunnel, large ones (and any a tunnel
-    /// would not take at once) queued for the tunnel writers.
+    /// Send an encoded DATA frame of stream `id`: small ones straight to a free tunnel, large
+    /// ones (and any a tunnel would not take at once) queued for the tunnel writers.
     /// Returns whether the frame was queued (the caller then respects the queue's limit).
-    pub(super) fn send_data(&self, id: u32, header: &[u8], payload: &[u8]) -> bool {
-        let large = payload.len() > DIRECT_MAX;
+    pub(super) fn send_data(&self, id: u32, frame: Vec<u8>) -> bool {
+        let large = frame.len() > DIRECT_MAX;
         let direct = !large || self.writers.load(Relaxed) >= self.tunnels.len();
-        // A large frame waits a little for a busy tunnel: queueing it costs a copy and a
-        // thread hand-off.
+        // A large frame waits a little for a busy tunnel: queueing it costs a thread hand-off.
         let patience = large.then_some(DIRECT_PATIENCE);
-        if direct && self.try_direct(&[IoSlice::new(header), IoSlice::new(payload)], None, patience) {
-            return false;
-        }
-        let mut frame = self.pool.take(header.len() + payload.len());
-        frame.extend_from_slice(header);
-        frame.extend_from_slice(payload);
+        let frame = if direct {
+            match self.try_direct(frame, true, None, patience) {
+                Ok(()) => return false,
+                Err(f) => f,
+            }
+        } else {
+            frame
+        };
         let wake = self.sched.lock().push_data(id, frame);
         if let Some(t) = wake {
             self.tunnels[t].wake.notify_one();
@@ -140,10 +228,9 @@ impl Inner {
         true
     }
 
-    /// Send a session-level control frame promptly (any tunnel).
+    /// Send a session-level control frame promptly (any usable tunnel).
     pub(super) fn send_control(&self, c: Control) {
-        let bytes = c.encode();
-        if self.try_direct(&[IoSlice::new(&bytes)], None, None) {
+        if self.try_direct(c.encode(), c.counts_in_acks(), None, None).is_ok() {
             return;
         }
         let wake = self.sched.lock().push_control(c);
@@ -154,8 +241,7 @@ impl Inner {
 
     /// Send a control frame on tunnel `t` (ping answers must use the ping's tunnel).
     pub(super) fn send_tunnel_control(&self, t: usize, c: Control) {
-        let bytes = c.encode();
-        if self.try_direct(&[IoSlice::new(&bytes)], Some(t), None) {
+        if self.try_direct(c.encode(), c.counts_in_acks(), Some(t), None).is_ok() {
             return;
         }
         if self.sched.lock().push_tunnel_control(t, c) {
@@ -163,29 +249,15 @@ impl Inner {
         }
     }
 
-    /// Send a RESET and remember it for a while: unlike DATA, a control frame lost with a
-    /// dying tunnel is not revealed by any gap, so it is sent again after a tunnel failure.
-    pub(super) fn send_reset(&self, id: u32, code: ResetCode) {
-        {
-            let mut r = self.recent_resets.lock();
-            if r.len() == RECENT_RESETS {
-                r.pop_front();
-            }
-            r.push_back((id, code, Instant::now()));
+    /// Re-send `frames`, which generation `generation` of tunnel `t` failed to deliver (or
+    /// could not take), on the other tunnels.
+    pub(super) fn resend(&self, t: usize, generation: u32, frames: Vec<Vec<u8>>) {
+        if frames.is_empty() {
+            return;
         }
-        self.send_control(Control::Reset { stream: id, code: code.to_u32() });
-    }
-
-    /// Queue several control frames at once (any tunnel).
-    pub(super) fn queue_controls(&self, frames: impl IntoIterator<Item = Control>) {
-        let mut s = self.sched.lock();
-        let mut wake = Vec::new();
-        for c in frames {
-            wake.extend(s.push_control(c));
-        }
-        drop(s);
-        for t in wake {
-            self.tunnels[t].wake.notify_one();
+        let wake = self.sched.lock().push_resend(frames, t, generation);
+        for w in wake {
+            self.tunnels[w].wake.notify_one();
         }
     }
 }

@@ -1,6 +1,9 @@
 //! What a session reports about itself: per-tunnel statistics, session statistics, and the
 //! events of tunnel failover (loss, staleness, re-join, resumption).
 
+use super::Session;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// Where a tunnel is in its life. A tunnel *slot* (its index) outlives the TCP connections
@@ -84,6 +87,8 @@ pub struct SessionStats {
     pub acks_sent: u64,
     /// Bytes of the acknowledgement frames sent.
     pub ack_bytes_sent: u64,
+    /// Re-joins this side refused (wrong proof, replayed or out-of-date attempts).
+    pub rejoins_refused: u64,
     /// Events dropped because nobody read them (see [`Session::next_event`](crate::Session::next_event)).
     pub events_dropped: u64,
 }
@@ -134,6 +139,13 @@ pub enum Event {
         /// How long the slot was without a connection.
         after: Duration,
     },
+    /// A re-dial of a lost tunnel failed; another follows after a backoff.
+    RejoinFailed {
+        /// The slot.
+        index: usize,
+        /// What went wrong.
+        error: String,
+    },
     /// Every tunnel is lost: the session waits up to `resume_for` for them to come back.
     OutageStarted {
         /// The resume timeout.
@@ -148,3 +160,76 @@ pub enum Event {
 
 /// Unread events a session keeps.
 pub const EVENT_QUEUE: usize = 256;
+
+impl Session {
+    /// Per-tunnel statistics, in tunnel order.
+    pub fn tunnel_stats(&self) -> Vec<TunnelStats> {
+        self.h
+            .inner
+            .tunnels
+            .iter()
+            .map(|t| {
+                let c = &t.counters;
+                let rtt = c.rtt_ns.load(Relaxed);
+                let state = t.state();
+                TunnelStats {
+                    index: t.index,
+                    bytes_sent: c.bytes_sent.load(Relaxed),
+                    bytes_received: c.bytes_received.load(Relaxed),
+                    frames_sent: c.frames_sent.load(Relaxed),
+                    frames_received: c.frames_received.load(Relaxed),
+                    rtt: (rtt != 0).then(|| Duration::from_nanos(rtt)),
+                    alive: matches!(state, TunnelState::Live | TunnelState::Stale),
+                    state,
+                    generation: t.generation(),
+                    frames_resent: c.frames_resent.load(Relaxed),
+                    bytes_resent: c.bytes_resent.load(Relaxed),
+                    rejoins: c.rejoins.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Session statistics: the tunnels', resumptions, the current outage, the replay buffer.
+    pub fn stats(&self) -> SessionStats {
+        let inner = &self.h.inner;
+        let mut unacked_frames =
+            inner.tunnels.iter().map(|t| t.replay.lock().queue.len() as u64).sum::<u64>();
+        unacked_frames += inner.sched.lock().resend_queued().0 as u64;
+        let acks_sent = inner.acks_sent.load(Relaxed);
+        SessionStats {
+            tunnels: self.tunnel_stats(),
+            resumes: inner.resumes.load(Relaxed),
+            outage: inner.outage.lock().map(|t| t.elapsed()),
+            unacked_frames,
+            unacked_bytes: inner.credit.unacknowledged(),
+            acks_sent,
+            ack_bytes_sent: acks_sent * crate::proto::frame::CONTROL_MAX_LEN as u64,
+            rejoins_refused: inner.rejoins_refused.load(Relaxed),
+            events_dropped: inner.events_dropped.load(Relaxed),
+        }
+    }
+
+    /// Wait at most `timeout` for the next failover [`Event`] (tunnel lost, stale, re-joined,
+    /// outage, resumption); `None` when there is none by then, or at once when the session
+    /// has closed and every event was read.
+    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
+        let inner = &self.h.inner;
+        let deadline = crossbeam_channel::after(timeout);
+        crossbeam_channel::select_biased! {
+            recv(inner.events_rx) -> e => e.ok(),
+            recv(inner.closed_rx) -> _ => inner.events_rx.try_recv().ok(),
+            recv(deadline) -> _ => None,
+        }
+    }
+
+    /// Local addresses of the tunnels' current (or last) connections, in tunnel order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.h.inner.tunnels.iter().map(|t| t.conn().local).collect()
+    }
+
+    /// Peer addresses of the tunnels' current (or last) connections, in tunnel order.
+    pub fn peer_addrs(&self) -> Vec<SocketAddr> {
+        self.h.inner.tunnels.iter().map(|t| t.conn().peer).collect()
+    }
+}

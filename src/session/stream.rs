@@ -14,7 +14,7 @@ use super::{Handle, Inner};
 use crate::core::reorder::ReorderBuffer;
 use crate::core::window::{RecvWindow, SendWindow};
 use crate::error::{CloseReason, Error, ResetCode, Result};
-use crate::proto::frame::{data_charge, Header, FLAG_FIN, FLAG_OPEN, FRAME_CHARGE};
+use crate::proto::frame::{data_charge, Header, FLAG_FIN, FLAG_OPEN, FRAME_CHARGE, HEADER_LEN};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::io::{self, Read, Write};
@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 pub(crate) enum Inbound {
     /// A DATA frame.
     Data { seq: u32, flags: u16, payload: Vec<u8> },
-    /// The peer has sent this many sequenced frames (after a tunnel failure).
-    Sent(u32),
     /// The stream was reset.
     Reset { code: ResetCode, remote: bool },
     /// The application closed the reading side (wakes a blocked reader).
@@ -103,12 +101,6 @@ impl StreamShared {
         }
         drop(s);
         self.send_cv.notify_all();
-    }
-
-    /// Sequenced frames sent so far, if any and the stream is not reset.
-    pub(crate) fn frames_sent(&self) -> Option<u32> {
-        let s = self.send.lock();
-        (s.next_seq > 0 && !matches!(s.phase, SendPhase::Reset { .. })).then_some(s.next_seq)
     }
 }
 
@@ -264,7 +256,7 @@ impl Stream {
         let flags = FLAG_FIN | if seq == 0 { FLAG_OPEN } else { 0 };
         let id = self.id();
         // Control-like frames never wait for room in the queue.
-        let _ = self.inner().send_data(id, &Header::data(id, seq, flags, 0).encode(), &[]);
+        let _ = self.inner().send_data(id, Header::data(id, seq, flags, 0).encode().to_vec());
         self.inner().send_finished(id);
         Ok(())
     }
@@ -365,7 +357,7 @@ impl Stream {
             s.next_seq = 1;
         }
         let id = self.id();
-        let _ = self.inner().send_data(id, &Header::data(id, 0, FLAG_OPEN, 0).encode(), &[]);
+        let _ = self.inner().send_data(id, Header::data(id, 0, FLAG_OPEN, 0).encode().to_vec());
     }
 
     /// Apply one inbound message; returns the flow-control charge it released.
@@ -385,10 +377,6 @@ impl Stream {
                         released
                     }
                 }
-            }
-            Inbound::Sent(count) => {
-                r.reorder.mark_sent(count, Instant::now());
-                0
             }
             Inbound::Reset { code, remote } => {
                 if matches!(r.phase, RecvPhase::Open) {
@@ -578,8 +566,11 @@ impl Stream {
                 Err(e) => return Err(e),
             };
             let flags = if seq == 0 { FLAG_OPEN } else { 0 };
-            let header = Header::data(id, seq, flags, n as u32).encode();
-            let queued = self.inner().send_data(id, &header, &buf[written..written + n]);
+            // The frame is built once: it is kept until the peer acknowledges it.
+            let mut frame = self.inner().pool.take(HEADER_LEN + n);
+            frame.extend_from_slice(&Header::data(id, seq, flags, n as u32).encode());
+            frame.extend_from_slice(&buf[written..written + n]);
+            let queued = self.inner().send_data(id, frame);
             written += n;
             if queued && !self.inner().wait_room(deadline) {
                 break;

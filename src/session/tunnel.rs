@@ -1,24 +1,30 @@
-//! One tunnel: a TCP connection of the bundle and its two threads.
+//! One tunnel slot of the bundle, the TCP connection that fills it, and that connection's two
+//! threads. A slot outlives its connections: each re-join fills it with a new connection of a
+//! new *generation*; frames and acknowledgements always name the generation they belong to,
+//! so late traffic of a replaced connection is never confused with the new one.
 //!
 //! - the **reader** (`mtmux-r<i>`) decodes frames and hands them to the session
-//!   (`Inner::handle_frame`); it never blocks on anything but its socket. A read timeout
-//!   ticks it so it can notice a silent peer (keepalive) or the end of a graceful close.
+//!   (`Inner::handle_frame`), counts those that the peer expects an ACK for, and notices a
+//!   silent peer (keepalive) at the exact deadline; it never blocks on anything but its socket.
 //! - the **writer** (`mtmux-w<i>`) waits until its socket has room, then takes work from the
-//!   scheduler (or finishes a frame an application thread started), and writes it. It also
-//!   sends the tunnel's keepalive pings.
+//!   scheduler (or finishes a frame an application thread started), writes it, and keeps what
+//!   counts in ACKs in the slot's replay buffer. It also sends the tunnel's keepalive pings.
 //!
 //! Application threads write to a tunnel directly when its writer is idle and the socket takes
-//! the whole frame without blocking; that path needs no thread hand-off at all.
+//! the frame without blocking; that path needs no thread hand-off at all.
 
-use super::pool::BufPool;
+use super::frames::{is_timeout, FrameReader, ReadEnd};
 use super::Inner;
+use crate::core::ack::AckTracker;
+use crate::core::replay::ReplayQueue;
 use crate::core::sched::Batch;
 use crate::ffi::sys;
-use crate::proto::frame::{Cmd, Control, FrameError, Header, CONTROL_MAX_LEN, HEADER_LEN};
+use crate::proto::frame::Control;
+use crate::session::stats::TunnelState;
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,17 +32,69 @@ use std::time::{Duration, Instant};
 pub(crate) const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// Most bytes a writer takes from the scheduler at once.
 const BATCH_BUDGET: usize = 64 * 1024;
-/// Read-ahead buffer of the frame reader.
-const READ_BUF: usize = 8 * 1024;
 
-/// Write side of a tunnel, owned by whoever holds the lock.
+/// One TCP connection filling a tunnel slot.
+pub(crate) struct Conn {
+    pub(crate) sock: TcpStream,
+    /// Which connection of the slot this is.
+    pub(crate) generation: u32,
+    /// Addresses, recorded at start (a socket that has been shut down no longer reports its
+    /// peer).
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    /// Why this side ended the connection, once it did.
+    killed: Mutex<Option<String>>,
+}
+
+impl Conn {
+    /// Wrap a connection whose handshake is done, with the socket options a tunnel needs.
+    pub(crate) fn new(
+        sock: TcpStream,
+        generation: u32,
+        keepalive_timeout: Duration,
+    ) -> io::Result<Arc<Conn>> {
+        sock.set_nodelay(true)?;
+        sock.set_write_timeout(None)?;
+        sys::set_notsent_lowat(&sock, NOTSENT_LOWAT)?;
+        // Without it the kernel retries unacknowledged data for about 15 minutes.
+        sys::set_user_timeout(&sock, keepalive_timeout)?;
+        Ok(Arc::new(Conn {
+            local: sock.local_addr()?,
+            peer: sock.peer_addr()?,
+            sock,
+            generation,
+            killed: Mutex::new(None),
+        }))
+    }
+
+    /// End the connection from this side (both threads and any blocked write return
+    /// promptly); the first reason given is the one reported.
+    pub(crate) fn kill(&self, why: &str) {
+        self.killed.lock().get_or_insert_with(|| why.to_string());
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+
+    fn kill_reason(&self) -> Option<String> {
+        self.killed.lock().clone()
+    }
+}
+
+/// Write side of a tunnel slot, owned by whoever holds the lock.
 pub(crate) struct TunnelTx {
+    /// The connection writes go to; `None` while the slot is dead.
+    pub(crate) conn: Option<Arc<Conn>>,
     /// Bytes that must be written before anything else: the rest of a frame an application
     /// thread started but the socket did not take whole.
     pub(crate) pending: Vec<u8>,
 }
 
-/// Counters of one tunnel.
+/// The frames kept for replay on a slot, and the generation they were written to.
+pub(crate) struct SlotReplay {
+    pub(crate) generation: u32,
+    pub(crate) queue: ReplayQueue,
+}
+
+/// Counters of one tunnel slot (over all its generations).
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) bytes_sent: AtomicU64,
@@ -45,52 +103,134 @@ pub(crate) struct Counters {
     pub(crate) frames_received: AtomicU64,
     /// Last keepalive round trip in nanoseconds (0: none yet).
     pub(crate) rtt_ns: AtomicU64,
+    /// Frames of this slot re-sent on other tunnels, and their bytes.
+    pub(crate) frames_resent: AtomicU64,
+    pub(crate) bytes_resent: AtomicU64,
+    /// Times the slot was re-joined.
+    pub(crate) rejoins: AtomicU64,
 }
 
-/// One TCP connection of the bundle.
+const LIVE: u8 = 0;
+const STALE: u8 = 1;
+const DEAD: u8 = 2;
+const REJOINING: u8 = 3;
+
+/// One tunnel slot of the bundle.
 pub(crate) struct Tunnel {
     /// Position in the bundle.
     pub(crate) index: usize,
-    /// Local and peer address, recorded at start (a socket that has been shut down no longer
-    /// reports its peer).
-    pub(crate) local: SocketAddr,
-    pub(crate) peer: SocketAddr,
-    /// The socket (both threads and direct writers use it; writes are serialised by `tx`).
-    pub(crate) sock: TcpStream,
+    /// The current connection (the last one while the slot is dead). Its lock also orders the
+    /// slot's life: death and re-join happen under it.
+    conn: Mutex<Arc<Conn>>,
     /// Serialises writes; see the module doc for who may block while holding it.
     pub(crate) tx: Mutex<TunnelTx>,
     /// The writer waits here (paired with the session's scheduler mutex).
     pub(crate) wake: Condvar,
-    /// Set once the tunnel has failed or ended.
-    dead: AtomicBool,
+    /// [`TunnelState`] as a number, readable without a lock.
+    state: AtomicU8,
+    /// Generation of the current connection.
+    generation: AtomicU32,
     /// Traffic counters.
     pub(crate) counters: Counters,
+    /// Frames written to the current generation and not yet acknowledged.
+    pub(crate) replay: Mutex<SlotReplay>,
+    /// What arrived on the current generation and what was acknowledged to the peer.
+    pub(crate) acks: Mutex<AckTracker>,
+    /// When the slot lost its connection, while it has none.
+    lost_at: Mutex<Option<Instant>>,
 }
 
 impl Tunnel {
-    pub(crate) fn new(index: usize, sock: TcpStream) -> io::Result<Tunnel> {
-        Ok(Tunnel {
+    pub(crate) fn new(index: usize, conn: Arc<Conn>) -> Tunnel {
+        let generation = conn.generation;
+        Tunnel {
             index,
-            local: sock.local_addr()?,
-            peer: sock.peer_addr()?,
-            sock,
-            tx: Mutex::new(TunnelTx { pending: Vec::new() }),
+            conn: Mutex::new(conn.clone()),
+            tx: Mutex::new(TunnelTx { conn: Some(conn), pending: Vec::new() }),
             wake: Condvar::new(),
-            dead: AtomicBool::new(false),
+            state: AtomicU8::new(LIVE),
+            generation: AtomicU32::new(generation),
             counters: Counters::default(),
-        })
+            replay: Mutex::new(SlotReplay { generation, queue: ReplayQueue::new() }),
+            acks: Mutex::new(AckTracker::new(generation)),
+            lost_at: Mutex::new(None),
+        }
     }
 
+    pub(crate) fn state(&self) -> TunnelState {
+        match self.state.load(Relaxed) {
+            LIVE => TunnelState::Live,
+            STALE => TunnelState::Stale,
+            DEAD => TunnelState::Dead,
+            _ => TunnelState::Rejoining,
+        }
+    }
+
+    /// Whether the slot has no working connection.
     pub(crate) fn is_dead(&self) -> bool {
-        self.dead.load(Relaxed)
+        self.state.load(Relaxed) >= DEAD
     }
 
-    /// Stop the tunnel: both threads and any blocked write return promptly. Returns whether
-    /// this call was the one that stopped it.
-    pub(crate) fn kill(&self) -> bool {
-        let first = !self.dead.swap(true, Relaxed);
-        let _ = self.sock.shutdown(Shutdown::Both);
-        first
+    /// Whether the tunnel takes new frames (live, not stale).
+    pub(crate) fn is_usable(&self) -> bool {
+        self.state.load(Relaxed) == LIVE
+    }
+
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation.load(Relaxed)
+    }
+
+    /// The current (or last) connection.
+    pub(crate) fn conn(&self) -> Arc<Conn> {
+        self.conn.lock().clone()
+    }
+
+    /// Mark live generation `generation` stale (`true`) or live again (`false`). Returns
+    /// whether the state changed.
+    pub(crate) fn set_stale(&self, generation: u32, stale: bool) -> bool {
+        let _c = self.conn.lock();
+        let (from, to) = if stale { (LIVE, STALE) } else { (STALE, LIVE) };
+        self.generation() == generation && self.state.compare_exchange(from, to, Relaxed, Relaxed).is_ok()
+    }
+
+    /// Generation `generation` ended: kill its connection and mark the slot dead. Returns
+    /// whether this call did it (each generation dies once).
+    pub(crate) fn mark_dead(&self, generation: u32, why: &str) -> bool {
+        let c = self.conn.lock();
+        if self.generation() != generation || self.is_dead() {
+            return false;
+        }
+        c.kill(why);
+        self.state.store(DEAD, Relaxed);
+        *self.lost_at.lock() = Some(Instant::now());
+        self.tx.lock().conn = None;
+        true
+    }
+
+    /// A dead slot's re-dial starts (`true`) or failed (`false`).
+    pub(crate) fn set_rejoining(&self, rejoining: bool) {
+        let _c = self.conn.lock();
+        let (from, to) = if rejoining { (DEAD, REJOINING) } else { (REJOINING, DEAD) };
+        let _ = self.state.compare_exchange(from, to, Relaxed, Relaxed);
+    }
+
+    /// Fill the slot with `conn`, a newer generation. The caller has ended the previous
+    /// generation. Returns how long the slot was without a connection.
+    pub(crate) fn install(&self, conn: Arc<Conn>) -> Duration {
+        let mut c = self.conn.lock();
+        let generation = conn.generation;
+        *self.replay.lock() = SlotReplay { generation, queue: ReplayQueue::new() };
+        *self.acks.lock() = AckTracker::new(generation);
+        {
+            let mut tx = self.tx.lock();
+            tx.conn = Some(conn.clone());
+            tx.pending.clear();
+        }
+        *c = conn;
+        self.generation.store(generation, Relaxed);
+        self.state.store(LIVE, Relaxed);
+        self.counters.rejoins.fetch_add(1, Relaxed);
+        self.lost_at.lock().take().map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     pub(crate) fn count_sent(&self, bytes: usize, frames: usize) {
@@ -112,128 +252,28 @@ fn write_all_vectored(sock: &TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Res
     Ok(())
 }
 
-/// A decoded frame.
-pub(crate) enum Frame {
-    /// A DATA frame and its payload.
-    Data(Header, Vec<u8>),
-    /// Any other frame.
-    Control(Control),
-}
-
-/// Why a tunnel's reader stopped.
-pub(crate) enum ReadEnd {
-    /// The peer closed the connection.
-    Eof,
-    /// The session is closing and the tunnel is done.
-    Closed,
-    /// Nothing arrived within the keepalive timeout.
-    Silent(Duration),
-    /// An I/O error.
-    Io(io::Error),
-    /// The peer sent a malformed frame.
-    Protocol(String),
-}
-
-/// Incremental frame decoder over a blocking socket with a read timeout. A timeout in the
-/// middle of a frame loses nothing: the partial frame stays here.
-struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
-    /// A DATA frame whose payload is being read.
-    partial: Option<(Header, Vec<u8>)>,
-}
-
-impl FrameReader {
-    fn new() -> Self {
-        FrameReader { buf: Vec::with_capacity(READ_BUF), start: 0, partial: None }
-    }
-
-    /// Read the next frame. `Ok(None)`: end of stream at a frame boundary.
-    fn next(
-        &mut self,
-        sock: &TcpStream,
-        max_frame: u32,
-        counted: &AtomicU64,
-        pool: &BufPool,
-    ) -> Result<Option<Frame>, ReadEnd> {
-        loop {
-            if let Some((h, payload)) = &mut self.partial {
-                let want = h.len as usize - payload.len();
-                let have = (self.buf.len() - self.start).min(want);
-                payload.extend_from_slice(&self.buf[self.start..self.start + have]);
-                self.start += have;
-                if payload.len() < h.len as usize {
-                    // Large payloads go straight from the socket into their own buffer.
-                    let left = h.len as usize - payload.len();
-                    match sys::read_into_spare(sock, payload, left) {
-                        Ok(0) => return Err(ReadEnd::Io(io::ErrorKind::UnexpectedEof.into())),
-                        Ok(n) => {
-                            counted.fetch_add(n as u64, Relaxed);
-                            continue;
-                        }
-                        Err(e) => return Err(ReadEnd::Io(e)),
-                    }
-                }
-                let (h, payload) = self.partial.take().expect("present");
-                return Ok(Some(Frame::Data(h, payload)));
-            }
-            let avail = self.buf.len() - self.start;
-            if avail >= HEADER_LEN {
-                let raw: &[u8; HEADER_LEN] =
-                    self.buf[self.start..self.start + HEADER_LEN].try_into().expect("len");
-                let h = Header::decode(raw, max_frame)
-                    .map_err(|e: FrameError| ReadEnd::Protocol(e.to_string()))?;
-                if h.cmd == Cmd::Data {
-                    self.start += HEADER_LEN;
-                    self.partial = Some((h, pool.take(h.len as usize)));
-                    continue;
-                }
-                let total = HEADER_LEN + h.len as usize;
-                if avail >= total {
-                    let payload = &self.buf[self.start + HEADER_LEN..self.start + total];
-                    let c = Control::decode(&h, payload).map_err(|e| ReadEnd::Protocol(e.to_string()))?;
-                    self.start += total;
-                    return Ok(Some(Frame::Control(c)));
-                }
-            }
-            // Need more bytes: compact and refill.
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            debug_assert!(self.buf.len() < CONTROL_MAX_LEN.max(HEADER_LEN) + READ_BUF);
-            match sys::read_into_spare(sock, &mut self.buf, READ_BUF) {
-                Ok(0) if self.buf.is_empty() => return Ok(None),
-                Ok(0) => return Err(ReadEnd::Io(io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => {
-                    counted.fetch_add(n as u64, Relaxed);
-                }
-                Err(e) => return Err(ReadEnd::Io(e)),
-            }
-        }
-    }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-/// The reader thread of tunnel `t`.
-pub(crate) fn reader(inner: Arc<Inner>, t: usize) {
+/// The reader thread of tunnel `t`, generation `conn.generation`.
+pub(crate) fn reader(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
     let tun = &inner.tunnels[t];
     let cfg = &inner.cfg;
     let tick = (cfg.keepalive_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
-    let _ = tun.sock.set_read_timeout(Some(tick));
+    let mut timeout = tick;
+    let _ = conn.sock.set_read_timeout(Some(timeout));
     let max_frame = cfg.max_frame_size as u32;
     let mut fr = FrameReader::new();
     let mut last_heard = Instant::now();
-    let mut heard = 0;
+    let mut heard = tun.counters.bytes_received.load(Relaxed);
     let end = loop {
-        match fr.next(&tun.sock, max_frame, &tun.counters.bytes_received, &inner.pool) {
+        match fr.next(&conn.sock, max_frame, &tun.counters.bytes_received, &inner.pool) {
             Ok(Some(frame)) => {
+                last_heard = Instant::now();
                 tun.counters.frames_received.fetch_add(1, Relaxed);
+                let counted = frame.counted_len();
                 if let Err(why) = inner.handle_frame(t, frame) {
                     break ReadEnd::Protocol(why);
+                }
+                if let Some(len) = counted {
+                    inner.frame_arrived(t, conn.generation, len, last_heard);
                 }
             }
             Ok(None) => break ReadEnd::Eof,
@@ -244,22 +284,35 @@ pub(crate) fn reader(inner: Arc<Inner>, t: usize) {
                     heard = total;
                     last_heard = now;
                 }
-                if now.duration_since(last_heard) >= cfg.keepalive_timeout {
-                    break ReadEnd::Silent(now.duration_since(last_heard));
+                let silence = now.duration_since(last_heard);
+                if silence >= cfg.keepalive_timeout {
+                    break ReadEnd::Silent(silence);
                 }
-                if inner.closing_expired(now) || tun.is_dead() {
+                if inner.closing_expired(now) || tun.generation() != conn.generation || tun.is_dead() {
                     break ReadEnd::Closed;
+                }
+                // Wake at the keepalive deadline itself, not up to a tick after it.
+                let next = tick.min(cfg.keepalive_timeout - silence).max(Duration::from_millis(1));
+                if next != timeout {
+                    timeout = next;
+                    let _ = conn.sock.set_read_timeout(Some(timeout));
                 }
             }
             Err(end) => break end,
         }
     };
-    inner.tunnel_ended(t, end);
+    let end = match (conn.kill_reason(), end) {
+        (_, ReadEnd::Protocol(why)) => ReadEnd::Protocol(why),
+        (Some(why), _) => ReadEnd::Killed(why),
+        (None, end) => end,
+    };
+    inner.tunnel_ended(t, conn.generation, end);
 }
 
-/// The writer thread of tunnel `t`.
-pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
+/// The writer thread of tunnel `t`, generation `conn.generation`.
+pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
     let tun = &inner.tunnels[t];
+    let generation = conn.generation;
     let interval = inner.cfg.keepalive_interval;
     let mut batch = Batch::default();
     // Pings right away and a few times soon after measure the round trip before windows need
@@ -267,23 +320,24 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
     let mut next_ping = Instant::now();
     let mut probes = [5u64, 50, 500].into_iter().map(Duration::from_millis);
     let mut after_ping = move || probes.next().unwrap_or(interval).min(interval);
+    let gone = || tun.generation() != generation || tun.is_dead();
     loop {
         // Take work only when the socket has room, so the tunnel that can send soonest
         // takes the next frame.
         let until_ping = next_ping.saturating_duration_since(Instant::now());
-        match sys::wait_writable(&tun.sock, until_ping.max(Duration::from_millis(1))) {
+        match sys::wait_writable(&conn.sock, until_ping.max(Duration::from_millis(1))) {
             Ok(true) => {}
             Ok(false) => {
                 // Still full at ping time: the data in flight keeps the peer's keepalive
                 // satisfied; the round trip is measured next time.
                 next_ping = Instant::now() + after_ping();
-                if tun.is_dead() {
+                if gone() {
                     return;
                 }
                 continue;
             }
-            Err(_) => {
-                tun.kill();
+            Err(e) => {
+                conn.kill(&format!("poll failed: {e}"));
                 return;
             }
         }
@@ -291,7 +345,7 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
         {
             let mut s = inner.sched.lock();
             loop {
-                if tun.is_dead() || inner.is_closed() {
+                if gone() || inner.is_closed() {
                     s.clear_idle(t);
                     return;
                 }
@@ -323,6 +377,13 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
             }
         }
         let mut tx = tun.tx.lock();
+        if !tx.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+            // The generation ended while the batch was taken: it goes to another one.
+            drop(tx);
+            inner.resend(t, generation, std::mem::take(&mut batch.data));
+            return;
+        }
+        inner.announce(t, generation, batch.data.len());
         let result = {
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 + batch.data.len());
             if !tx.pending.is_empty() {
@@ -333,26 +394,26 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize) {
             }
             slices.extend(batch.data.iter().map(|f| IoSlice::new(f)));
             let bytes: usize = slices.iter().map(|s| s.len()).sum();
-            let r = write_all_vectored(&tun.sock, &mut slices);
+            let r = write_all_vectored(&conn.sock, &mut slices);
             if r.is_ok() {
                 tun.count_sent(bytes, batch.frames());
             }
             r
         };
         tx.pending.clear();
-        for frame in batch.data.drain(..) {
-            inner.pool.give(frame);
-        }
+        // Written, or perhaps partly written before an error: either way the frames wait for
+        // the peer's acknowledgement (an error kills the generation, which re-sends them).
+        inner.keep_for_replay(t, generation, batch.data.drain(..));
+        drop(tx);
         batch.clear();
-        if result.is_err() {
-            drop(tx);
-            tun.kill();
+        if let Err(e) = result {
+            conn.kill(&format!("write failed: {e}"));
             return;
         }
         if finishing {
             // Everything queued is out: half-close so the peer reads end-of-stream after
             // the last frame, and keep reading until it closes too.
-            let _ = tun.sock.shutdown(Shutdown::Write);
+            let _ = conn.sock.shutdown(Shutdown::Write);
             return;
         }
     }

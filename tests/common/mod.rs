@@ -84,6 +84,8 @@ pub struct Relay {
     pub addr: SocketAddr,
     conns: Arc<Mutex<Vec<RelayConn>>>,
     frozen: Arc<AtomicBool>,
+    /// The server's listener, kept open while the relay lives.
+    pub listener: Option<Listener>,
 }
 
 /// Move bytes from `from` to `to`. While frozen, nothing is read (bytes pile up in the kernel:
@@ -156,7 +158,7 @@ impl Relay {
                 thread::spawn(move || pump(up, down, fb, zb, false));
             }
         });
-        Relay { addr, conns, frozen }
+        Relay { addr, conns, frozen, listener: None }
     }
 
     /// Stop forwarding on every connection (connections stay open).
@@ -193,14 +195,16 @@ impl Relay {
     }
 }
 
-/// A client/server pair whose tunnels all pass through a [`Relay`] (single-port mode).
+/// A client/server pair whose tunnels all pass through a [`Relay`] (single-port mode). The
+/// listener stays open (the relay keeps it) so that lost tunnels can re-join.
 pub fn relayed_pair(cfg: &Config) -> (Session, Session, Relay) {
     let cfg = Config { single_port: true, ..cfg.clone() };
     let l = Listener::bind("127.0.0.1:0", &cfg).expect("bind");
-    let relay = Relay::new(l.local_addr());
+    let mut relay = Relay::new(l.local_addr());
     let addr = relay.addr;
     let c = cfg.clone();
     let client = thread::spawn(move || mtmux::dial(addr, &c).expect("dial"));
     let server = l.accept_timeout(Duration::from_secs(10)).expect("accept");
+    relay.listener = Some(l);
     (client.join().expect("client thread"), server, relay)
 }

@@ -8,13 +8,23 @@
 //! server [`Session`] is queued for [`Listener::accept`]. A bundle that is not complete within
 //! `handshake_timeout` is refused and its connections closed; one bad tunnel fails its bundle.
 
+mod dial;
+mod rejoin;
+
+pub use dial::dial;
+pub(crate) use dial::rejoin;
+
 use crate::config::{check_peer_params, Config, MAX_TUNNELS};
 use crate::core::bundle::{Assembler, Join};
 use crate::core::ids::Role;
 use crate::error::{Error, Result};
 use crate::ffi::sys;
-use crate::proto::handshake::{BundleId, Hello, HelloKind, Params, Reply, Status, HELLO_LEN};
-use crate::session::Session;
+use crate::proto::auth::Secret;
+use crate::proto::handshake::{
+    check_prefix, Hello, HelloKind, Reply, Status, COMMON_LEN, HANDSHAKE_VERSION, HELLO_FLAG_REJOIN,
+    HELLO_LEN, NONCE_LEN,
+};
+use crate::session::{Session, Setup};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, Read, Write};
@@ -45,6 +55,8 @@ struct ListenerInner {
     closed_tx: Mutex<Option<Sender<()>>>,
     closed_rx: Receiver<()>,
     acceptors: Mutex<Vec<JoinHandle<()>>>,
+    /// Running sessions whose clients re-join lost tunnels.
+    registry: rejoin::Registry,
 }
 
 impl std::fmt::Debug for Listener {
@@ -164,6 +176,7 @@ impl Listener {
             closed_tx: Mutex::new(Some(closed_tx)),
             closed_rx,
             acceptors: Mutex::new(Vec::new()),
+            registry: rejoin::Registry::default(),
         });
         let mut acceptors = Vec::new();
         for i in 0..inner.sockets.len() {
@@ -235,6 +248,25 @@ impl Drop for Listener {
     }
 }
 
+/// Fill `buf` from `conn` before `deadline` (however the bytes trickle in).
+fn read_by(mut conn: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        match conn.read(&mut buf[got..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Write a refusal (best effort: the peer may be gone or not an mtmux client at all).
 fn refuse(mut conn: &TcpStream, hello: Option<&Hello>, status: Status, reason: &str) {
     let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
@@ -295,22 +327,43 @@ impl ListenerInner {
     }
 
     /// Read one tunnel's HELLO and add the tunnel to its bundle.
-    fn handshake(&self, mut conn: TcpStream, port_index: usize) {
+    fn handshake(&self, conn: TcpStream, port_index: usize) {
         let timeout = self.cfg.handshake_timeout;
-        let _ = conn.set_read_timeout(Some(timeout));
+        // The deadline covers the whole HELLO, however slowly its bytes come.
+        let deadline = Instant::now() + timeout;
         let mut raw = [0u8; HELLO_LEN];
-        if conn.read_exact(&mut raw).is_err() {
+        if read_by(&conn, &mut raw[..COMMON_LEN], deadline).is_err() {
+            refuse(&conn, None, Status::Malformed, "incomplete handshake");
+            return;
+        }
+        match check_prefix(raw[..COMMON_LEN].try_into().expect("len")) {
+            Ok(HANDSHAKE_VERSION) => {}
+            Ok(1) => {
+                // A version 1 client reads a version 1 reply: tell it in its own layout.
+                let why =
+                    "this server speaks mtmux protocol version 2, the client version 1: upgrade the client";
+                let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
+                let _ = (&conn).write_all(&Reply::refuse(None, Status::BadVersion, why).encode_v1());
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            Ok(v) => {
+                refuse(&conn, None, Status::BadVersion, &format!("unknown protocol version {v}"));
+                return;
+            }
+            Err(e) => {
+                refuse(&conn, None, Status::Malformed, &e.to_string());
+                return;
+            }
+        }
+        if read_by(&conn, &mut raw[COMMON_LEN..], deadline).is_err() {
             refuse(&conn, None, Status::Malformed, "incomplete handshake");
             return;
         }
         let hello = match Hello::decode(&raw) {
             Ok(h) => h,
             Err(e) => {
-                let status = match e {
-                    crate::proto::handshake::HandshakeError::BadVersion(_) => Status::BadVersion,
-                    _ => Status::Malformed,
-                };
-                refuse(&conn, None, status, &e.to_string());
+                refuse(&conn, None, Status::Malformed, &e.to_string());
                 return;
             }
         };
@@ -330,6 +383,10 @@ impl ListenerInner {
             self.refuse_bundle(&conn, &hello, Status::WrongPort, &why);
             return;
         }
+        if hello.kind == HelloKind::Rejoin {
+            rejoin::serve(self, conn, &hello, deadline);
+            return;
+        }
         let max = self.cfg.tunnels.min(MAX_TUNNELS) as u16;
         let mut a = self.assembler.lock();
         if self.closed.load(Relaxed) {
@@ -338,10 +395,10 @@ impl ListenerInner {
             return;
         }
         match a.join(&hello, conn, Instant::now(), timeout, max) {
-            Join::Complete { tunnels, params } => {
+            Join::Complete { tunnels, hello: first } => {
                 drop(a);
                 self.bundle_cv.notify_all();
-                self.start_session(&hello, tunnels, params);
+                self.start_session(&first, tunnels);
             }
             Join::Refused { conn, status, reason } => {
                 let rest = match status {
@@ -394,17 +451,24 @@ impl ListenerInner {
         }
     }
 
-    fn start_session(&self, hello: &Hello, tunnels: Vec<TcpStream>, params: Params) {
+    fn start_session(&self, hello: &Hello, tunnels: Vec<TcpStream>) {
         if self.sessions_tx.is_full() {
             for c in &tunnels {
                 refuse(c, Some(hello), Status::Busy, "accept backlog full");
             }
             return;
         }
+        let mut server_nonce = [0u8; NONCE_LEN];
+        if sys::random_bytes(&mut server_nonce).is_err() {
+            for c in &tunnels {
+                refuse(c, Some(hello), Status::Busy, "no randomness available");
+            }
+            return;
+        }
         let reply = |i: usize| {
             let mut h = *hello;
             h.index = i as u16;
-            Reply::accept(&h, self.cfg.params()).encode()
+            Reply::accept(&h, self.cfg.params(), server_nonce).encode()
         };
         for (i, mut c) in tunnels.iter().enumerate() {
             let _ = c.set_write_timeout(Some(self.cfg.handshake_timeout));
@@ -415,188 +479,23 @@ impl ListenerInner {
         for c in &tunnels {
             let _ = c.set_read_timeout(None);
         }
-        if let Ok(s) = Session::start(Role::Server, tunnels, &self.cfg, params) {
+        // The client re-dials lost tunnels: keep the session reachable for its re-joins, and
+        // through an outage for resume_timeout.
+        let rejoins = hello.flags & HELLO_FLAG_REJOIN != 0;
+        let setup = Setup {
+            role: Role::Server,
+            peer: hello.params,
+            bundle: hello.bundle,
+            secret: Secret::derive(None, &hello.bundle, &hello.nonce, &server_nonce),
+            redial: None,
+            resumable: rejoins && !self.cfg.resume_timeout.is_zero(),
+        };
+        if let Ok(s) = Session::start(tunnels, &self.cfg, setup) {
+            if rejoins {
+                self.registry.insert(hello.bundle, &s);
+            }
             // A session that finds the queue full or closed is dropped, which closes it.
             let _ = self.sessions_tx.try_send(s);
         }
     }
-}
-
-/// Open a bundle to the server at `addr`: `cfg.tunnels` connections to `port .. port + n - 1`
-/// (or all to `port` with `cfg.single_port`), handshake included, within
-/// `cfg.handshake_timeout`.
-pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
-    cfg.validate()?;
-    let base = resolve(addr)?;
-    let deadline = Instant::now() + cfg.handshake_timeout;
-    let targets: Vec<SocketAddr> = (0..cfg.tunnels)
-        .map(|i| {
-            let port = base.port() as u32 + if cfg.single_port { 0 } else { i as u32 };
-            with_port(base, port)
-                .ok_or_else(|| Error::InvalidConfig(format!("tunnel {i} would use port {port} > 65535")))
-        })
-        .collect::<Result<_>>()?;
-    // Connect all tunnels at once: over a long path, one after another would cost a round
-    // trip each.
-    let conns: Vec<io::Result<TcpStream>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = targets
-            .iter()
-            .map(|a| {
-                scope.spawn(move || {
-                    let left =
-                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                    TcpStream::connect_timeout(a, left)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::ErrorKind::Other.into()))).collect()
-    });
-    let mut tunnels = Vec::with_capacity(conns.len());
-    for (i, c) in conns.into_iter().enumerate() {
-        tunnels.push(c.map_err(|e| context(e, format!("tunnel {i} to {}", targets[i])))?);
-    }
-    client_handshake(tunnels, cfg, deadline)
-}
-
-impl Session {
-    /// Run the client handshake over connections the caller made (tunnel `i` is
-    /// `tunnels[i]`) and start the session.
-    pub fn client(tunnels: Vec<TcpStream>, cfg: &Config) -> Result<Session> {
-        cfg.validate()?;
-        client_handshake(tunnels, cfg, Instant::now() + cfg.handshake_timeout)
-    }
-
-    /// Run the server handshake over connections the caller accepted (in any order; the
-    /// HELLOs say which tunnel each is) and start the session.
-    pub fn server(tunnels: Vec<TcpStream>, cfg: &Config) -> Result<Session> {
-        cfg.validate()?;
-        server_handshake(tunnels, cfg, Instant::now() + cfg.handshake_timeout)
-    }
-}
-
-fn left(deadline: Instant) -> Result<Duration> {
-    let d = deadline.saturating_duration_since(Instant::now());
-    if d.is_zero() {
-        Err(Error::TimedOut)
-    } else {
-        Ok(d)
-    }
-}
-
-fn check_count(n: usize) -> Result<()> {
-    if n == 0 || n > MAX_TUNNELS {
-        return Err(Error::InvalidConfig(format!("a bundle needs 1..={MAX_TUNNELS} tunnels, got {n}")));
-    }
-    Ok(())
-}
-
-fn read_reply(mut conn: &TcpStream) -> Result<Reply> {
-    let mut raw = [0u8; HELLO_LEN];
-    conn.read_exact(&mut raw)?;
-    let (mut reply, n) = Reply::decode_fixed(&raw).map_err(|e| Error::Protocol(e.to_string()))?;
-    let mut reason = vec![0u8; n];
-    conn.read_exact(&mut reason)?;
-    reply.set_reason(&reason);
-    Ok(reply)
-}
-
-fn client_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) -> Result<Session> {
-    check_count(tunnels.len())?;
-    let mut id = [0u8; 16];
-    sys::random_bytes(&mut id)?;
-    let bundle = BundleId(id);
-    let count = tunnels.len() as u16;
-    for (i, mut c) in tunnels.iter().enumerate() {
-        c.set_write_timeout(Some(left(deadline)?))?;
-        let hello = Hello { kind: HelloKind::Join, bundle, index: i as u16, count, params: cfg.params() };
-        c.write_all(&hello.encode()).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
-    }
-    let mut params = None;
-    for (i, c) in tunnels.iter().enumerate() {
-        c.set_read_timeout(Some(left(deadline)?))?;
-        let reply = read_reply(c).map_err(|e| match e {
-            Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Error::TimedOut
-            }
-            Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-                Error::Protocol(format!("tunnel {i}: the server closed the connection during the handshake"))
-            }
-            e => e,
-        })?;
-        if reply.status != Status::Accept {
-            return Err(Error::Refused(format!("{:?}: {}", reply.status, reply.reason)));
-        }
-        if reply.bundle != bundle || reply.index as usize != i {
-            return Err(Error::Protocol(format!("tunnel {i}: reply for another tunnel")));
-        }
-        check_peer_params(&reply.params).map_err(Error::Protocol)?;
-        match params {
-            None => params = Some(reply.params),
-            Some(p) if p != reply.params => {
-                return Err(Error::Protocol("tunnels of one bundle announced different parameters".into()))
-            }
-            Some(_) => {}
-        }
-        c.set_read_timeout(None)?;
-    }
-    Session::start(Role::Client, tunnels, cfg, params.expect("at least one tunnel"))
-}
-
-fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) -> Result<Session> {
-    check_count(tunnels.len())?;
-    // Any failure refuses every connection, so that no client is left with a bare EOF.
-    let fail = |hello: Option<&Hello>, status, why: String| {
-        for c in &tunnels {
-            refuse(c, hello, status, &why);
-        }
-        Err(Error::Protocol(why))
-    };
-    let mut hellos = Vec::with_capacity(tunnels.len());
-    for (i, mut c) in tunnels.iter().enumerate() {
-        let mut raw = [0u8; HELLO_LEN];
-        let read = left(deadline)
-            .and_then(|t| Ok(c.set_read_timeout(Some(t))?))
-            .and_then(|()| Ok(c.read_exact(&mut raw)?));
-        if let Err(e) = read {
-            return fail(None, Status::Malformed, format!("tunnel {i}: no complete handshake ({e})"));
-        }
-        match Hello::decode(&raw) {
-            Ok(h) => hellos.push(h),
-            Err(e) => return fail(None, Status::Malformed, e.to_string()),
-        }
-    }
-    let order = match bundle_order(&hellos) {
-        Ok(order) => order,
-        Err((status, why)) => return fail(Some(&hellos[0]), status, why),
-    };
-    let f = hellos[0];
-    let mut slots: Vec<Option<TcpStream>> = tunnels.into_iter().map(Some).collect();
-    let ordered: Vec<TcpStream> = order.iter().map(|&i| slots[i].take().expect("each once")).collect();
-    for (i, mut c) in ordered.iter().enumerate() {
-        let mut h = f;
-        h.index = i as u16;
-        c.set_write_timeout(Some(left(deadline)?))?;
-        c.write_all(&Reply::accept(&h, cfg.params()).encode())?;
-        c.set_read_timeout(None)?;
-    }
-    Session::start(Role::Server, ordered, cfg, f.params)
-}
-
-/// Check that `hellos` (one per connection) form one complete bundle; returns, for each
-/// tunnel index, the position of its connection.
-fn bundle_order(hellos: &[Hello]) -> Result<Vec<usize>, (Status, String)> {
-    let n = hellos.len();
-    let f = hellos[0];
-    let mut order: Vec<Option<usize>> = vec![None; n];
-    for (i, h) in hellos.iter().enumerate() {
-        if h.kind != HelloKind::Join || h.bundle != f.bundle || h.count as usize != n || h.params != f.params
-        {
-            return Err((Status::Conflict, "the connections are not one bundle".into()));
-        }
-        check_peer_params(&h.params).map_err(|why| (Status::BadParams, why))?;
-        if order[h.index as usize].replace(i).is_some() {
-            return Err((Status::Conflict, format!("tunnel index {} appears twice", h.index)));
-        }
-    }
-    Ok(order.into_iter().map(|o| o.expect("n distinct indices below n")).collect())
 }

@@ -1,0 +1,313 @@
+//! The client side of the handshake (JOIN over every tunnel, REJOIN of one lost tunnel), and
+//! sessions over connections the caller made.
+
+use super::{context, refuse, resolve, with_port};
+use crate::config::{check_peer_params, Config, MAX_TUNNELS};
+use crate::core::ids::Role;
+use crate::error::{CloseReason, Error, Result};
+use crate::ffi::sys;
+use crate::proto::auth::{RejoinNonces, Secret};
+use crate::proto::handshake::{
+    BundleId, Hello, HelloKind, Params, Reply, Status, COMMON_LEN, EXT_LEN, HELLO_FLAG_REJOIN, HELLO_LEN,
+    NONCE_LEN, PROOF_LEN,
+};
+use crate::session::supervisor::Redial;
+use crate::session::{Session, Setup};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// Open a bundle to the server at `addr`: `cfg.tunnels` connections to `port .. port + n - 1`
+/// (or all to `port` with `cfg.single_port`), handshake included, within
+/// `cfg.handshake_timeout`. With `cfg.rejoin`, lost tunnels are re-dialed at the same
+/// addresses and re-joined to the session.
+pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
+    cfg.validate()?;
+    let base = resolve(addr)?;
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let targets: Vec<SocketAddr> = (0..cfg.tunnels)
+        .map(|i| {
+            let port = base.port() as u32 + if cfg.single_port { 0 } else { i as u32 };
+            with_port(base, port)
+                .ok_or_else(|| Error::InvalidConfig(format!("tunnel {i} would use port {port} > 65535")))
+        })
+        .collect::<Result<_>>()?;
+    // Connect all tunnels at once: over a long path, one after another would cost a round
+    // trip each.
+    let conns: Vec<io::Result<TcpStream>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|a| {
+                scope.spawn(move || {
+                    let left =
+                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                    TcpStream::connect_timeout(a, left)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::ErrorKind::Other.into()))).collect()
+    });
+    let mut tunnels = Vec::with_capacity(conns.len());
+    for (i, c) in conns.into_iter().enumerate() {
+        tunnels.push(c.map_err(|e| context(e, format!("tunnel {i} to {}", targets[i])))?);
+    }
+    client_handshake(tunnels, cfg, deadline, cfg.rejoin.then_some(targets))
+}
+
+impl Session {
+    /// Run the client handshake over connections the caller made (tunnel `i` is
+    /// `tunnels[i]`) and start the session. Such a session cannot re-dial a lost tunnel: the
+    /// others carry on without it (nothing is lost), and losing the last ends the session.
+    pub fn client(tunnels: Vec<TcpStream>, cfg: &Config) -> Result<Session> {
+        cfg.validate()?;
+        client_handshake(tunnels, cfg, Instant::now() + cfg.handshake_timeout, None)
+    }
+
+    /// Run the server handshake over connections the caller accepted (in any order; the
+    /// HELLOs say which tunnel each is) and start the session. Without a listener it cannot
+    /// take re-joins: losing the last tunnel ends the session.
+    pub fn server(tunnels: Vec<TcpStream>, cfg: &Config) -> Result<Session> {
+        cfg.validate()?;
+        server_handshake(tunnels, cfg, Instant::now() + cfg.handshake_timeout)
+    }
+}
+
+fn left(deadline: Instant) -> Result<Duration> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if d.is_zero() {
+        Err(Error::TimedOut)
+    } else {
+        Ok(d)
+    }
+}
+
+fn check_count(n: usize) -> Result<()> {
+    if n == 0 || n > MAX_TUNNELS {
+        return Err(Error::InvalidConfig(format!("a bundle needs 1..={MAX_TUNNELS} tunnels, got {n}")));
+    }
+    Ok(())
+}
+
+fn random_nonce() -> Result<[u8; NONCE_LEN]> {
+    let mut n = [0u8; NONCE_LEN];
+    sys::random_bytes(&mut n)?;
+    Ok(n)
+}
+
+/// Read a REPLY (version 2, or a version 1 server's refusal) within `deadline`.
+fn read_reply(mut conn: &TcpStream, deadline: Instant, i: usize) -> Result<Reply> {
+    let mut read = |buf: &mut [u8]| -> Result<()> {
+        conn.set_read_timeout(Some(left(deadline)?))?;
+        conn.read_exact(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut,
+            io::ErrorKind::UnexpectedEof => {
+                Error::Protocol(format!("tunnel {i}: the server closed the connection during the handshake"))
+            }
+            _ => e.into(),
+        })
+    };
+    let mut common = [0u8; COMMON_LEN];
+    read(&mut common)?;
+    let (mut reply, version, trailer) =
+        Reply::decode_common(&common).map_err(|e| Error::Protocol(format!("tunnel {i}: {e}")))?;
+    if version == 2 {
+        let mut ext = [0u8; EXT_LEN];
+        read(&mut ext)?;
+        reply.set_ext(&ext);
+    }
+    reply.trailer = vec![0u8; trailer];
+    read(&mut reply.trailer)?;
+    if version == 1 {
+        return Err(Error::Refused(format!(
+            "the server speaks mtmux protocol version 1, this client version 2 ({:?}: {})",
+            reply.status,
+            reply.reason()
+        )));
+    }
+    Ok(reply)
+}
+
+fn client_handshake(
+    tunnels: Vec<TcpStream>,
+    cfg: &Config,
+    deadline: Instant,
+    redial: Option<Vec<SocketAddr>>,
+) -> Result<Session> {
+    check_count(tunnels.len())?;
+    let mut id = [0u8; 16];
+    sys::random_bytes(&mut id)?;
+    let bundle = BundleId(id);
+    let nonce = random_nonce()?;
+    let count = tunnels.len() as u16;
+    let flags = if redial.is_some() { HELLO_FLAG_REJOIN } else { 0 };
+    for (i, mut c) in tunnels.iter().enumerate() {
+        c.set_write_timeout(Some(left(deadline)?))?;
+        let hello = Hello {
+            kind: HelloKind::Join,
+            bundle,
+            index: i as u16,
+            count,
+            flags,
+            params: cfg.params(),
+            generation: 0,
+            nonce,
+        };
+        c.write_all(&hello.encode()).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
+    }
+    let mut agreed: Option<(Params, [u8; NONCE_LEN])> = None;
+    for (i, c) in tunnels.iter().enumerate() {
+        let reply = read_reply(c, deadline, i)?;
+        if reply.status != Status::Accept {
+            return Err(Error::Refused(format!("{:?}: {}", reply.status, reply.reason())));
+        }
+        if reply.bundle != bundle || reply.index as usize != i {
+            return Err(Error::Protocol(format!("tunnel {i}: reply for another tunnel")));
+        }
+        check_peer_params(&reply.params).map_err(Error::Protocol)?;
+        match agreed {
+            None => agreed = Some((reply.params, reply.nonce)),
+            Some(a) if a != (reply.params, reply.nonce) => {
+                return Err(Error::Protocol("tunnels of one bundle got different replies".into()))
+            }
+            Some(_) => {}
+        }
+        c.set_read_timeout(None)?;
+    }
+    let (peer, server_nonce) = agreed.expect("at least one tunnel");
+    let secret = Secret::derive(None, &bundle, &nonce, &server_nonce);
+    let resumable = redial.is_some() && !cfg.resume_timeout.is_zero();
+    let redial = redial.map(|targets| Redial::new(targets, cfg));
+    Session::start(tunnels, cfg, Setup { role: Role::Client, peer, bundle, secret, redial, resumable })
+}
+
+/// Re-dial tunnel `index` of a session: connect to `target`, REJOIN as generation
+/// `generation`, check the server's proof and prove ours. Returns the connection once the
+/// server accepted it. A server that no longer knows the session answers with
+/// `Error::SessionClosed(CloseReason::Expired(_))`.
+pub(crate) fn rejoin(
+    target: SocketAddr,
+    cfg: &Config,
+    bundle: &BundleId,
+    secret: &Secret,
+    index: u16,
+    count: u16,
+    generation: u32,
+) -> Result<TcpStream> {
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let mut conn = TcpStream::connect_timeout(&target, cfg.handshake_timeout)
+        .map_err(|e| context(e, format!("re-dialing tunnel {index} at {target}")))?;
+    conn.set_write_timeout(Some(left(deadline)?))?;
+    let nonce = random_nonce()?;
+    let hello = Hello {
+        kind: HelloKind::Rejoin,
+        bundle: *bundle,
+        index,
+        count,
+        flags: HELLO_FLAG_REJOIN,
+        params: cfg.params(),
+        generation,
+        nonce,
+    };
+    conn.write_all(&hello.encode())?;
+    let refused = |reply: &Reply| match reply.status {
+        Status::UnknownSession => Error::SessionClosed(CloseReason::Expired(format!(
+            "the server no longer knows this session (it ended, expired or restarted): {}",
+            reply.reason()
+        ))),
+        s => Error::Refused(format!("re-joining tunnel {index}: {s:?}: {}", reply.reason())),
+    };
+    let challenge = read_reply(&conn, deadline, index as usize)?;
+    if challenge.status != Status::Challenge {
+        return Err(refused(&challenge));
+    }
+    if challenge.bundle != *bundle || challenge.index != index || challenge.generation != generation {
+        return Err(Error::Protocol(format!("tunnel {index}: challenge for another re-join")));
+    }
+    let nonces = RejoinNonces { bundle: *bundle, index, generation, client: nonce, server: challenge.nonce };
+    if !secret.verify(true, &nonces, &challenge.trailer) {
+        return Err(Error::Protocol(format!(
+            "tunnel {index}: the server at {target} could not prove it holds this session"
+        )));
+    }
+    let proof: [u8; PROOF_LEN] = secret.proof(false, &nonces);
+    conn.write_all(&proof)?;
+    let reply = read_reply(&conn, deadline, index as usize)?;
+    if reply.status != Status::Accept {
+        return Err(refused(&reply));
+    }
+    conn.set_read_timeout(None)?;
+    Ok(conn)
+}
+
+fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) -> Result<Session> {
+    check_count(tunnels.len())?;
+    // Any failure refuses every connection, so that no client is left with a bare EOF.
+    let fail = |hello: Option<&Hello>, status, why: String| {
+        for c in &tunnels {
+            refuse(c, hello, status, &why);
+        }
+        Err(Error::Protocol(why))
+    };
+    let mut hellos = Vec::with_capacity(tunnels.len());
+    for (i, mut c) in tunnels.iter().enumerate() {
+        let mut raw = [0u8; HELLO_LEN];
+        let read = left(deadline)
+            .and_then(|t| Ok(c.set_read_timeout(Some(t))?))
+            .and_then(|()| Ok(c.read_exact(&mut raw)?));
+        if let Err(e) = read {
+            return fail(None, Status::Malformed, format!("tunnel {i}: no complete handshake ({e})"));
+        }
+        match Hello::decode(&raw) {
+            Ok(h) => hellos.push(h),
+            Err(e) => return fail(None, Status::Malformed, e.to_string()),
+        }
+    }
+    let order = match bundle_order(&hellos) {
+        Ok(order) => order,
+        Err((status, why)) => return fail(Some(&hellos[0]), status, why),
+    };
+    let f = hellos[0];
+    let server_nonce = random_nonce()?;
+    let mut slots: Vec<Option<TcpStream>> = tunnels.into_iter().map(Some).collect();
+    let ordered: Vec<TcpStream> = order.iter().map(|&i| slots[i].take().expect("each once")).collect();
+    for (i, mut c) in ordered.iter().enumerate() {
+        let mut h = f;
+        h.index = i as u16;
+        c.set_write_timeout(Some(left(deadline)?))?;
+        c.write_all(&Reply::accept(&h, cfg.params(), server_nonce).encode())?;
+        c.set_read_timeout(None)?;
+    }
+    let secret = Secret::derive(None, &f.bundle, &f.nonce, &server_nonce);
+    // Without a listener nobody takes re-joins: the session cannot be resumed.
+    let setup = Setup {
+        role: Role::Server,
+        peer: f.params,
+        bundle: f.bundle,
+        secret,
+        redial: None,
+        resumable: false,
+    };
+    Session::start(ordered, cfg, setup)
+}
+
+/// Check that `hellos` (one per connection) form one complete bundle; returns, for each
+/// tunnel index, the position of its connection.
+fn bundle_order(hellos: &[Hello]) -> Result<Vec<usize>, (Status, String)> {
+    let n = hellos.len();
+    let f = hellos[0];
+    let mut order: Vec<Option<usize>> = vec![None; n];
+    for (i, h) in hellos.iter().enumerate() {
+        if h.kind != HelloKind::Join
+            || h.bundle != f.bundle
+            || h.count as usize != n
+            || (h.params, h.flags, h.nonce) != (f.params, f.flags, f.nonce)
+        {
+            return Err((Status::Conflict, "the connections are not one bundle".into()));
+        }
+        check_peer_params(&h.params).map_err(|why| (Status::BadParams, why))?;
+        if order[h.index as usize].replace(i).is_some() {
+            return Err((Status::Conflict, format!("tunnel index {} appears twice", h.index)));
+        }
+    }
+    Ok(order.into_iter().map(|o| o.expect("n distinct indices below n")).collect())
+}
