@@ -335,6 +335,11 @@ enum mtmux_event_kind
      * A tunnel came back after every one was lost, after an outage of `duration_ms`.
      */
     MTMUX_EVENT_RESUMED = 6,
+    /**
+     * A re-dial of lost tunnel `index` failed (`reason` says why); another follows after a
+     * backoff.
+     */
+    MTMUX_EVENT_REJOIN_FAILED = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -558,6 +563,10 @@ typedef struct mtmux_session_statistics {
      */
     uint64_t ack_bytes_sent;
     /**
+     * Re-joins this side refused (a wrong proof, a replayed or out-of-date attempt).
+     */
+    uint64_t rejoins_refused;
+    /**
      * Failover events dropped because nobody read them with `mtmux_session_next_event`
      * (a session keeps the last `MTMUX_EVENT_QUEUE` unread ones).
      */
@@ -601,7 +610,8 @@ typedef struct mtmux_event {
     uint64_t duration_ms;
     /**
      * Length in bytes (without the NUL) of the whole reason text (`_TUNNEL_LOST`, e.g.
-     * `"connection reset"`), even when the caller's buffer held less of it.
+     * `"connection reset"`, and `_REJOIN_FAILED`), even when the caller's buffer held less
+     * of it.
      */
     size_t reason_len;
 } mtmux_event;
@@ -797,10 +807,10 @@ mtmux_result mtmux_session_stats(const struct mtmux_session *session,
 
 /**
  * Wait at most `timeout_ms` (0: do not wait) for the session's next failover event and
- * write it to `*event`. The reason text of a lost tunnel goes NUL-terminated into `reason`
- * of `reason_cap` bytes, cut to fit at a UTF-8 character boundary (it was cut when
- * `event->reason_len >= reason_cap`); events without a reason write `""`. With
- * `reason_cap` 0 no text is written and `reason` may be NULL.
+ * write it to `*event`. The reason text of a lost tunnel or a failed re-dial goes
+ * NUL-terminated into `reason` of `reason_cap` bytes, cut to fit at a UTF-8 character
+ * boundary (it was cut when `event->reason_len >= reason_cap`); events without a reason
+ * write `""`. With `reason_cap` 0 no text is written and `reason` may be NULL.
  *
  * Returns `MTMUX_OK`; `MTMUX_ERR_TIMED_OUT` when no event came in time; once the session
  * has ended and every event was read, `MTMUX_ERR_SESSION_CLOSED` (or

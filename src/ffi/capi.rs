@@ -1142,6 +1142,8 @@ pub struct mtmux_session_statistics {
     pub acks_sent: u64,
     /// Bytes of those acknowledgement frames (headers included).
     pub ack_bytes_sent: u64,
+    /// Re-joins this side refused (a wrong proof, a replayed or out-of-date attempt).
+    pub rejoins_refused: u64,
     /// Failover events dropped because nobody read them with `mtmux_session_next_event`
     /// (a session keeps the last `MTMUX_EVENT_QUEUE` unread ones).
     pub events_dropped: u64,
@@ -1177,6 +1179,7 @@ pub extern "C" fn mtmux_session_stats(
             unacked_bytes: st.unacked_bytes,
             acks_sent: st.acks_sent,
             ack_bytes_sent: st.ack_bytes_sent,
+            rejoins_refused: st.rejoins_refused,
             events_dropped: st.events_dropped,
             in_outage: st.outage.is_some() as u32,
         });
@@ -1205,6 +1208,9 @@ pub enum mtmux_event_kind {
     MTMUX_EVENT_OUTAGE_STARTED = 5,
     /// A tunnel came back after every one was lost, after an outage of `duration_ms`.
     MTMUX_EVENT_RESUMED = 6,
+    /// A re-dial of lost tunnel `index` failed (`reason` says why); another follows after a
+    /// backoff.
+    MTMUX_EVENT_REJOIN_FAILED = 7,
 }
 
 /// A failover event (`mtmux_session_next_event`). Fields a kind does not use are 0.
@@ -1226,15 +1232,16 @@ pub struct mtmux_event {
     /// timeout (`_OUTAGE_STARTED`), the outage's length (`_RESUMED`).
     pub duration_ms: u64,
     /// Length in bytes (without the NUL) of the whole reason text (`_TUNNEL_LOST`, e.g.
-    /// `"connection reset"`), even when the caller's buffer held less of it.
+    /// `"connection reset"`, and `_REJOIN_FAILED`), even when the caller's buffer held less
+    /// of it.
     pub reason_len: usize,
 }
 
 /// Wait at most `timeout_ms` (0: do not wait) for the session's next failover event and
-/// write it to `*event`. The reason text of a lost tunnel goes NUL-terminated into `reason`
-/// of `reason_cap` bytes, cut to fit at a UTF-8 character boundary (it was cut when
-/// `event->reason_len >= reason_cap`); events without a reason write `""`. With
-/// `reason_cap` 0 no text is written and `reason` may be NULL.
+/// write it to `*event`. The reason text of a lost tunnel or a failed re-dial goes
+/// NUL-terminated into `reason` of `reason_cap` bytes, cut to fit at a UTF-8 character
+/// boundary (it was cut when `event->reason_len >= reason_cap`); events without a reason
+/// write `""`. With `reason_cap` 0 no text is written and `reason` may be NULL.
 ///
 /// Returns `MTMUX_OK`; `MTMUX_ERR_TIMED_OUT` when no event came in time; once the session
 /// has ended and every event was read, `MTMUX_ERR_SESSION_CLOSED` (or
@@ -1342,6 +1349,10 @@ fn event_to_c(e: &Event) -> (mtmux_event, &str) {
         Event::Resumed { after } => {
             (mtmux_event { duration_ms: ms(after), ..blank(MTMUX_EVENT_RESUMED) }, "")
         }
+        Event::RejoinFailed { index, error } => (
+            mtmux_event { index: *index as u32, reason_len: error.len(), ..blank(MTMUX_EVENT_REJOIN_FAILED) },
+            error,
+        ),
     }
 }
 
