@@ -44,6 +44,9 @@ C_STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl
 C_LINK_DYNAMIC = -L$(C_LIBDIR) -lmtmux -Wl,-rpath,$(abspath $(C_LIBDIR))
 C_LINK_STATIC = $(C_LIBDIR)/libmtmux.a $(C_STATIC_LIBS)
 C_EXAMPLES := hello echo_server echo_client bulk
+# The C test programs (tests/c/NAME.c), each linked with the shared harness.
+C_TESTS := test_capi test_failover
+C_HARNESS := tests/c/harness.c
 VALGRIND := valgrind --quiet --error-exitcode=99 --fair-sched=yes --leak-check=full \
 	--show-leak-kinds=definite --errors-for-leak-kinds=definite
 
@@ -69,8 +72,10 @@ lib-c:
 c-tests: lib-c
 	@mkdir -p $(C_OUT)
 	echo '#include "mtmux.h"' | $(CC) -std=c99 $(C_WARN) -pedantic -Iinclude -fsyntax-only -x c -
-	$(CC) $(CFLAGS_MTMUX) tests/c/test_capi.c -o $(C_OUT)/test_capi_dynamic $(C_LINK_DYNAMIC)
-	$(CC) $(CFLAGS_MTMUX) tests/c/test_capi.c -o $(C_OUT)/test_capi_static $(C_LINK_STATIC)
+	for t in $(C_TESTS); do \
+		$(CC) $(CFLAGS_MTMUX) tests/c/$$t.c $(C_HARNESS) -o $(C_OUT)/$${t}_dynamic $(C_LINK_DYNAMIC) && \
+		$(CC) $(CFLAGS_MTMUX) tests/c/$$t.c $(C_HARNESS) -o $(C_OUT)/$${t}_static $(C_LINK_STATIC) || exit 1; \
+	done
 	@# The C++ check needs a C++ compiler; a machine with only a C toolchain skips it loudly.
 	@if command -v $(CXX) >/dev/null; then \
 		echo "$(CXX) $(CXXFLAGS_MTMUX) tests/c/header_cpp.cpp -o $(C_OUT)/header_cpp $(C_LINK_DYNAMIC)"; \
@@ -80,8 +85,7 @@ c-tests: lib-c
 
 test-c: c-tests examples
 	@if [ -x $(C_OUT)/header_cpp ]; then $(C_OUT)/header_cpp; fi
-	$(C_OUT)/test_capi_dynamic
-	$(C_OUT)/test_capi_static
+	for t in $(C_TESTS); do $(C_OUT)/$${t}_dynamic && $(C_OUT)/$${t}_static || exit 1; done
 	c-examples/smoke.sh $(C_OUT)
 
 examples: lib-c
@@ -94,13 +98,21 @@ examples: lib-c
 # sanitizers also watch the library's heap.
 asan: lib-c
 	@mkdir -p $(C_OUT)
-	$(CC) $(CFLAGS_MTMUX) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-		-fno-sanitize-recover=all tests/c/test_capi.c -o $(C_OUT)/test_capi_asan $(C_LINK_STATIC)
-	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(C_OUT)/test_capi_asan
+	for t in $(C_TESTS); do \
+		$(CC) $(CFLAGS_MTMUX) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+			-fno-sanitize-recover=all tests/c/$$t.c $(C_HARNESS) -o $(C_OUT)/$${t}_asan \
+			$(C_LINK_STATIC) || exit 1; \
+	done
+	for t in $(C_TESTS); do \
+		ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(C_OUT)/$${t}_asan || exit 1; \
+	done
 
-# The C tests under valgrind (memcheck: zero errors, no definite leaks).
+# The C tests under valgrind (memcheck: zero errors, no definite leaks). The failover
+# transfers are scaled down (MTMUX_TEST_FAILOVER_MB): valgrind runs them ~50x slower.
 valgrind: c-tests
-	MTMUX_TEST_TIMEOUT=600 $(VALGRIND) $(C_OUT)/test_capi_dynamic
+	for t in $(C_TESTS); do \
+		MTMUX_TEST_TIMEOUT=600 MTMUX_TEST_FAILOVER_MB=8 $(VALGRIND) $(C_OUT)/$${t}_dynamic || exit 1; \
+	done
 
 ## ---- Command-line tool (issue 4) ------------------------------------------
 # The `mtmux` binary (crate cli/): `server`, `client`, `bench`. See `mtmux --help`.

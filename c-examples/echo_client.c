@@ -14,6 +14,16 @@
 #include <string.h>
 
 /* Send one message on a new stream and print its echo; returns 0 on success. */
+static const char *tunnel_state_name(mtmux_tunnel_state state) {
+    switch (state) {
+    case MTMUX_TUNNEL_LIVE: return "live";
+    case MTMUX_TUNNEL_STALE: return "stale";
+    case MTMUX_TUNNEL_DEAD: return "dead";
+    case MTMUX_TUNNEL_REJOINING: return "rejoining";
+    }
+    return "unknown";
+}
+
 static int echo(const mtmux_session *session, const char *msg, size_t len) {
     mtmux_stream *stream;
     if (mtmux_session_open_stream(session, &stream) != MTMUX_OK) {
@@ -73,10 +83,14 @@ int main(int argc, char **argv) {
     size_t tunnels = 0;
     mtmux_session_tunnel_stats(session, stats, 256, &tunnels);
     for (size_t i = 0; i < tunnels && i < 256; i++)
-        fprintf(stderr, "tunnel %u: %llu bytes sent, %llu received, rtt %llu us\n",
-                stats[i].index, (unsigned long long)stats[i].bytes_sent,
+        fprintf(stderr,
+                "tunnel %u: %s, generation %u, %llu bytes sent, %llu received, rtt %llu us, "
+                "%llu frames re-sent\n",
+                stats[i].index, tunnel_state_name(stats[i].state), stats[i].generation,
+                (unsigned long long)stats[i].bytes_sent,
                 (unsigned long long)stats[i].bytes_received,
-                (unsigned long long)stats[i].rtt_us);
+                (unsigned long long)stats[i].rtt_us,
+                (unsigned long long)stats[i].frames_resent);
     mtmux_session_close(session);
     mtmux_session_free(session);
     return failed;

@@ -68,6 +68,17 @@
 #define MTMUX_BACKLOG_MAX 65536
 
 /**
+ * Smallest non-zero `stale_timeout_ms` of a config (shorter would call healthy tunnels
+ * stale between two acknowledgements).
+ */
+#define MTMUX_STALE_TIMEOUT_MIN_MS 20
+
+/**
+ * Smallest `rejoin_backoff_max_ms` of a config.
+ */
+#define MTMUX_REJOIN_BACKOFF_MIN_MS 100
+
+/**
  * `how` of `mtmux_stream_shutdown`: stop reading (later reads return 0, arriving data is
  * dropped).
  */
@@ -82,6 +93,12 @@
  * `how` of `mtmux_stream_shutdown`: both (same as `mtmux_stream_close`).
  */
 #define MTMUX_SHUT_BOTH 2
+
+/**
+ * Unread failover events a session keeps; older ones are dropped and counted in
+ * `mtmux_session_statistics.events_dropped`.
+ */
+#define MTMUX_EVENT_QUEUE 256
 
 /**
  * Result of an mtmux call: `MTMUX_OK` (0) or a negative `MTMUX_ERR_...` code. Functions that
@@ -104,7 +121,8 @@ enum mtmux_result
     MTMUX_ERR_NULL = -1,
     /**
      * An argument is out of range (a zero length, an unknown `how`, a timeout above
-     * `MTMUX_TIMEOUT_MAX_MS`, a config whose `size` is not `sizeof(mtmux_config)`).
+     * `MTMUX_TIMEOUT_MAX_MS`, a config whose `size` is neither `sizeof(mtmux_config)` nor
+     * that of its first published layout).
      */
     MTMUX_ERR_INVALID_ARGUMENT = -2,
     /**
@@ -128,7 +146,8 @@ enum mtmux_result
      */
     MTMUX_ERR_INVALID_CONFIG = -10,
     /**
-     * The session has ended (closed here, by the peer, or all tunnels lost).
+     * The session has ended (closed here, by the peer, or all tunnels lost without
+     * resumption); an expired session has its own code, `MTMUX_ERR_SESSION_EXPIRED`.
      */
     MTMUX_ERR_SESSION_CLOSED = -11,
     /**
@@ -175,6 +194,17 @@ enum mtmux_result
      * Another operating-system I/O error; the message has the detail.
      */
     MTMUX_ERR_IO = -22,
+    /**
+     * The session has ended because every tunnel was lost and none came back within
+     * `resume_timeout_ms` (or the server no longer knew the session when the client came
+     * back); `mtmux_session_close_reason` then gives `MTMUX_CLOSE_EXPIRED`. Every call on the
+     * session or its streams that can fail with `MTMUX_ERR_SESSION_CLOSED` fails with this
+     * code instead after an expiry: `mtmux_session_open_stream`, `mtmux_session_accept_stream`
+     * (`_timeout`), `mtmux_session_next_event`, `mtmux_stream_read`, `mtmux_stream_write`,
+     * `mtmux_stream_write_all`, and calls that were blocked in them while the session waited
+     * for its tunnels to come back.
+     */
+    MTMUX_ERR_SESSION_EXPIRED = -23,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -212,12 +242,110 @@ enum mtmux_close_reason
      * The peer broke the protocol.
      */
     MTMUX_CLOSE_PROTOCOL = 4,
+    /**
+     * Every tunnel was lost and the session was not resumed in time (or the server no longer
+     * knew it).
+     */
+    MTMUX_CLOSE_EXPIRED = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum mtmux_close_reason mtmux_close_reason;
 #else
 typedef int32_t mtmux_close_reason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where a tunnel slot is in its life (`mtmux_tunnel_stats.state`). A slot (its index)
+ * outlives the TCP connections that fill it: each re-join starts a new generation.
+ *
+ * ```text
+ *   LIVE --no acknowledgement progress for stale_timeout--> STALE --moves again--> LIVE
+ *   LIVE or STALE --RST / FIN / I/O error / keepalive timeout--> DEAD
+ *   DEAD --client re-dials--> REJOINING --accepted--> LIVE (generation + 1)
+ *                             REJOINING --attempt failed--> DEAD
+ * ```
+ */
+enum mtmux_tunnel_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Carrying traffic.
+     */
+    MTMUX_TUNNEL_LIVE = 0,
+    /**
+     * Open, but it stopped delivering: its unacknowledged frames were re-sent on the other
+     * tunnels and it gets no new ones until it moves again.
+     */
+    MTMUX_TUNNEL_STALE = 1,
+    /**
+     * Lost; waiting for a re-join (or for good, where re-joining is off or impossible).
+     */
+    MTMUX_TUNNEL_DEAD = 2,
+    /**
+     * The client is re-dialing it.
+     */
+    MTMUX_TUNNEL_REJOINING = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mtmux_tunnel_state mtmux_tunnel_state;
+#else
+typedef int32_t mtmux_tunnel_state;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * What happened to a session's tunnels (`mtmux_event.kind`).
+ */
+enum mtmux_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Tunnel `index` (generation `generation`) was lost; `frames_resent` of its frames were
+     * re-sent on the others, `live` tunnels remain; `reason` says how it ended.
+     */
+    MTMUX_EVENT_TUNNEL_LOST = 1,
+    /**
+     * Tunnel `index` stopped delivering for the stale timeout: `frames_resent` of its frames
+     * were re-sent on the others, `live` tunnels remain, and it gets no new frames until it
+     * moves again.
+     */
+    MTMUX_EVENT_TUNNEL_STALE = 2,
+    /**
+     * Stale tunnel `index` moved again and carries traffic again.
+     */
+    MTMUX_EVENT_TUNNEL_RECOVERED = 3,
+    /**
+     * Lost tunnel `index` was replaced by a new connection, generation `generation`, after
+     * `duration_ms` without one.
+     */
+    MTMUX_EVENT_TUNNEL_REJOINED = 4,
+    /**
+     * Every tunnel is lost: the session waits up to `duration_ms` (its resume timeout) for
+     * them to come back.
+     */
+    MTMUX_EVENT_OUTAGE_STARTED = 5,
+    /**
+     * A tunnel came back after every one was lost, after an outage of `duration_ms`.
+     */
+    MTMUX_EVENT_RESUMED = 6,
+    /**
+     * A re-dial of lost tunnel `index` failed (`reason` says why); another follows after a
+     * backoff.
+     */
+    MTMUX_EVENT_REJOIN_FAILED = 7,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mtmux_event_kind mtmux_event_kind;
+#else
+typedef int32_t mtmux_event_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -241,10 +369,19 @@ typedef struct mtmux_stream mtmux_stream;
  * `mtmux_config_init`, then change fields. Times are in milliseconds, sizes in bytes. Every
  * function taking a config validates it (`MTMUX_ERR_INVALID_CONFIG` and a message naming
  * the field); passing NULL means the defaults.
+ *
+ * Growth: new fields are only ever appended. A config whose `size` is that of the first
+ * published layout (everything up to `max_pending_handshakes`; the fields from `rejoin` on
+ * came with tunnel failover) is still accepted: mtmux reads only those bytes and uses the
+ * defaults for the later fields. Any other `size` than the two is refused with
+ * `MTMUX_ERR_INVALID_ARGUMENT`. `mtmux_config_init` writes the whole current struct, so a
+ * program built against an older header must be recompiled before it calls
+ * `mtmux_config_init` with this library (the source needs no change).
  */
 typedef struct mtmux_config {
     /**
-     * `sizeof(mtmux_config)`, set by `mtmux_config_init` (lets the struct grow compatibly).
+     * `sizeof(mtmux_config)`, set by `mtmux_config_init` (lets the struct grow compatibly:
+     * see above).
      */
     size_t size;
     /**
@@ -301,10 +438,38 @@ typedef struct mtmux_config {
      * Listener only: most tunnels in the middle of a handshake at once. Default 128.
      */
     uint32_t max_pending_handshakes;
+    /**
+     * Client: 1 re-dials a lost tunnel (backing off up to `rejoin_backoff_max_ms`) and
+     * re-joins it to the running session as the slot's next generation; 0 leaves it lost.
+     * A server always accepts re-joins of its sessions. 0 or 1. Default 1.
+     */
+    uint32_t rejoin;
+    /**
+     * A tunnel holding unacknowledged frames that sees no acknowledgement progress for this
+     * long is stale: it gets no new frames and its unacknowledged frames are re-sent on the
+     * other tunnels until it moves again. 0 (the default): derived from the smoothed round
+     * trip, max(4 x srtt, 250 ms). Otherwise `MTMUX_STALE_TIMEOUT_MIN_MS` (20) ..=
+     * `MTMUX_TIMEOUT_MAX_MS`.
+     */
+    uint64_t stale_timeout_ms;
+    /**
+     * How long both ends keep a session whose every tunnel is lost, waiting for the client
+     * to re-join (resume); blocked calls wait meanwhile, and when it passes they fail with
+     * `MTMUX_ERR_SESSION_EXPIRED`. 0 disables resumption (the session ends with its last
+     * tunnel, `MTMUX_ERR_SESSION_CLOSED`). 0 ..= `MTMUX_TIMEOUT_MAX_MS`. Default 30000.
+     */
+    uint64_t resume_timeout_ms;
+    /**
+     * Longest wait between two re-dial attempts of one tunnel (the first comes at once, then
+     * the wait doubles from 100 ms, with jitter). `MTMUX_REJOIN_BACKOFF_MIN_MS` (100) ..=
+     * `MTMUX_TIMEOUT_MAX_MS`. Default 5000.
+     */
+    uint64_t rejoin_backoff_max_ms;
 } mtmux_config;
 
 /**
- * Statistics of one tunnel (`mtmux_session_tunnel_stats`).
+ * Statistics of one tunnel slot (`mtmux_session_tunnel_stats`). The counters add up over
+ * the slot's generations (the connections that filled it).
  */
 typedef struct mtmux_tunnel_stats {
     /**
@@ -312,7 +477,7 @@ typedef struct mtmux_tunnel_stats {
      */
     uint32_t index;
     /**
-     * 1 while the tunnel works, 0 once it has failed or closed.
+     * 1 while the tunnel works (state `MTMUX_TUNNEL_LIVE` or `MTMUX_TUNNEL_STALE`), else 0.
      */
     uint32_t alive;
     /**
@@ -335,7 +500,121 @@ typedef struct mtmux_tunnel_stats {
      * Round trip of the last answered keepalive ping in microseconds; 0 if none yet.
      */
     uint64_t rtt_us;
+    /**
+     * Where the slot is in its life.
+     */
+    mtmux_tunnel_state state;
+    /**
+     * Which connection fills the slot: 0 for the first, one more for each re-join.
+     */
+    uint32_t generation;
+    /**
+     * DATA frames this side re-sent on other tunnels because this one died or went stale.
+     */
+    uint64_t frames_resent;
+    /**
+     * Bytes of those frames (headers included).
+     */
+    uint64_t bytes_resent;
+    /**
+     * How many times the slot was re-joined.
+     */
+    uint64_t rejoins;
 } mtmux_tunnel_stats;
+
+/**
+ * Statistics of a session as a whole (`mtmux_session_stats`; the struct has a name of its
+ * own because C cannot give a type and a function the same one); per-tunnel figures come
+ * from `mtmux_session_tunnel_stats`.
+ */
+typedef struct mtmux_session_statistics {
+    /**
+     * Tunnel slots in the bundle (as `mtmux_session_num_tunnels`).
+     */
+    uint32_t tunnels;
+    /**
+     * Slots whose state is `MTMUX_TUNNEL_LIVE`.
+     */
+    uint32_t live_tunnels;
+    /**
+     * How many times the session came back after losing every tunnel.
+     */
+    uint64_t resumes;
+    /**
+     * How long the current outage (no tunnel left) has lasted, in milliseconds; 0 when there
+     * is none. `in_outage` tells an outage shorter than 1 ms from none.
+     */
+    uint64_t outage_ms;
+    /**
+     * DATA frames this side has sent that the peer has not yet acknowledged (the replay
+     * buffer that a lost tunnel's frames are re-sent from).
+     */
+    uint64_t unacked_frames;
+    /**
+     * Flow-control charge of those frames in bytes (what the replay buffer holds).
+     */
+    uint64_t unacked_bytes;
+    /**
+     * Acknowledgement frames sent.
+     */
+    uint64_t acks_sent;
+    /**
+     * Bytes of those acknowledgement frames (headers included).
+     */
+    uint64_t ack_bytes_sent;
+    /**
+     * Re-joins this side refused (a wrong proof, a replayed or out-of-date attempt).
+     */
+    uint64_t rejoins_refused;
+    /**
+     * Failover events dropped because nobody read them with `mtmux_session_next_event`
+     * (a session keeps the last `MTMUX_EVENT_QUEUE` unread ones).
+     */
+    uint64_t events_dropped;
+    /**
+     * 1 while every tunnel is lost and the session waits up to `resume_timeout_ms` for the
+     * client to re-join, else 0.
+     */
+    uint32_t in_outage;
+} mtmux_session_statistics;
+
+/**
+ * A failover event (`mtmux_session_next_event`). Fields a kind does not use are 0.
+ */
+typedef struct mtmux_event {
+    /**
+     * What happened.
+     */
+    mtmux_event_kind kind;
+    /**
+     * The tunnel slot (tunnel events).
+     */
+    uint32_t index;
+    /**
+     * The slot's generation: the one lost, gone stale or recovered, or the new one of a
+     * re-join.
+     */
+    uint32_t generation;
+    /**
+     * Tunnels still live (`MTMUX_EVENT_TUNNEL_LOST`, `MTMUX_EVENT_TUNNEL_STALE`).
+     */
+    uint32_t live;
+    /**
+     * DATA frames re-sent on other tunnels because of it (`_TUNNEL_LOST`, `_TUNNEL_STALE`).
+     */
+    uint64_t frames_resent;
+    /**
+     * Milliseconds: the slot's time without a connection (`_TUNNEL_REJOINED`), the resume
+     * timeout (`_OUTAGE_STARTED`), the outage's length (`_RESUMED`).
+     */
+    uint64_t duration_ms;
+    /**
+     * Length in bytes (without the NUL) of the whole reason text (`_TUNNEL_LOST`, e.g.
+     * `"connection reset"`, and `_REJOIN_FAILED`), even when the caller's buffer held less
+     * of it.
+     */
+    size_t reason_len;
+} mtmux_event;
 
 #ifdef __cplusplus
 extern "C" {
@@ -493,7 +772,8 @@ mtmux_result mtmux_session_num_tunnels(const struct mtmux_session *session,
 /**
  * Per-tunnel statistics: writes the first `min(capacity, tunnels)` entries, in tunnel
  * order, to `stats` and the number of tunnels to `*count`. `stats` may be NULL when
- * `capacity` is 0 (to ask for the count).
+ * `capacity` is 0 (to ask for the count). Any thread, concurrently with other calls on the
+ * session; each entry is a snapshot of counters read one by one, not atomically together.
  */
 mtmux_result mtmux_session_tunnel_stats(const struct mtmux_session *session,
                                         struct mtmux_tunnel_stats *stats,
@@ -517,6 +797,32 @@ mtmux_result mtmux_session_peer_addr(const struct mtmux_session *session,
                                      size_t tunnel,
                                      char *buf,
                                      size_t len);
+
+/**
+ * `*stats` = the session's statistics. Any thread, concurrently with other calls on the
+ * session; the counters are read one by one, not atomically together.
+ */
+mtmux_result mtmux_session_stats(const struct mtmux_session *session,
+                                 struct mtmux_session_statistics *stats);
+
+/**
+ * Wait at most `timeout_ms` (0: do not wait) for the session's next failover event and
+ * write it to `*event`. The reason text of a lost tunnel or a failed re-dial goes
+ * NUL-terminated into `reason` of `reason_cap` bytes, cut to fit at a UTF-8 character
+ * boundary (it was cut when `event->reason_len >= reason_cap`); events without a reason
+ * write `""`. With `reason_cap` 0 no text is written and `reason` may be NULL.
+ *
+ * Returns `MTMUX_OK`; `MTMUX_ERR_TIMED_OUT` when no event came in time; once the session
+ * has ended and every event was read, `MTMUX_ERR_SESSION_CLOSED` (or
+ * `MTMUX_ERR_SESSION_EXPIRED`). The session queues events whether or not anyone reads them
+ * (the last `MTMUX_EVENT_QUEUE`; older ones are counted in `events_dropped`). Any thread;
+ * several threads may wait at once, and each event goes to one of them.
+ */
+mtmux_result mtmux_session_next_event(const struct mtmux_session *session,
+                                      uint64_t timeout_ms,
+                                      struct mtmux_event *event,
+                                      char *reason,
+                                      size_t reason_cap);
 
 /**
  * Read up to `len` (> 0) bytes into `buf`. Blocks until at least one byte is available,

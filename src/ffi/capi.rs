@@ -14,12 +14,15 @@
 // their callers are C programs bound by the header's contract, not Rust code.
 #![allow(non_camel_case_types, clippy::not_unsafe_ptr_arg_deref)]
 
-use crate::{CloseReason, Config, Error, Listener, Session, Stream};
+use crate::{
+    CloseReason, Config, Error, Event, Listener, Session, Stream, TunnelState, MIN_REJOIN_BACKOFF,
+    MIN_STALE_TIMEOUT,
+};
 use std::any::Any;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{self, Read, Write};
-use std::mem::MaybeUninit;
+use std::mem::{align_of, offset_of, size_of, MaybeUninit};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -38,7 +41,8 @@ pub enum mtmux_result {
     /// A required pointer argument was NULL.
     MTMUX_ERR_NULL = -1,
     /// An argument is out of range (a zero length, an unknown `how`, a timeout above
-    /// `MTMUX_TIMEOUT_MAX_MS`, a config whose `size` is not `sizeof(mtmux_config)`).
+    /// `MTMUX_TIMEOUT_MAX_MS`, a config whose `size` is neither `sizeof(mtmux_config)` nor
+    /// that of its first published layout).
     MTMUX_ERR_INVALID_ARGUMENT = -2,
     /// A string argument is not valid UTF-8.
     MTMUX_ERR_UTF8 = -3,
@@ -50,7 +54,8 @@ pub enum mtmux_result {
     MTMUX_ERR_PANIC = -6,
     /// A configuration value is out of range; the message names the field.
     MTMUX_ERR_INVALID_CONFIG = -10,
-    /// The session has ended (closed here, by the peer, or all tunnels lost).
+    /// The session has ended (closed here, by the peer, or all tunnels lost without
+    /// resumption); an expired session has its own code, `MTMUX_ERR_SESSION_EXPIRED`.
     MTMUX_ERR_SESSION_CLOSED = -11,
     /// The listener was closed.
     MTMUX_ERR_LISTENER_CLOSED = -12,
@@ -74,6 +79,15 @@ pub enum mtmux_result {
     MTMUX_ERR_ADDRESS_IN_USE = -21,
     /// Another operating-system I/O error; the message has the detail.
     MTMUX_ERR_IO = -22,
+    /// The session has ended because every tunnel was lost and none came back within
+    /// `resume_timeout_ms` (or the server no longer knew the session when the client came
+    /// back); `mtmux_session_close_reason` then gives `MTMUX_CLOSE_EXPIRED`. Every call on the
+    /// session or its streams that can fail with `MTMUX_ERR_SESSION_CLOSED` fails with this
+    /// code instead after an expiry: `mtmux_session_open_stream`, `mtmux_session_accept_stream`
+    /// (`_timeout`), `mtmux_session_next_event`, `mtmux_stream_read`, `mtmux_stream_write`,
+    /// `mtmux_stream_write_all`, and calls that were blocked in them while the session waited
+    /// for its tunnels to come back.
+    MTMUX_ERR_SESSION_EXPIRED = -23,
 }
 
 use mtmux_result::*;
@@ -88,6 +102,17 @@ pub const MTMUX_TIMEOUT_MAX_MS: u64 = 2_592_000_000;
 
 /// Largest `accept_backlog` a config may ask for: the queue is allocated up front.
 pub const MTMUX_BACKLOG_MAX: u32 = 65536;
+
+/// Smallest non-zero `stale_timeout_ms` of a config (shorter would call healthy tunnels
+/// stale between two acknowledgements).
+pub const MTMUX_STALE_TIMEOUT_MIN_MS: u64 = 20;
+
+/// Smallest `rejoin_backoff_max_ms` of a config.
+pub const MTMUX_REJOIN_BACKOFF_MIN_MS: u64 = 100;
+
+// The C constants restate the library's limits: a change there must show here.
+const _: () = assert!(MIN_STALE_TIMEOUT.as_millis() == MTMUX_STALE_TIMEOUT_MIN_MS as u128);
+const _: () = assert!(MIN_REJOIN_BACKOFF.as_millis() == MTMUX_REJOIN_BACKOFF_MIN_MS as u128);
 
 /// Why a session ended (`mtmux_session_close_reason`).
 #[repr(i32)]
@@ -143,6 +168,7 @@ impl From<io::Error> for Failure {
 fn code_of(e: &Error) -> mtmux_result {
     match e {
         Error::InvalidConfig(_) => MTMUX_ERR_INVALID_CONFIG,
+        Error::SessionClosed(CloseReason::Expired(_)) => MTMUX_ERR_SESSION_EXPIRED,
         Error::SessionClosed(_) => MTMUX_ERR_SESSION_CLOSED,
         Error::StreamReset { .. } => MTMUX_ERR_STREAM_RESET,
         Error::WriteClosed => MTMUX_ERR_WRITE_CLOSED,
@@ -237,15 +263,6 @@ fn guard<R: FromFailure>(func: &str, body: impl FnOnce() -> Res<R>) -> R {
 unsafe fn borrow<'a, T>(p: *const T, name: &str) -> Res<&'a T> {
     // Safety: forwarded from this function's contract.
     unsafe { p.as_ref() }.ok_or_else(|| failure(MTMUX_ERR_NULL, format!("{name} is NULL")))
-}
-
-/// Like [`borrow`] but NULL is allowed (an optional input such as the config).
-///
-/// # Safety
-/// As [`borrow`].
-unsafe fn borrow_opt<'a, T>(p: *const T) -> Option<&'a T> {
-    // Safety: forwarded from this function's contract.
-    unsafe { p.as_ref() }
 }
 
 /// An output pointer, checked before any work is done and written only on success.
@@ -402,6 +419,7 @@ pub extern "C" fn mtmux_strerror(code: i32) -> *const c_char {
             -20 => c"connection refused",
             -21 => c"address in use",
             -22 => c"I/O error",
+            -23 => c"session expired: every tunnel was lost and none came back in time",
             _ => c"unknown error code",
         };
         Ok(s.as_ptr())
@@ -427,10 +445,19 @@ pub extern "C" fn mtmux_last_error() -> *const c_char {
 /// `mtmux_config_init`, then change fields. Times are in milliseconds, sizes in bytes. Every
 /// function taking a config validates it (`MTMUX_ERR_INVALID_CONFIG` and a message naming
 /// the field); passing NULL means the defaults.
+///
+/// Growth: new fields are only ever appended. A config whose `size` is that of the first
+/// published layout (everything up to `max_pending_handshakes`; the fields from `rejoin` on
+/// came with tunnel failover) is still accepted: mtmux reads only those bytes and uses the
+/// defaults for the later fields. Any other `size` than the two is refused with
+/// `MTMUX_ERR_INVALID_ARGUMENT`. `mtmux_config_init` writes the whole current struct, so a
+/// program built against an older header must be recompiled before it calls
+/// `mtmux_config_init` with this library (the source needs no change).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct mtmux_config {
-    /// `sizeof(mtmux_config)`, set by `mtmux_config_init` (lets the struct grow compatibly).
+    /// `sizeof(mtmux_config)`, set by `mtmux_config_init` (lets the struct grow compatibly:
+    /// see above).
     pub size: usize,
     /// TCP connections per bundle (client), or the most a bundle may have (server): 1..=256.
     /// In port-range mode the listener uses ports `port .. port + tunnels - 1`. Default 8.
@@ -460,19 +487,79 @@ pub struct mtmux_config {
     pub accept_backlog: u32,
     /// Listener only: most tunnels in the middle of a handshake at once. Default 128.
     pub max_pending_handshakes: u32,
+    /// Client: 1 re-dials a lost tunnel (backing off up to `rejoin_backoff_max_ms`) and
+    /// re-joins it to the running session as the slot's next generation; 0 leaves it lost.
+    /// A server always accepts re-joins of its sessions. 0 or 1. Default 1.
+    pub rejoin: u32,
+    /// A tunnel holding unacknowledged frames that sees no acknowledgement progress for this
+    /// long is stale: it gets no new frames and its unacknowledged frames are re-sent on the
+    /// other tunnels until it moves again. 0 (the default): derived from the smoothed round
+    /// trip, max(4 x srtt, 250 ms). Otherwise `MTMUX_STALE_TIMEOUT_MIN_MS` (20) ..=
+    /// `MTMUX_TIMEOUT_MAX_MS`.
+    pub stale_timeout_ms: u64,
+    /// How long both ends keep a session whose every tunnel is lost, waiting for the client
+    /// to re-join (resume); blocked calls wait meanwhile, and when it passes they fail with
+    /// `MTMUX_ERR_SESSION_EXPIRED`. 0 disables resumption (the session ends with its last
+    /// tunnel, `MTMUX_ERR_SESSION_CLOSED`). 0 ..= `MTMUX_TIMEOUT_MAX_MS`. Default 30000.
+    pub resume_timeout_ms: u64,
+    /// Longest wait between two re-dial attempts of one tunnel (the first comes at once, then
+    /// the wait doubles from 100 ms, with jitter). `MTMUX_REJOIN_BACKOFF_MIN_MS` (100) ..=
+    /// `MTMUX_TIMEOUT_MAX_MS`. Default 5000.
+    pub rejoin_backoff_max_ms: u64,
 }
 
+/// Bytes of the first published `mtmux_config` that hold fields (everything before `rejoin`).
+const CONFIG_FIELDS_V1: usize = offset_of!(mtmux_config, rejoin);
+/// `sizeof` of the first published `mtmux_config`: its fields rounded up to its alignment.
+const CONFIG_SIZE_V1: usize = CONFIG_FIELDS_V1.next_multiple_of(align_of::<mtmux_config>());
+
+/// Read the config C passes, of any layout `size` that mtmux accepts, as the current layout
+/// (fields the caller's layout lacks take their defaults); `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a config of `(*p).size` readable bytes (at least its `size`
+/// field) that no one writes during the call.
+unsafe fn read_config(p: *const mtmux_config) -> Res<Option<mtmux_config>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // Safety: every layout starts with `size` (this function's contract).
+    let size = unsafe { std::ptr::addr_of!((*p).size).read() };
+    let current = size_of::<mtmux_config>();
+    if size == current {
+        // Safety: the caller's struct is the current layout, `size` bytes long.
+        return Ok(Some(unsafe { p.read() }));
+    }
+    if size == CONFIG_SIZE_V1 {
+        let mut c = config_to_c(&Config::default());
+        // Safety: the caller's struct has `CONFIG_SIZE_V1 >= CONFIG_FIELDS_V1` readable bytes
+        // and `c` is a distinct local of the current layout, whose first `CONFIG_FIELDS_V1`
+        // bytes hold the same fields at the same offsets. The V1 padding is not copied: in
+        // the current layout it holds `rejoin`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                p.cast::<u8>(),
+                std::ptr::addr_of_mut!(c).cast::<u8>(),
+                CONFIG_FIELDS_V1,
+            );
+        }
+        c.size = current;
+        return Ok(Some(c));
+    }
+    Err(failure(
+        MTMUX_ERR_INVALID_ARGUMENT,
+        format!(
+            "cfg->size is {size}, not sizeof(mtmux_config) = {current} (nor the earlier \
+             {CONFIG_SIZE_V1}): use mtmux_config_init"
+        ),
+    ))
+}
+
+/// The library config of a C config of the current layout (see `read_config`).
 fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
     let Some(c) = c else {
         return Ok(Config::default());
     };
-    let expected = std::mem::size_of::<mtmux_config>();
-    if c.size != expected {
-        return Err(failure(
-            MTMUX_ERR_INVALID_ARGUMENT,
-            format!("cfg->size is {}, not sizeof(mtmux_config) = {expected}: use mtmux_config_init", c.size),
-        ));
-    }
     let invalid = |m: String| failure(MTMUX_ERR_INVALID_CONFIG, format!("invalid configuration: {m}"));
     let ms = |v: u64, name: &str| -> Res<Duration> {
         if v > MTMUX_TIMEOUT_MAX_MS {
@@ -488,6 +575,27 @@ fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
         1 => true,
         v => return Err(invalid(format!("single_port must be 0 or 1, got {v}"))),
     };
+    let rejoin = match c.rejoin {
+        0 => false,
+        1 => true,
+        v => return Err(invalid(format!("rejoin must be 0 or 1, got {v}"))),
+    };
+    let stale_timeout = match c.stale_timeout_ms {
+        0 => None,
+        v if v < MTMUX_STALE_TIMEOUT_MIN_MS => {
+            return Err(invalid(format!(
+                "stale_timeout_ms must be 0 (derived from the round trip) or at least \
+                 {MTMUX_STALE_TIMEOUT_MIN_MS}, got {v}"
+            )))
+        }
+        v => Some(ms(v, "stale_timeout_ms")?),
+    };
+    if c.rejoin_backoff_max_ms < MTMUX_REJOIN_BACKOFF_MIN_MS {
+        return Err(invalid(format!(
+            "rejoin_backoff_max_ms must be at least {MTMUX_REJOIN_BACKOFF_MIN_MS}, got {}",
+            c.rejoin_backoff_max_ms
+        )));
+    }
     if c.accept_backlog > MTMUX_BACKLOG_MAX {
         return Err(invalid(format!(
             "accept_backlog must be at most {MTMUX_BACKLOG_MAX}, got {}",
@@ -508,7 +616,10 @@ fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
         accept_backlog: c.accept_backlog as usize,
         handshake_timeout: ms(c.handshake_timeout_ms, "handshake_timeout_ms")?,
         max_pending_handshakes: c.max_pending_handshakes as usize,
-        ..Config::default()
+        rejoin,
+        stale_timeout,
+        resume_timeout: ms(c.resume_timeout_ms, "resume_timeout_ms")?,
+        rejoin_backoff_max: ms(c.rejoin_backoff_max_ms, "rejoin_backoff_max_ms")?,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -517,7 +628,7 @@ fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
 fn config_to_c(c: &Config) -> mtmux_config {
     let ms = |d: Duration| d.as_millis() as u64;
     mtmux_config {
-        size: std::mem::size_of::<mtmux_config>(),
+        size: size_of::<mtmux_config>(),
         tunnels: c.tunnels as u32,
         single_port: c.single_port as u32,
         keepalive_interval_ms: ms(c.keepalive_interval),
@@ -531,6 +642,10 @@ fn config_to_c(c: &Config) -> mtmux_config {
         max_streams: c.max_streams as u32,
         accept_backlog: c.accept_backlog as u32,
         max_pending_handshakes: c.max_pending_handshakes as u32,
+        rejoin: c.rejoin as u32,
+        stale_timeout_ms: c.stale_timeout.map_or(0, ms),
+        resume_timeout_ms: ms(c.resume_timeout),
+        rejoin_backoff_max_ms: ms(c.rejoin_backoff_max),
     }
 }
 
@@ -550,9 +665,11 @@ pub extern "C" fn mtmux_config_init(cfg: *mut mtmux_config) -> mtmux_result {
 #[no_mangle]
 pub extern "C" fn mtmux_config_validate(cfg: *const mtmux_config) -> mtmux_result {
     guard("mtmux_config_validate", || {
-        // Safety: the caller passes NULL or a readable `mtmux_config`.
-        let cfg = unsafe { borrow(cfg, "cfg")? };
-        config_from_c(Some(cfg))?;
+        if cfg.is_null() {
+            return Err(failure(MTMUX_ERR_NULL, "cfg is NULL"));
+        }
+        // Safety: the caller passes a readable `mtmux_config` of `cfg->size` bytes.
+        config_from_c(unsafe { read_config(cfg)? }.as_ref())?;
         Ok(MTMUX_OK)
     })
 }
@@ -574,11 +691,11 @@ pub extern "C" fn mtmux_listen(
     listener: *mut *mut mtmux_listener,
 ) -> mtmux_result {
     guard("mtmux_listen", || {
-        // Safety: the caller passes a NUL-terminated string, NULL or a readable config, and a
-        // writable pointer (header contract).
+        // Safety: the caller passes a NUL-terminated string, NULL or a config of `cfg->size`
+        // readable bytes, and a writable pointer (header contract).
         let (addr, cfg, out) =
-            unsafe { (utf8(addr, "addr")?, borrow_opt(cfg), output(listener, "listener")?) };
-        let cfg = config_from_c(cfg)?;
+            unsafe { (utf8(addr, "addr")?, read_config(cfg)?, output(listener, "listener")?) };
+        let cfg = config_from_c(cfg.as_ref())?;
         let l = Listener::bind(resolve(addr)?, &cfg)?;
         new_handle(out, mtmux_listener { inner: l });
         Ok(MTMUX_OK)
@@ -688,10 +805,11 @@ pub extern "C" fn mtmux_dial(
     session: *mut *mut mtmux_session,
 ) -> mtmux_result {
     guard("mtmux_dial", || {
-        // Safety: the caller passes a NUL-terminated string, NULL or a readable config, and a
-        // writable pointer (header contract).
-        let (addr, cfg, out) = unsafe { (utf8(addr, "addr")?, borrow_opt(cfg), output(session, "session")?) };
-        let cfg = config_from_c(cfg)?;
+        // Safety: the caller passes a NUL-terminated string, NULL or a config of `cfg->size`
+        // readable bytes, and a writable pointer (header contract).
+        let (addr, cfg, out) =
+            unsafe { (utf8(addr, "addr")?, read_config(cfg)?, output(session, "session")?) };
+        let cfg = config_from_c(cfg.as_ref())?;
         let s = crate::dial(resolve(addr)?, &cfg)?;
         new_handle(out, mtmux_session { inner: s });
         Ok(MTMUX_OK)
@@ -836,13 +954,46 @@ pub extern "C" fn mtmux_session_num_tunnels(
     })
 }
 
-/// Statistics of one tunnel (`mtmux_session_tunnel_stats`).
+/// Where a tunnel slot is in its life (`mtmux_tunnel_stats.state`). A slot (its index)
+/// outlives the TCP connections that fill it: each re-join starts a new generation.
+///
+/// ```text
+///   LIVE --no acknowledgement progress for stale_timeout--> STALE --moves again--> LIVE
+///   LIVE or STALE --RST / FIN / I/O error / keepalive timeout--> DEAD
+///   DEAD --client re-dials--> REJOINING --accepted--> LIVE (generation + 1)
+///                             REJOINING --attempt failed--> DEAD
+/// ```
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mtmux_tunnel_state {
+    /// Carrying traffic.
+    MTMUX_TUNNEL_LIVE = 0,
+    /// Open, but it stopped delivering: its unacknowledged frames were re-sent on the other
+    /// tunnels and it gets no new ones until it moves again.
+    MTMUX_TUNNEL_STALE = 1,
+    /// Lost; waiting for a re-join (or for good, where re-joining is off or impossible).
+    MTMUX_TUNNEL_DEAD = 2,
+    /// The client is re-dialing it.
+    MTMUX_TUNNEL_REJOINING = 3,
+}
+
+fn tunnel_state_to_c(s: TunnelState) -> mtmux_tunnel_state {
+    match s {
+        TunnelState::Live => mtmux_tunnel_state::MTMUX_TUNNEL_LIVE,
+        TunnelState::Stale => mtmux_tunnel_state::MTMUX_TUNNEL_STALE,
+        TunnelState::Dead => mtmux_tunnel_state::MTMUX_TUNNEL_DEAD,
+        TunnelState::Rejoining => mtmux_tunnel_state::MTMUX_TUNNEL_REJOINING,
+    }
+}
+
+/// Statistics of one tunnel slot (`mtmux_session_tunnel_stats`). The counters add up over
+/// the slot's generations (the connections that filled it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct mtmux_tunnel_stats {
     /// Position of the tunnel in the bundle.
     pub index: u32,
-    /// 1 while the tunnel works, 0 once it has failed or closed.
+    /// 1 while the tunnel works (state `MTMUX_TUNNEL_LIVE` or `MTMUX_TUNNEL_STALE`), else 0.
     pub alive: u32,
     /// Bytes written to the socket (frame headers included).
     pub bytes_sent: u64,
@@ -854,11 +1005,22 @@ pub struct mtmux_tunnel_stats {
     pub frames_received: u64,
     /// Round trip of the last answered keepalive ping in microseconds; 0 if none yet.
     pub rtt_us: u64,
+    /// Where the slot is in its life.
+    pub state: mtmux_tunnel_state,
+    /// Which connection fills the slot: 0 for the first, one more for each re-join.
+    pub generation: u32,
+    /// DATA frames this side re-sent on other tunnels because this one died or went stale.
+    pub frames_resent: u64,
+    /// Bytes of those frames (headers included).
+    pub bytes_resent: u64,
+    /// How many times the slot was re-joined.
+    pub rejoins: u64,
 }
 
 /// Per-tunnel statistics: writes the first `min(capacity, tunnels)` entries, in tunnel
 /// order, to `stats` and the number of tunnels to `*count`. `stats` may be NULL when
-/// `capacity` is 0 (to ask for the count).
+/// `capacity` is 0 (to ask for the count). Any thread, concurrently with other calls on the
+/// session; each entry is a snapshot of counters read one by one, not atomically together.
 #[no_mangle]
 pub extern "C" fn mtmux_session_tunnel_stats(
     session: *const mtmux_session,
@@ -872,7 +1034,7 @@ pub extern "C" fn mtmux_session_tunnel_stats(
         if stats.is_null() && capacity > 0 {
             return Err(failure(MTMUX_ERR_NULL, "stats is NULL but capacity is not 0"));
         }
-        check_len(capacity.saturating_mul(std::mem::size_of::<mtmux_tunnel_stats>()), "stats")?;
+        check_len(capacity.saturating_mul(size_of::<mtmux_tunnel_stats>()), "stats")?;
         let all = s.inner.tunnel_stats();
         for (i, t) in all.iter().take(capacity).enumerate() {
             let entry = mtmux_tunnel_stats {
@@ -883,6 +1045,11 @@ pub extern "C" fn mtmux_session_tunnel_stats(
                 frames_sent: t.frames_sent,
                 frames_received: t.frames_received,
                 rtt_us: t.rtt.map_or(0, |d| (d.as_micros() as u64).max(1)),
+                state: tunnel_state_to_c(t.state),
+                generation: t.generation,
+                frames_resent: t.frames_resent,
+                bytes_resent: t.bytes_resent,
+                rejoins: t.rejoins,
             };
             // Safety: `stats` is non-NULL (checked above) with room for `capacity` entries
             // (header contract), and `i < capacity`.
@@ -947,6 +1114,246 @@ fn tunnel_addr(
     // The list skips sockets without an address, so it is only indexable when complete.
     let all = addrs(&s.inner);
     Ok((all.len() == n).then(|| all[tunnel]))
+}
+
+// ---- Session statistics and failover events ----------------------------------------------------
+
+/// Statistics of a session as a whole (`mtmux_session_stats`; the struct has a name of its
+/// own because C cannot give a type and a function the same one); per-tunnel figures come
+/// from `mtmux_session_tunnel_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct mtmux_session_statistics {
+    /// Tunnel slots in the bundle (as `mtmux_session_num_tunnels`).
+    pub tunnels: u32,
+    /// Slots whose state is `MTMUX_TUNNEL_LIVE`.
+    pub live_tunnels: u32,
+    /// How many times the session came back after losing every tunnel.
+    pub resumes: u64,
+    /// How long the current outage (no tunnel left) has lasted, in milliseconds; 0 when there
+    /// is none. `in_outage` tells an outage shorter than 1 ms from none.
+    pub outage_ms: u64,
+    /// DATA frames this side has sent that the peer has not yet acknowledged (the replay
+    /// buffer that a lost tunnel's frames are re-sent from).
+    pub unacked_frames: u64,
+    /// Flow-control charge of those frames in bytes (what the replay buffer holds).
+    pub unacked_bytes: u64,
+    /// Acknowledgement frames sent.
+    pub acks_sent: u64,
+    /// Bytes of those acknowledgement frames (headers included).
+    pub ack_bytes_sent: u64,
+    /// Re-joins this side refused (a wrong proof, a replayed or out-of-date attempt).
+    pub rejoins_refused: u64,
+    /// Failover events dropped because nobody read them with `mtmux_session_next_event`
+    /// (a session keeps the last `MTMUX_EVENT_QUEUE` unread ones).
+    pub events_dropped: u64,
+    /// 1 while every tunnel is lost and the session waits up to `resume_timeout_ms` for the
+    /// client to re-join, else 0.
+    pub in_outage: u32,
+}
+
+/// Unread failover events a session keeps; older ones are dropped and counted in
+/// `mtmux_session_statistics.events_dropped`.
+pub const MTMUX_EVENT_QUEUE: u32 = 256;
+
+const _: () = assert!(crate::EVENT_QUEUE == MTMUX_EVENT_QUEUE as usize);
+
+/// `*stats` = the session's statistics. Any thread, concurrently with other calls on the
+/// session; the counters are read one by one, not atomically together.
+#[no_mangle]
+pub extern "C" fn mtmux_session_stats(
+    session: *const mtmux_session,
+    stats: *mut mtmux_session_statistics,
+) -> mtmux_result {
+    guard("mtmux_session_stats", || {
+        // Safety: a live session handle and a writable pointer (header contract).
+        let (s, out) = unsafe { (borrow(session, "session")?, output(stats, "stats")?) };
+        let st = s.inner.stats();
+        let live = st.tunnels.iter().filter(|t| t.state == TunnelState::Live).count();
+        out.write(mtmux_session_statistics {
+            tunnels: st.tunnels.len() as u32,
+            live_tunnels: live as u32,
+            resumes: st.resumes,
+            outage_ms: st.outage.map_or(0, |d| d.as_millis() as u64),
+            unacked_frames: st.unacked_frames,
+            unacked_bytes: st.unacked_bytes,
+            acks_sent: st.acks_sent,
+            ack_bytes_sent: st.ack_bytes_sent,
+            rejoins_refused: st.rejoins_refused,
+            events_dropped: st.events_dropped,
+            in_outage: st.outage.is_some() as u32,
+        });
+        Ok(MTMUX_OK)
+    })
+}
+
+/// What happened to a session's tunnels (`mtmux_event.kind`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mtmux_event_kind {
+    /// Tunnel `index` (generation `generation`) was lost; `frames_resent` of its frames were
+    /// re-sent on the others, `live` tunnels remain; `reason` says how it ended.
+    MTMUX_EVENT_TUNNEL_LOST = 1,
+    /// Tunnel `index` stopped delivering for the stale timeout: `frames_resent` of its frames
+    /// were re-sent on the others, `live` tunnels remain, and it gets no new frames until it
+    /// moves again.
+    MTMUX_EVENT_TUNNEL_STALE = 2,
+    /// Stale tunnel `index` moved again and carries traffic again.
+    MTMUX_EVENT_TUNNEL_RECOVERED = 3,
+    /// Lost tunnel `index` was replaced by a new connection, generation `generation`, after
+    /// `duration_ms` without one.
+    MTMUX_EVENT_TUNNEL_REJOINED = 4,
+    /// Every tunnel is lost: the session waits up to `duration_ms` (its resume timeout) for
+    /// them to come back.
+    MTMUX_EVENT_OUTAGE_STARTED = 5,
+    /// A tunnel came back after every one was lost, after an outage of `duration_ms`.
+    MTMUX_EVENT_RESUMED = 6,
+    /// A re-dial of lost tunnel `index` failed (`reason` says why); another follows after a
+    /// backoff.
+    MTMUX_EVENT_REJOIN_FAILED = 7,
+}
+
+/// A failover event (`mtmux_session_next_event`). Fields a kind does not use are 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct mtmux_event {
+    /// What happened.
+    pub kind: mtmux_event_kind,
+    /// The tunnel slot (tunnel events).
+    pub index: u32,
+    /// The slot's generation: the one lost, gone stale or recovered, or the new one of a
+    /// re-join.
+    pub generation: u32,
+    /// Tunnels still live (`MTMUX_EVENT_TUNNEL_LOST`, `MTMUX_EVENT_TUNNEL_STALE`).
+    pub live: u32,
+    /// DATA frames re-sent on other tunnels because of it (`_TUNNEL_LOST`, `_TUNNEL_STALE`).
+    pub frames_resent: u64,
+    /// Milliseconds: the slot's time without a connection (`_TUNNEL_REJOINED`), the resume
+    /// timeout (`_OUTAGE_STARTED`), the outage's length (`_RESUMED`).
+    pub duration_ms: u64,
+    /// Length in bytes (without the NUL) of the whole reason text (`_TUNNEL_LOST`, e.g.
+    /// `"connection reset"`, and `_REJOIN_FAILED`), even when the caller's buffer held less
+    /// of it.
+    pub reason_len: usize,
+}
+
+/// Wait at most `timeout_ms` (0: do not wait) for the session's next failover event and
+/// write it to `*event`. The reason text of a lost tunnel or a failed re-dial goes
+/// NUL-terminated into `reason` of `reason_cap` bytes, cut to fit at a UTF-8 character
+/// boundary (it was cut when `event->reason_len >= reason_cap`); events without a reason
+/// write `""`. With `reason_cap` 0 no text is written and `reason` may be NULL.
+///
+/// Returns `MTMUX_OK`; `MTMUX_ERR_TIMED_OUT` when no event came in time; once the session
+/// has ended and every event was read, `MTMUX_ERR_SESSION_CLOSED` (or
+/// `MTMUX_ERR_SESSION_EXPIRED`). The session queues events whether or not anyone reads them
+/// (the last `MTMUX_EVENT_QUEUE`; older ones are counted in `events_dropped`). Any thread;
+/// several threads may wait at once, and each event goes to one of them.
+#[no_mangle]
+pub extern "C" fn mtmux_session_next_event(
+    session: *const mtmux_session,
+    timeout_ms: u64,
+    event: *mut mtmux_event,
+    reason: *mut c_char,
+    reason_cap: usize,
+) -> mtmux_result {
+    guard("mtmux_session_next_event", || {
+        // Safety: a live session handle, a writable pointer and `reason_cap` writable bytes
+        // at `reason` (header contract).
+        let (s, out, text) = unsafe {
+            let s = borrow(session, "session")?;
+            let out = output(event, "event")?;
+            let text = if reason_cap == 0 {
+                None
+            } else {
+                Some(bytes_mut(reason.cast::<u8>(), reason_cap, "reason")?)
+            };
+            (s, out, text)
+        };
+        let timeout = self::timeout_ms(timeout_ms, "timeout_ms")?;
+        let Some(e) = s.inner.next_event(timeout) else {
+            if s.inner.is_closed() {
+                let why = s.inner.close_reason().unwrap_or(CloseReason::Local);
+                return Err(Error::SessionClosed(why).into());
+            }
+            return Err(Error::TimedOut.into());
+        };
+        let (c, why) = event_to_c(&e);
+        if let Some(buf) = text {
+            let mut n = why.len().min(buf.len() - 1);
+            while !why.is_char_boundary(n) {
+                n -= 1;
+            }
+            buf[..n].copy_from_slice(&why.as_bytes()[..n]);
+            buf[n] = 0;
+        }
+        out.write(c);
+        Ok(MTMUX_OK)
+    })
+}
+
+/// The C form of an event, and its reason text (`""` for kinds without one).
+fn event_to_c(e: &Event) -> (mtmux_event, &str) {
+    use mtmux_event_kind::*;
+    let ms = |d: &Duration| d.as_millis() as u64;
+    let blank = |kind| mtmux_event {
+        kind,
+        index: 0,
+        generation: 0,
+        live: 0,
+        frames_resent: 0,
+        duration_ms: 0,
+        reason_len: 0,
+    };
+    match e {
+        Event::TunnelLost { index, generation, reason, frames_resent, live } => (
+            mtmux_event {
+                index: *index as u32,
+                generation: *generation,
+                live: *live as u32,
+                frames_resent: *frames_resent,
+                reason_len: reason.len(),
+                ..blank(MTMUX_EVENT_TUNNEL_LOST)
+            },
+            reason,
+        ),
+        Event::TunnelStale { index, generation, frames_resent, live } => (
+            mtmux_event {
+                index: *index as u32,
+                generation: *generation,
+                live: *live as u32,
+                frames_resent: *frames_resent,
+                ..blank(MTMUX_EVENT_TUNNEL_STALE)
+            },
+            "",
+        ),
+        Event::TunnelRecovered { index, generation } => (
+            mtmux_event {
+                index: *index as u32,
+                generation: *generation,
+                ..blank(MTMUX_EVENT_TUNNEL_RECOVERED)
+            },
+            "",
+        ),
+        Event::TunnelRejoined { index, generation, after } => (
+            mtmux_event {
+                index: *index as u32,
+                generation: *generation,
+                duration_ms: ms(after),
+                ..blank(MTMUX_EVENT_TUNNEL_REJOINED)
+            },
+            "",
+        ),
+        Event::OutageStarted { resume_for } => {
+            (mtmux_event { duration_ms: ms(resume_for), ..blank(MTMUX_EVENT_OUTAGE_STARTED) }, "")
+        }
+        Event::Resumed { after } => {
+            (mtmux_event { duration_ms: ms(after), ..blank(MTMUX_EVENT_RESUMED) }, "")
+        }
+        Event::RejoinFailed { index, error } => (
+            mtmux_event { index: *index as u32, reason_len: error.len(), ..blank(MTMUX_EVENT_REJOIN_FAILED) },
+            error,
+        ),
+    }
 }
 
 // ---- Stream --------------------------------------------------------------------------------
@@ -1174,6 +1581,7 @@ mod tests {
             MTMUX_ERR_CONNECTION_REFUSED,
             MTMUX_ERR_ADDRESS_IN_USE,
             MTMUX_ERR_IO,
+            MTMUX_ERR_SESSION_EXPIRED,
         ];
         let unknown = mtmux_strerror(1);
         let mut seen = std::collections::HashSet::new();
@@ -1198,5 +1606,35 @@ mod tests {
     fn config_round_trips_through_c() {
         let c = config_to_c(&Config::default());
         assert_eq!(config_from_c(Some(&c)).ok(), Some(Config::default()));
+        let custom = Config {
+            rejoin: false,
+            stale_timeout: Some(Duration::from_millis(300)),
+            resume_timeout: Duration::ZERO,
+            rejoin_backoff_max: Duration::from_millis(700),
+            ..Config::default()
+        };
+        assert_eq!(config_from_c(Some(&config_to_c(&custom))).ok(), Some(custom));
+    }
+
+    #[test]
+    fn a_config_of_the_first_layout_gets_the_new_defaults() {
+        // What a program built against the first header passes: its struct ends before
+        // `rejoin`; the bytes after it are not the caller's.
+        let mut v1 = MaybeUninit::<mtmux_config>::uninit();
+        let mut c = config_to_c(&Config { tunnels: 3, ..Config::default() });
+        c.size = CONFIG_SIZE_V1;
+        // Safety: `v1` has room for a whole `mtmux_config`: garbage after the V1 fields
+        // (`rejoin` = 0xA5A5A5A5 would be refused if read), then only the V1 bytes of `c`.
+        unsafe {
+            v1.as_mut_ptr().cast::<u8>().write_bytes(0xA5, size_of::<mtmux_config>());
+            std::ptr::copy_nonoverlapping(
+                std::ptr::addr_of!(c).cast::<u8>(),
+                v1.as_mut_ptr().cast::<u8>(),
+                CONFIG_FIELDS_V1,
+            );
+        }
+        // Safety: `v1` holds a config of `CONFIG_SIZE_V1` bytes.
+        let read = unsafe { read_config(v1.as_ptr()) }.ok().flatten().unwrap();
+        assert_eq!(config_from_c(Some(&read)).ok(), Some(Config { tunnels: 3, ..Config::default() }));
     }
 }
