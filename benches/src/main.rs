@@ -4,10 +4,11 @@
 //! ```text
 //! mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]
 //! ```
-//! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency.
-//! The link-emulation benchmarks (scaling, heterogeneous, latency) need root; without it they are
-//! skipped with a message.
+//! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency,
+//! failover. The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need
+//! root; without it they are skipped with a message.
 
+mod failover;
 mod linkemu;
 mod loopback;
 mod report;
@@ -37,7 +38,9 @@ fn parse() -> Result<Opts, String> {
             "--out" => o.out = args.next().ok_or("--out needs a file")?,
             "-h" | "--help" => {
                 println!("usage: mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]");
-                println!("names: bulk many pingpong churn fairness memory scaling heterogeneous latency");
+                println!(
+                    "names: bulk many pingpong churn fairness memory scaling heterogeneous latency failover"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -363,6 +366,19 @@ fn main() {
     if o.wants("scaling") || o.wants("heterogeneous") || o.wants("latency") {
         figs.extend(linkemu::run(&o.only, rounds, o.quick));
     }
+    let mut details = String::new();
+    if o.wants("failover") {
+        log("failover: one stream over 4 capped tunnels; one is killed or blackholed 2 s in");
+        let (f, detail) = failover::run(rounds);
+        figs.extend(f);
+        if !detail.is_empty() {
+            details = format!(
+                "\n## Failover\n\n{detail}\nPer-tunnel throughput of the median rounds: [`{}`](../{}).\n",
+                failover::PICTURE,
+                failover::PICTURE
+            );
+        }
+    }
 
     let table = report::table(&figs);
     println!("\n{table}");
@@ -383,7 +399,8 @@ fn main() {
         cpu,
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     );
-    if let Err(e) = std::fs::write(&o.out, format!("{header}{table}")) {
+    println!("{details}");
+    if let Err(e) = report::write_section(&o.out, "suite", &format!("{header}{table}{details}")) {
         log(&format!("cannot write {}: {e}", o.out));
     } else {
         log(&format!("table written to {}", o.out));
