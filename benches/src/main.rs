@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]
+//! mtmux-bench --compare-with OTHER_MTMUX_BENCH [--quick] [--rounds N] [--out FILE]
 //! ```
+//! The second form compares the loopback rows with another build of the suite (see
+//! `compare.rs`).
 //! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency,
 //! failover. The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need
 //! root; without it they are skipped with a message.
 
+mod compare;
 mod failover;
 mod linkemu;
 mod loopback;
@@ -18,13 +22,21 @@ use std::process::Command;
 
 struct Opts {
     quick: bool,
+    /// Another build of this suite to compare the loopback rows with (`--compare-with`).
+    compare_with: Option<String>,
     rounds: usize,
     only: Vec<String>,
     out: String,
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { quick: false, rounds: 5, only: Vec::new(), out: "benches/RESULTS.md".into() };
+    let mut o = Opts {
+        quick: false,
+        compare_with: None,
+        rounds: 5,
+        only: Vec::new(),
+        out: "benches/RESULTS.md".into(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -36,8 +48,12 @@ fn parse() -> Result<Opts, String> {
                 o.only = args.next().ok_or("--only needs names")?.split(',').map(String::from).collect()
             }
             "--out" => o.out = args.next().ok_or("--out needs a file")?,
+            "--compare-with" => o.compare_with = Some(args.next().ok_or("--compare-with needs a program")?),
             "-h" | "--help" => {
                 println!("usage: mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]");
+                println!(
+                    "       mtmux-bench --compare-with OTHER_MTMUX_BENCH [--quick] [--rounds N] [--out FILE]"
+                );
                 println!(
                     "names: bulk many pingpong churn fairness memory scaling heterogeneous latency failover"
                 );
@@ -180,6 +196,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(other) = &o.compare_with {
+        compare::run(other, o.rounds.max(1), o.quick, &o.out);
+        return;
+    }
     let gib: u64 = if o.quick { 128 << 20 } else { 1 << 30 };
     let each: u64 = if o.quick { 16 << 20 } else { 64 << 20 };
     let pp_n = if o.quick { 5_000 } else { 20_000 };
