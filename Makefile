@@ -136,16 +136,31 @@ speedtest: cli
 ## ---- Benchmarks (issue 5) -------------------------------------------------
 # The suite prints one table (ratios against raw TCP measured in the same run, medians of
 # interleaved rounds) and writes it to benches/RESULTS.md. Link emulation needs root (network
-# namespaces, tc) and iptables for the latency figure; without them those rows are skipped.
+# namespaces, tc, ss -K for the failover rows) and iptables for the latency figure; without
+# them those rows are skipped. The failover rows also draw docs/failover.svg.
 BENCH_ARGS ?=
 
-.PHONY: bench bench-quick bench-tools
+.PHONY: bench bench-quick bench-tools bench-cost
 
 bench: bench-tools
 	$(CARGO) run --release -p mtmux-bench -- $(BENCH_ARGS)
 
 bench-quick: bench-tools
 	$(CARGO) run --release -p mtmux-bench -- --quick --rounds 3 $(BENCH_ARGS)
+
+# What failover costs when nothing fails: the loopback rows of this code against the code
+# before it (BEFORE_REV, protocol v1), built in its own worktree and run alternately; adds a
+# section to benches/RESULTS.md. BEFORE_TREE and BEFORE_TARGET may point at existing ones.
+BEFORE_REV ?= b2bdf66
+BEFORE_TREE ?= build/before-$(BEFORE_REV)
+BEFORE_TARGET ?= $(abspath $(BEFORE_TREE))/target
+BENCH_BIN := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/mtmux-bench
+
+bench-cost:
+	@test -d $(BEFORE_TREE) || git worktree add --detach $(BEFORE_TREE) $(BEFORE_REV)
+	cd $(BEFORE_TREE) && CARGO_TARGET_DIR=$(BEFORE_TARGET) $(CARGO) build --release -p mtmux-bench
+	$(CARGO) build --release -p mtmux-bench
+	$(BENCH_BIN) --compare-with $(BEFORE_TARGET)/release/mtmux-bench $(BENCH_ARGS)
 
 # The latency figure delays packets through NFQUEUE: install iptables when possible.
 bench-tools:

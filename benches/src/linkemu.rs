@@ -34,8 +34,8 @@ fn log(msg: &str) {
 }
 
 /// A network namespace with per-port htb classes; deleted on drop.
-struct Namespace {
-    name: String,
+pub(crate) struct Namespace {
+    pub(crate) name: String,
     next_class: u32,
     /// Packets on the loopback are delayed (benchmark 9).
     delayed: bool,
@@ -53,7 +53,7 @@ impl Drop for Delay {
     }
 }
 
-fn run_cmd(args: &[&str]) -> Result<(), String> {
+pub(crate) fn run_cmd(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
     if out.status.success() {
         Ok(())
@@ -62,8 +62,23 @@ fn run_cmd(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Delete namespaces left by benchmark processes that no longer run (killed by a signal,
+/// so their `Drop` never ran); the qdiscs go with them.
+fn remove_orphans() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name.strip_prefix("mtmux-bench-") else { continue };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            log(&format!("removing namespace {name} left by an ended run"));
+            let _ = run_cmd(&["ip", "netns", "del", name]);
+        }
+    }
+}
+
 impl Namespace {
-    fn create() -> Result<Namespace, String> {
+    pub(crate) fn create() -> Result<Namespace, String> {
+        remove_orphans();
         let name = format!("mtmux-bench-{}", std::process::id());
         run_cmd(&["ip", "netns", "add", &name])?;
         let ns = Namespace { name, next_class: 10, delayed: false };
@@ -83,6 +98,12 @@ impl Namespace {
 
     /// Cap traffic to destination `port` at `mbit`.
     fn cap(&mut self, port: u16, mbit: u32) -> Result<(), String> {
+        self.class(port, "dport", mbit).map(|_| ())
+    }
+
+    /// An htb class with a `bfifo` of its own for the packets whose `dir` ("dport" or
+    /// "sport") is `port`, at `mbit`; returns the class number (the `bfifo`'s handle).
+    pub(crate) fn class(&mut self, port: u16, dir: &str, mbit: u32) -> Result<u32, String> {
         let id = self.next_class;
         self.next_class += 1;
         let n = self.name.clone();
@@ -125,12 +146,13 @@ impl Namespace {
             "u32",
             "match",
             "ip",
-            "dport",
+            dir,
             &port.to_string(),
             "0xffff",
             "flowid",
             &class,
-        ])
+        ])?;
+        Ok(id)
     }
 
     /// Delay every TCP packet on the namespace's loopback by `ms` (each way): an NFQUEUE
@@ -183,7 +205,16 @@ impl Namespace {
     }
 
     /// Run this binary inside the namespace; returns its last stdout line as a number.
-    fn measure(&self, args: &[String]) -> Result<f64, String> {
+    pub(crate) fn measure(&self, args: &[String]) -> Result<f64, String> {
+        self.run_inside(args)?
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("no result from {args:?}"))
+    }
+
+    /// Run this binary inside the namespace (`--internal-linkemu ARGS`); returns its stdout.
+    pub(crate) fn run_inside(&self, args: &[String]) -> Result<String, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let out = Command::new("ip")
             .args(["netns", "exec", &self.name])
@@ -192,15 +223,10 @@ impl Namespace {
             .args(args)
             .output()
             .map_err(|e| e.to_string())?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             return Err(format!("measurement {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
-        stdout
-            .lines()
-            .last()
-            .and_then(|l| l.trim().parse().ok())
-            .ok_or_else(|| format!("no result from {args:?}"))
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -210,7 +236,7 @@ impl Drop for Namespace {
     }
 }
 
-fn can_emulate() -> Result<(), String> {
+pub(crate) fn can_emulate() -> Result<(), String> {
     // Safety-free check: geteuid has no preconditions, but it is a libc call; the benchmark
     // crate is not the library, so a tiny unsafe block here is acceptable.
     #[allow(unsafe_code)]
@@ -469,10 +495,12 @@ pub fn delay_helper(ms: u64) {
     }
 }
 
-/// The measurement commands run inside the namespace; each prints one number (MB/s).
+/// The measurement commands run inside the namespace; each prints one number (MB/s), except
+/// the failover runs, which print their own report.
 pub fn internal(args: &[String]) {
     let secs = |i: usize| args[i].parse::<f64>().expect("seconds");
     let rate = match args[0].as_str() {
+        "failover" => return crate::failover::internal(&args[1..]),
         "tcp" => tcp_flow(args[1].parse().unwrap(), secs(2)),
         "tcp-parallel" => {
             let secs = secs(1);

@@ -362,3 +362,14 @@ pub fn idle_memory(tunnels: usize, n: usize) -> (f64, usize, usize) {
     drop(streams);
     (per_stream, threads_before, threads_after)
 }
+
+/// Acknowledgement traffic of a transfer of `each` bytes on each of `streams` streams of a
+/// session with `tunnels` tunnels: (data bytes, ACK bytes both ends sent, ACK frames).
+pub fn ack_traffic(tunnels: usize, streams: usize, each: u64) -> (u64, u64, u64) {
+    let (client, server) = pair(&Config { tunnels, ..Default::default() });
+    let pairs: Vec<_> = (0..streams).map(|_| stream_pair(&client, &server)).collect();
+    parallel_transfers(pairs, each);
+    let (c, s) = (client.stats(), server.stats());
+    drop((client, server));
+    (each * streams as u64, c.ack_bytes_sent + s.ack_bytes_sent, c.acks_sent + s.acks_sent)
+}

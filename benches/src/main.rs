@@ -3,11 +3,16 @@
 //!
 //! ```text
 //! mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]
+//! mtmux-bench --compare-with OTHER_MTMUX_BENCH [--quick] [--rounds N] [--out FILE]
 //! ```
-//! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency.
-//! The link-emulation benchmarks (scaling, heterogeneous, latency) need root; without it they are
-//! skipped with a message.
+//! The second form compares the loopback rows with another build of the suite (see
+//! `compare.rs`).
+//! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency,
+//! failover. The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need
+//! root; without it they are skipped with a message.
 
+mod compare;
+mod failover;
 mod linkemu;
 mod loopback;
 mod report;
@@ -17,13 +22,21 @@ use std::process::Command;
 
 struct Opts {
     quick: bool,
+    /// Another build of this suite to compare the loopback rows with (`--compare-with`).
+    compare_with: Option<String>,
     rounds: usize,
     only: Vec<String>,
     out: String,
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { quick: false, rounds: 5, only: Vec::new(), out: "benches/RESULTS.md".into() };
+    let mut o = Opts {
+        quick: false,
+        compare_with: None,
+        rounds: 5,
+        only: Vec::new(),
+        out: "benches/RESULTS.md".into(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -35,9 +48,15 @@ fn parse() -> Result<Opts, String> {
                 o.only = args.next().ok_or("--only needs names")?.split(',').map(String::from).collect()
             }
             "--out" => o.out = args.next().ok_or("--out needs a file")?,
+            "--compare-with" => o.compare_with = Some(args.next().ok_or("--compare-with needs a program")?),
             "-h" | "--help" => {
                 println!("usage: mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]");
-                println!("names: bulk many pingpong churn fairness memory scaling heterogeneous latency");
+                println!(
+                    "       mtmux-bench --compare-with OTHER_MTMUX_BENCH [--quick] [--rounds N] [--out FILE]"
+                );
+                println!(
+                    "names: bulk many pingpong churn fairness memory scaling heterogeneous latency failover"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -177,6 +196,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(other) = &o.compare_with {
+        compare::run(other, o.rounds.max(1), o.quick, &o.out);
+        return;
+    }
     let gib: u64 = if o.quick { 128 << 20 } else { 1 << 30 };
     let each: u64 = if o.quick { 16 << 20 } else { 64 << 20 };
     let pp_n = if o.quick { 5_000 } else { 20_000 };
@@ -363,6 +386,19 @@ fn main() {
     if o.wants("scaling") || o.wants("heterogeneous") || o.wants("latency") {
         figs.extend(linkemu::run(&o.only, rounds, o.quick));
     }
+    let mut details = String::new();
+    if o.wants("failover") {
+        log("failover: one stream over 4 capped tunnels; one is killed or blackholed 2 s in");
+        let (f, detail) = failover::run(rounds);
+        figs.extend(f);
+        if !detail.is_empty() {
+            details = format!(
+                "\n## Failover\n\n{detail}\nPer-tunnel throughput of the median rounds: [`{}`](../{}).\n",
+                failover::PICTURE,
+                failover::PICTURE
+            );
+        }
+    }
 
     let table = report::table(&figs);
     println!("\n{table}");
@@ -383,7 +419,8 @@ fn main() {
         cpu,
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     );
-    if let Err(e) = std::fs::write(&o.out, format!("{header}{table}")) {
+    println!("{details}");
+    if let Err(e) = report::write_section(&o.out, "suite", &format!("{header}{table}{details}")) {
         log(&format!("cannot write {}: {e}", o.out));
     } else {
         log(&format!("table written to {}", o.out));

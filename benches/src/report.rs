@@ -131,6 +131,24 @@ pub fn table(figures: &[Figure]) -> String {
     out
 }
 
+/// Write `body` as the section `name` of the Markdown file `path` (between `<!-- name -->`
+/// and `<!-- /name -->`), keeping its other sections, which other commands of the suite
+/// write. A file without any section is replaced whole; a new section goes at the end.
+pub fn write_section(path: &str, name: &str, body: &str) -> std::io::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    std::fs::write(path, with_section(&old, name, body))
+}
+
+fn with_section(old: &str, name: &str, body: &str) -> String {
+    let (open, close) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
+    let block = format!("{open}\n{}\n{close}", body.trim_end());
+    match (old.find(&open), old.find(&close)) {
+        (Some(a), Some(b)) if a < b => format!("{}{block}{}", &old[..a], &old[b + close.len()..]),
+        _ if !old.contains("<!-- ") => format!("{block}\n"),
+        _ => format!("{}\n\n{block}\n", old.trim_end()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +162,15 @@ mod tests {
         assert!(median(&[]).is_nan());
         assert!(median(&[f64::NAN, f64::NAN]).is_nan());
         assert_eq!(median(&[f64::NAN, 3.0]), 3.0);
+    }
+
+    #[test]
+    fn sections() {
+        let a = with_section("old table, no sections", "suite", "S1");
+        assert_eq!(a, "<!-- suite -->\nS1\n<!-- /suite -->\n");
+        let b = with_section(&a, "cost", "C1\n");
+        let c = with_section(&b, "suite", "S2");
+        assert_eq!(c, "<!-- suite -->\nS2\n<!-- /suite -->\n\n<!-- cost -->\nC1\n<!-- /cost -->\n");
     }
 
     #[test]
