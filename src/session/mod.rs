@@ -298,7 +298,9 @@ impl Session {
             sup_lock: Mutex::new(()),
             sup_cv: Condvar::new(),
             sup_idle: AtomicBool::new(false),
-            pool: pool::BufPool::new(32),
+            // Frames wait in the replay buffers until acknowledged (up to about a megabyte per
+            // tunnel); enough buffers to cycle them without going back to the allocator.
+            pool: pool::BufPool::new(32 + 16 * n),
             unreported: AtomicU64::new(0),
             writers: AtomicUsize::new(0),
         });

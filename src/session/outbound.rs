@@ -105,12 +105,13 @@ impl Inner {
         generation: u32,
         frames: impl IntoIterator<Item = Vec<u8>>,
     ) {
-        let now = Instant::now();
         let (mut back, mut done, mut charge) = (Vec::new(), Vec::new(), 0);
         let started = {
             let mut r = self.tunnels[t].replay.lock();
             let current = r.generation == generation;
             let was_empty = r.queue.is_empty();
+            // The time matters only when frames start waiting (stall detection).
+            let now = if was_empty { Instant::now() } else { self.epoch };
             for f in frames {
                 if !current {
                     back.push(f);

@@ -40,6 +40,15 @@ impl BufPool {
             let _ = self.tx.try_send(v);
         }
     }
+
+    /// Free idle buffers beyond `keep` (the session went quiet).
+    pub(crate) fn trim(&self, keep: usize) {
+        while self.rx.len() > keep {
+            if self.rx.try_recv().is_err() {
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -62,5 +71,9 @@ mod tests {
         // Small buffers are never pooled.
         p.give(vec![0u8; 100]);
         assert!(p.rx.is_empty());
+        p.give(vec![0u8; 32 * 1024]);
+        p.give(vec![0u8; 32 * 1024]);
+        p.trim(1);
+        assert_eq!(p.rx.len(), 1);
     }
 }

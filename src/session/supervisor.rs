@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 const ACTIVE_TICK: Duration = Duration::from_millis(10);
 /// Longest sleep otherwise.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// Payload buffers a quiet session keeps.
+const IDLE_POOL: usize = 8;
 
 /// What a client needs to re-dial its tunnels.
 pub(crate) struct Redial {
@@ -151,6 +153,9 @@ pub(crate) fn supervise(inner: Arc<Inner>) {
         let active = owed || holding;
         if active {
             inner.sup_idle.store(false, Relaxed);
+        } else {
+            // Quiet: give the buffers kept for a burst back to the allocator.
+            inner.pool.trim(IDLE_POOL);
         }
         let tick = if active { ACTIVE_TICK } else { IDLE_TICK };
         let deadline = wake_at.map_or(now + tick, |w| w.min(now + tick));
