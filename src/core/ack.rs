@@ -57,9 +57,11 @@ impl AckTracker {
                 || self.since.is_some_and(|s| now.saturating_duration_since(s) >= delay))
     }
 
-    /// The last ACK sent (generation, count), if any.
-    pub fn last(&self) -> Option<(u32, u64)> {
-        (self.acked > 0).then_some((self.generation, self.acked))
+    /// The ACK of everything received so far (generation, count), if anything was: to send
+    /// again even if nothing new is owed (the last one may have been lost).
+    pub fn current(&mut self) -> Option<(u32, u64)> {
+        self.take();
+        (self.received > 0).then_some((self.generation, self.received))
     }
 
     /// Take the ACK to send (generation, cumulative count), if frames wait for one.
@@ -93,6 +95,9 @@ mod tests {
         assert!(a.due(t0 + Duration::from_millis(12), ACK_DELAY, 1000), "by age");
         assert_eq!(a.take(), Some((3, 3)), "counts are cumulative");
         assert!(!a.owed());
-        assert_eq!(a.last(), Some((3, 3)));
+        assert_eq!(a.current(), Some((3, 3)));
+        a.on_frame(1, t0);
+        assert_eq!(a.current(), Some((3, 4)), "what is owed too");
+        assert!(!a.owed());
     }
 }

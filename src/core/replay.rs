@@ -76,6 +76,17 @@ pub struct ReplayQueue {
     inflight: u64,
 }
 
+/// Frames handed over for re-sending: the first was frame number `first` of its tunnel
+/// generation, the others follow in order (an ACK of that generation counting past one of
+/// them means it arrived after all, and need not be re-sent).
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// Position of `frames[0]` among the frames written to the generation.
+    pub first: u64,
+    /// The frames, oldest first.
+    pub frames: Vec<Vec<u8>>,
+}
+
 /// What became of a pushed frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
@@ -174,17 +185,18 @@ impl ReplayQueue {
 
     /// The tunnel generation died: hand every held frame over for re-sending, and refuse
     /// later pushes.
-    pub fn close(&mut self) -> Vec<Vec<u8>> {
+    pub fn close(&mut self) -> Handover {
         self.closed = true;
         self.take_all()
     }
 
     /// Hand every held frame over for re-sending elsewhere (the tunnel is stale).
-    pub fn take_all(&mut self) -> Vec<Vec<u8>> {
+    pub fn take_all(&mut self) -> Handover {
+        let first = self.base;
         self.base += self.frames.len() as u64;
         self.charge = 0;
         self.waiting_since = None;
-        self.frames.drain(..).collect()
+        Handover { first, frames: self.frames.drain(..).collect() }
     }
 }
 
@@ -264,7 +276,7 @@ mod tests {
         kept(&mut q, frame(10), now);
         kept(&mut q, frame(10), now);
         let moved = q.take_all();
-        assert_eq!(moved.len(), 2);
+        assert_eq!((moved.first, moved.frames.len()), (0, 2));
         assert_eq!((q.charge(), q.sent()), (0, 2));
         let r = q.ack(2, now).unwrap();
         assert!(r.progressed, "the tunnel delivered after all: it moves");
@@ -272,7 +284,8 @@ mod tests {
         kept(&mut q, frame(10), now);
         assert_eq!(q.ack(3, now).unwrap().frames.len(), 1);
         kept(&mut q, frame(10), now);
-        assert_eq!(q.close().len(), 1);
+        let closed = q.close();
+        assert_eq!((closed.first, closed.frames.len()), (3, 1));
         q.announce(1);
         assert!(
             matches!(q.push(frame(10), now), Pushed::Refused(_)),

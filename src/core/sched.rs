@@ -50,12 +50,14 @@ impl Batch {
     }
 }
 
-/// A DATA frame to re-send, and the tunnel generation that failed to deliver it.
+/// A frame to re-send, and the tunnel generation that failed to deliver it.
 #[derive(Debug)]
 struct Resend {
     frame: Vec<u8>,
     slot: usize,
     generation: u32,
+    /// Its position among the frames written to that generation (`u64::MAX`: unknown).
+    index: u64,
 }
 
 /// Queued frames of a session.
@@ -126,16 +128,43 @@ impl Scheduler {
             && self.tunnel_control.iter().all(VecDeque::is_empty)
     }
 
-    /// Queue DATA frames that generation `generation` of tunnel `slot` failed to deliver, to
-    /// be re-sent on any other tunnel generation. Returns the writers to wake.
-    pub fn push_resend(&mut self, frames: Vec<Vec<u8>>, slot: usize, generation: u32) -> Vec<usize> {
+    /// Queue frames that generation `generation` of tunnel `slot` failed to deliver, to be
+    /// re-sent on any other tunnel generation; `first` is the position of the first among the
+    /// frames written to that generation, if known. Returns the writers to wake.
+    pub fn push_resend(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        slot: usize,
+        generation: u32,
+        first: Option<u64>,
+    ) -> Vec<usize> {
         if frames.is_empty() {
             return Vec::new();
         }
-        self.resend.extend(frames.into_iter().map(|frame| Resend { frame, slot, generation }));
+        self.resend.extend(frames.into_iter().enumerate().map(|(i, frame)| Resend {
+            frame,
+            slot,
+            generation,
+            index: first.map_or(u64::MAX, |f| f + i as u64),
+        }));
         let wake: Vec<usize> = self.idle.iter().copied().filter(|&t| self.may_resend(t)).collect();
         self.idle.retain(|t| !wake.contains(t));
         wake
+    }
+
+    /// The peer acknowledged `count` frames of generation `generation` of tunnel `slot`: the
+    /// frames among them still waiting to be re-sent arrived after all. Returns them (never
+    /// re-sent after they were acknowledged).
+    pub fn drop_acknowledged(&mut self, slot: usize, generation: u32, count: u64) -> Vec<Vec<u8>> {
+        let mut gone = Vec::new();
+        self.resend.retain_mut(|r| {
+            let acked = r.slot == slot && r.generation == generation && r.index < count;
+            if acked {
+                gone.push(std::mem::take(&mut r.frame));
+            }
+            !acked
+        });
+        gone
     }
 
     /// Frames waiting to be re-sent, and their bytes.
@@ -428,7 +457,7 @@ mod tests {
         s.push_data(1, frame(1, 10));
         s.set_idle(0);
         s.set_idle(1);
-        assert_eq!(s.push_resend(vec![frame(9, 10), frame(8, 10)], 0, 0), vec![1]);
+        assert_eq!(s.push_resend(vec![frame(9, 10), frame(8, 10)], 0, 0, Some(5)), vec![1]);
         let mut b = Batch::default();
         // Tunnel 0 generation 0 failed to deliver them: it only gets the new frame.
         assert!(s.has_work_for(0));
@@ -442,6 +471,18 @@ mod tests {
         s.next_batch(1, 0, &mut b);
         assert_eq!(b.data.iter().map(|f| f[0]).collect::<Vec<_>>(), vec![9]);
         assert_eq!(s.resend_queued(), (1, 10));
+    }
+
+    #[test]
+    fn frames_acknowledged_meanwhile_are_not_re_sent() {
+        let mut s = Scheduler::new(2, 1 << 20);
+        s.push_resend(vec![frame(1, 10), frame(2, 10), frame(3, 10)], 0, 4, Some(7));
+        s.push_resend(vec![frame(4, 10)], 0, 4, None);
+        // Generation 4 of tunnel 0 delivered its frames 0..9 after all: 7 and 8 are dropped.
+        let gone = s.drop_acknowledged(0, 4, 9);
+        assert_eq!(gone.iter().map(|f| f[0]).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(s.drop_acknowledged(1, 4, 100).is_empty(), "another tunnel's ACK");
+        assert_eq!(s.resend_queued().0, 2);
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl World {
             match self.replay[t].push(f, self.now) {
                 Pushed::Kept | Pushed::Acknowledged(..) => {}
                 Pushed::Refused(f) => {
-                    self.sched.push_resend(vec![f], t, self.links[t].generation);
+                    self.sched.push_resend(vec![f], t, self.links[t].generation, None);
                 }
             }
         }
@@ -105,6 +105,7 @@ impl World {
                 if let Some((g, n)) = self.acks[t].take() {
                     if g == self.links[t].generation {
                         self.replay[t].ack(n, self.now).unwrap();
+                        self.sched.drop_acknowledged(t, g, n);
                     }
                 }
             }
@@ -115,9 +116,9 @@ impl World {
         self.links[t].dead = true;
         self.links[t].wire.clear();
         self.sched.tunnel_dead(t, 0);
-        let frames = self.replay[t].close();
-        self.resent += frames.len();
-        self.sched.push_resend(frames, t, self.links[t].generation);
+        let h = self.replay[t].close();
+        self.resent += h.frames.len();
+        self.sched.push_resend(h.frames, t, self.links[t].generation, Some(h.first));
     }
 }
 
@@ -164,9 +165,9 @@ fn run(seed: u64) -> usize {
         if w.links[2].stalled && w.replay[2].stalled(w.now, stale_timeout) {
             // Stale: re-send what it holds, give it nothing new, deliver the originals late.
             w.sched.set_stale(2, 0, true);
-            let frames = w.replay[2].take_all();
-            w.resent += frames.len();
-            w.sched.push_resend(frames, 2, 0);
+            let h = w.replay[2].take_all();
+            w.resent += h.frames.len();
+            w.sched.push_resend(h.frames, 2, 0, Some(h.first));
             w.links[2].stalled = false;
         }
         if w.reorder.at_eof() {

@@ -17,6 +17,7 @@ use super::stats::Event;
 use super::tunnel::{self, Conn};
 use super::{Inner, CLOSED, OPEN};
 use crate::core::ack::ACK_DELAY;
+use crate::core::replay::{frame_charge, Handover};
 use crate::error::CloseReason;
 use crate::proto::frame::Control;
 use std::sync::atomic::Ordering::Relaxed;
@@ -84,10 +85,18 @@ impl Inner {
         let t = tunnel as usize;
         let tun =
             self.tunnels.get(t).ok_or_else(|| format!("ACK for tunnel {t} of {}", self.tunnels.len()))?;
+        // Frames handed over for re-sending that arrived after all are not sent again.
+        let arrived = self.sched.lock().drop_acknowledged(t, generation, frames);
+        if !arrived.is_empty() {
+            self.credit_acknowledged(arrived.iter().map(|f| frame_charge(f)).sum());
+            for f in arrived {
+                self.pool.give(f);
+            }
+        }
         let released = {
             let mut r = tun.replay.lock();
             if r.generation != generation {
-                // An ACK of an earlier connection of the slot: its frames were re-sent.
+                // An ACK of an earlier connection of the slot: its frames were handed over.
                 return Ok(());
             }
             r.queue.ack(frames, Instant::now()).map_err(|e| format!("tunnel {t}: {e}"))?
@@ -137,15 +146,15 @@ impl Inner {
         self.cfg.stale_timeout.unwrap_or_else(|| (self.rtt().1.unwrap_or_default() * 4).max(STALE_FLOOR))
     }
 
-    /// Re-send what `frames` of tunnel `t` generation `generation` holds because the tunnel
-    /// failed; counts them. Returns how many.
-    fn reinject(&self, t: usize, generation: u32, frames: Vec<Vec<u8>>) -> u64 {
-        let n = frames.len() as u64;
-        let bytes: usize = frames.iter().map(Vec::len).sum();
+    /// Re-send the frames generation `generation` of tunnel `t` held when it failed; counts
+    /// them. Returns how many.
+    fn reinject(&self, t: usize, generation: u32, h: Handover) -> u64 {
+        let n = h.frames.len() as u64;
+        let bytes: usize = h.frames.iter().map(Vec::len).sum();
         let c = &self.tunnels[t].counters;
         c.frames_resent.fetch_add(n, Relaxed);
         c.bytes_resent.fetch_add(bytes as u64, Relaxed);
-        self.resend(t, generation, frames);
+        self.resend(t, generation, h.frames, Some(h.first));
         n
     }
 
@@ -248,9 +257,10 @@ impl Inner {
             }
         }
         // ACKs sent on the dead tunnel may be lost with it; they are cumulative, so sending
-        // the latest again is harmless.
+        // the latest again is harmless. The dead tunnel's own count tells the peer which of the
+        // frames it is about to re-send arrived after all.
         for (u, other) in self.tunnels.iter().enumerate() {
-            if let Some((g, n)) = other.acks.lock().last() {
+            if let Some((g, n)) = other.acks.lock().current() {
                 self.send_ack(u, g, n);
             }
         }

@@ -136,7 +136,7 @@ impl Inner {
             // Frames now wait for an ACK: the supervisor watches for a stall.
             self.nudge_supervisor();
         }
-        self.resend(t, generation, back);
+        self.resend(t, generation, back, None);
     }
 
     /// The peer acknowledged `charge`: writers waiting for session credit may go on.
@@ -272,12 +272,14 @@ impl Inner {
     }
 
     /// Re-send `frames`, which generation `generation` of tunnel `t` failed to deliver (or
-    /// could not take), on the other tunnels.
-    pub(super) fn resend(&self, t: usize, generation: u32, frames: Vec<Vec<u8>>) {
+    /// could not take), on the other tunnels. `first`: the position of the first among the
+    /// frames written to that generation, if known (an ACK of the generation may then show
+    /// that some arrived after all).
+    pub(super) fn resend(&self, t: usize, generation: u32, frames: Vec<Vec<u8>>, first: Option<u64>) {
         if frames.is_empty() {
             return;
         }
-        let wake = self.sched.lock().push_resend(frames, t, generation);
+        let wake = self.sched.lock().push_resend(frames, t, generation, first);
         for w in wake {
             self.tunnels[w].wake.notify_one();
         }

@@ -16,7 +16,7 @@
 use super::frames::{is_timeout, FrameReader, ReadEnd};
 use super::Inner;
 use crate::core::ack::AckTracker;
-use crate::core::replay::ReplayQueue;
+use crate::core::replay::{Handover, ReplayQueue};
 use crate::core::sched::Batch;
 use crate::ffi::sys;
 use crate::proto::frame::Control;
@@ -199,7 +199,7 @@ impl Tunnel {
     /// frames it holds for re-sending (at once, so that a re-join can never replace a replay
     /// buffer that still holds frames). `None` if this generation was already dead (each
     /// generation dies once).
-    pub(crate) fn mark_dead(&self, generation: u32, why: &str) -> Option<Vec<Vec<u8>>> {
+    pub(crate) fn mark_dead(&self, generation: u32, why: &str) -> Option<Handover> {
         let c = self.conn.lock();
         if self.generation() != generation || self.is_dead() {
             return None;
@@ -393,7 +393,7 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
         if !tx.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
             // The generation ended while the batch was taken: it goes to another one.
             drop(tx);
-            inner.resend(t, generation, std::mem::take(&mut batch.data));
+            inner.resend(t, generation, std::mem::take(&mut batch.data), None);
             return;
         }
         inner.announce(t, generation, batch.data.len());
