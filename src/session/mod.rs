@@ -495,10 +495,24 @@ impl Inner {
             drop(exited);
         })?;
         let mut threads = self.threads.lock();
-        // Threads of replaced tunnel generations and finished re-dials.
+        // Threads of replaced tunnel generations.
         threads.retain(|h| !h.is_finished());
         threads.push(h);
         Ok(())
+    }
+
+    /// Start a thread that closing the session does not wait for (a re-dial blocked in
+    /// `connect` for up to `handshake_timeout`: it finds the session closed and drops its
+    /// connection). Refused once the session stopped starting threads.
+    pub(crate) fn spawn_detached(
+        &self,
+        name: &str,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        if self.exited_tx.lock().is_none() {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        }
+        std::thread::Builder::new().name(name.into()).stack_size(256 * 1024).spawn(f).map(drop)
     }
 
     fn threads_running(&self) -> bool {

@@ -72,7 +72,7 @@ impl Redial {
             slot.busy = true;
             tun.set_rejoining(true);
             let i = inner.clone();
-            if inner.spawn(&format!("mtmux-dial{t}"), move || dial(i, t, generation)).is_err() {
+            if inner.spawn_detached(&format!("mtmux-dial{t}"), move || dial(i, t, generation)).is_err() {
                 slot.busy = false;
                 tun.set_rejoining(false);
                 slot.next_try = now + slot.backoff.failed(sys::random_u32());
