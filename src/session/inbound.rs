@@ -198,11 +198,14 @@ impl Inner {
             Control::Pong(token) => {
                 let now = Instant::now();
                 let at = self.clock_ns(now);
-                if token <= at {
+                let tun = &self.tunnels[t];
+                // A stale tunnel's round trip includes however long it stood still: not a
+                // sample of the path (it would inflate the stale timeout derived from it).
+                if token <= at && tun.state() != crate::TunnelState::Stale {
                     self.record_rtt(t, now, std::time::Duration::from_nanos(at - token));
                 }
                 // A stale tunnel that answers a probe moves again.
-                self.tunnel_moves(t, self.tunnels[t].generation());
+                self.tunnel_moves(t, tun.generation());
             }
             Control::GoAway(_) => {
                 let mut st = self.state.lock();
