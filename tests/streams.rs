@@ -579,3 +579,51 @@ fn writes_into_a_read_shut_stream_keep_flowing() {
         assert_eq!(got, b"still writing");
     });
 }
+
+/// Every frame a sender keeps for replay is released by the peer's acknowledgements: once
+/// traffic stops, nothing stays unacknowledged on either side (a frame that the peer does not
+/// count, kept by mistake, would shift every later release and fill the replay buffer until
+/// long transfers stall).
+#[test]
+fn every_frame_is_acknowledged_once_traffic_stops() {
+    within(Duration::from_secs(60), || {
+        let (client, server) = pair(&cfg(4));
+        let rx = thread::spawn(move || {
+            let mut n = 0;
+            for _ in 0..8 {
+                let mut s = server.accept_stream().unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match s.read(&mut buf).unwrap() {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                s.write_all(b"done").unwrap();
+            }
+            (server, n)
+        });
+        for i in 0..8u64 {
+            let mut s = client.open_stream().unwrap();
+            s.write_all(&pattern(i, 8 << 20)).unwrap();
+            s.close_write().unwrap();
+            let mut done = Vec::new();
+            s.read_to_end(&mut done).unwrap();
+            assert_eq!(done, b"done");
+        }
+        let (server, n) = rx.join().unwrap();
+        assert_eq!(n, 64 << 20);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for s in [&client, &server] {
+            loop {
+                let st = s.stats();
+                if st.unacked_frames == 0 && st.unacked_bytes == 0 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "still unacknowledged: {st:?}");
+                thread::sleep(Duration::from_millis(10));
+            }
+            assert!(s.stats().acks_sent > 0);
+        }
+    });
+}

@@ -245,8 +245,10 @@ impl Inner {
     /// tunnel that silently stopped moving would otherwise hold back the peer's credit or
     /// acknowledgements until that tunnel is found stale.
     pub(super) fn send_control_twice(&self, c: Control) {
-        let first =
-            self.freshest_tunnel().is_some_and(|t| self.try_direct(c.encode(), true, Some(t), None).is_ok());
+        let counted = c.counts_in_acks();
+        let first = self
+            .freshest_tunnel()
+            .is_some_and(|t| self.try_direct(c.encode(), counted, Some(t), None).is_ok());
         if !first {
             self.send_control(c);
         }
