@@ -79,6 +79,16 @@
 #define MTMUX_REJOIN_BACKOFF_MIN_MS 100
 
 /**
+ * Shortest pre-shared key (`mtmux_config.key_len`), in bytes.
+ */
+#define MTMUX_KEY_MIN_LEN 16
+
+/**
+ * Longest pre-shared key (`mtmux_config.key_len`), in bytes.
+ */
+#define MTMUX_KEY_MAX_LEN 1024
+
+/**
  * `how` of `mtmux_stream_shutdown`: stop reading (later reads return 0, arriving data is
  * dropped).
  */
@@ -205,6 +215,12 @@ enum mtmux_result
      * for its tunnels to come back.
      */
     MTMUX_ERR_SESSION_EXPIRED = -23,
+    /**
+     * Authentication failed: the peer has another pre-shared key, or none while this side
+     * has one (or the reverse), or its TLS certificate could not be verified; the message
+     * says which.
+     */
+    MTMUX_ERR_AUTH = -24,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -465,6 +481,19 @@ typedef struct mtmux_config {
      * `MTMUX_TIMEOUT_MAX_MS`. Default 5000.
      */
     uint64_t rejoin_backoff_max_ms;
+    /**
+     * Pre-shared key: `key_len` bytes at `key` (`MTMUX_KEY_MIN_LEN` 16 ..=
+     * `MTMUX_KEY_MAX_LEN` 1024), or NULL (and 0) for none, the default. When set, every
+     * tunnel proves knowledge of it in both directions before it joins a session; both ends
+     * must use the same key, and a peer with another key or none is refused
+     * (`MTMUX_ERR_AUTH`). mtmux copies the bytes when the config is used: the caller may
+     * wipe or free them once the call that took the config returns.
+     */
+    const uint8_t *key;
+    /**
+     * Length of `key` in bytes (0 when `key` is NULL).
+     */
+    size_t key_len;
 } mtmux_config;
 
 /**

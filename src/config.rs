@@ -1,6 +1,7 @@
 //! Session and listener configuration.
 
 use crate::error::Error;
+use crate::key::Key;
 use crate::proto::frame::{data_charge, MAX_FRAME_LIMIT};
 use crate::proto::handshake::Params;
 use std::time::Duration;
@@ -85,6 +86,11 @@ pub struct Config {
     /// Longest wait between two re-dial attempts of one tunnel (the first comes at once, then
     /// the wait doubles from 100 ms, with jitter). Default 5 s.
     pub rejoin_backoff_max: Duration,
+    /// Pre-shared key. When set, every tunnel proves knowledge of it in both directions
+    /// before it joins a session (a peer without it, or with another key, is refused with
+    /// [`Error::Auth`]); both ends must set the same key. Default `None`: anyone who can
+    /// reach the listener may open a session.
+    pub key: Option<Key>,
 }
 
 impl Default for Config {
@@ -107,6 +113,7 @@ impl Default for Config {
             stale_timeout: None,
             resume_timeout: Duration::from_secs(30),
             rejoin_backoff_max: Duration::from_secs(5),
+            key: None,
         }
     }
 }

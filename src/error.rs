@@ -132,6 +132,9 @@ pub enum Error {
     TooManyStreams,
     /// The server refused the bundle; the text is its reason.
     Refused(String),
+    /// The peer could not be authenticated, or did not accept this side's credentials (wrong
+    /// or missing pre-shared key, TLS certificate problems); the text says which.
+    Auth(String),
     /// An operating-system I/O error.
     Io(Arc<io::Error>),
 }
@@ -153,6 +156,7 @@ impl fmt::Display for Error {
             Error::Protocol(m) => write!(f, "protocol violation: {m}"),
             Error::TooManyStreams => f.write_str("too many streams"),
             Error::Refused(m) => write!(f, "refused by the server: {m}"),
+            Error::Auth(m) => write!(f, "authentication failed: {m}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
     }
@@ -194,6 +198,7 @@ impl Error {
             Error::Protocol(_) => io::ErrorKind::InvalidData,
             Error::TooManyStreams => io::ErrorKind::Other,
             Error::Refused(_) => io::ErrorKind::ConnectionRefused,
+            Error::Auth(_) => io::ErrorKind::PermissionDenied,
             Error::Io(e) => e.kind(),
         }
     }

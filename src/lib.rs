@@ -40,11 +40,13 @@ mod config;
 pub mod core;
 mod error;
 pub mod ffi;
+mod key;
 mod listener;
 pub mod proto;
 mod session;
 
 pub use config::{Config, MAX_TUNNELS, MIN_REJOIN_BACKOFF, MIN_STALE_TIMEOUT};
 pub use error::{CloseReason, Error, ResetCode, Result};
-pub use listener::{dial, Listener};
+pub use key::{Key, MAX_KEY_LEN, MIN_KEY_LEN};
+pub use listener::{dial, Listener, Refusal, REFUSAL_QUEUE};
 pub use session::{Event, Session, SessionStats, Stream, TunnelState, TunnelStats, EVENT_QUEUE};

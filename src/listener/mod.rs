@@ -9,10 +9,12 @@
 //! `handshake_timeout` is refused and its connections closed; one bad tunnel fails its bundle.
 
 mod dial;
+mod refusals;
 mod rejoin;
 
 pub use dial::dial;
 pub(crate) use dial::rejoin;
+pub use refusals::{Refusal, REFUSAL_QUEUE};
 
 use crate::config::{check_peer_params, Config, MAX_TUNNELS};
 use crate::core::bundle::{Assembler, Join};
@@ -57,6 +59,8 @@ struct ListenerInner {
     acceptors: Mutex<Vec<JoinHandle<()>>>,
     /// Running sessions whose clients re-join lost tunnels.
     registry: rejoin::Registry,
+    /// Connections refused during their handshake, for `next_refusal`.
+    refusals: refusals::Refusals,
 }
 
 impl std::fmt::Debug for Listener {
@@ -177,6 +181,7 @@ impl Listener {
             closed_rx,
             acceptors: Mutex::new(Vec::new()),
             registry: rejoin::Registry::default(),
+            refusals: refusals::Refusals::default(),
         });
         let mut acceptors = Vec::new();
         for i in 0..inner.sockets.len() {
@@ -218,6 +223,20 @@ impl Listener {
             recv(li.closed_rx) -> _ => Err(Error::SessionClosed(crate::CloseReason::Local)),
             recv(timeout) -> _ => Err(Error::TimedOut),
         }
+    }
+
+    /// The next connection refused during its handshake (wrong or missing key, bad
+    /// parameters, wrong port, too many handshakes, ...), with the peer's address and the
+    /// reason, waiting at most `timeout` (`None`: until one comes). The listener keeps the
+    /// last [`REFUSAL_QUEUE`] unread refusals; older ones are dropped (see
+    /// [`refusal_counts`](Listener::refusal_counts)). Returns `None` on timeout.
+    pub fn next_refusal(&self, timeout: Option<Duration>) -> Option<Refusal> {
+        self.inner.refusals.next(timeout)
+    }
+
+    /// (connections refused so far, refusals dropped from the queue unread).
+    pub fn refusal_counts(&self) -> (u64, u64) {
+        self.inner.refusals.counts()
     }
 
     /// The first listening address (the base of the port range).

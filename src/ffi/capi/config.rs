@@ -1,6 +1,7 @@
 //! Configuration: `mtmux_config`, its defaults and validation.
 
 use super::*;
+use crate::Key;
 
 // ---- Configuration -----------------------------------------------------------------------------
 
@@ -69,6 +70,15 @@ pub struct mtmux_config {
     /// the wait doubles from 100 ms, with jitter). `MTMUX_REJOIN_BACKOFF_MIN_MS` (100) ..=
     /// `MTMUX_TIMEOUT_MAX_MS`. Default 5000.
     pub rejoin_backoff_max_ms: u64,
+    /// Pre-shared key: `key_len` bytes at `key` (`MTMUX_KEY_MIN_LEN` 16 ..=
+    /// `MTMUX_KEY_MAX_LEN` 1024), or NULL (and 0) for none, the default. When set, every
+    /// tunnel proves knowledge of it in both directions before it joins a session; both ends
+    /// must use the same key, and a peer with another key or none is refused
+    /// (`MTMUX_ERR_AUTH`). mtmux copies the bytes when the config is used: the caller may
+    /// wipe or free them once the call that took the config returns.
+    pub key: *const u8,
+    /// Length of `key` in bytes (0 when `key` is NULL).
+    pub key_len: usize,
 }
 
 /// Bytes of the first published `mtmux_config` that hold fields (everything before `rejoin`).
@@ -183,6 +193,12 @@ pub(super) fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
         stale_timeout,
         resume_timeout: ms(c.resume_timeout_ms, "resume_timeout_ms")?,
         rejoin_backoff_max: ms(c.rejoin_backoff_max_ms, "rejoin_backoff_max_ms")?,
+        key: match (c.key.is_null(), c.key_len) {
+            (true, 0) => None,
+            (true, n) => return Err(invalid(format!("key is NULL but key_len is {n}"))),
+            // Safety: the caller's contract: `key` points to `key_len` readable bytes.
+            (false, n) => Some(Key::new(unsafe { std::slice::from_raw_parts(c.key, n) })?),
+        },
     };
     cfg.validate()?;
     Ok(cfg)
@@ -209,6 +225,8 @@ pub(super) fn config_to_c(c: &Config) -> mtmux_config {
         stale_timeout_ms: c.stale_timeout.map_or(0, ms),
         resume_timeout_ms: ms(c.resume_timeout),
         rejoin_backoff_max_ms: ms(c.rejoin_backoff_max),
+        key: std::ptr::null(),
+        key_len: 0,
     }
 }
 

@@ -90,6 +90,10 @@ pub enum mtmux_result {
     /// `mtmux_stream_write_all`, and calls that were blocked in them while the session waited
     /// for its tunnels to come back.
     MTMUX_ERR_SESSION_EXPIRED = -23,
+    /// Authentication failed: the peer has another pre-shared key, or none while this side
+    /// has one (or the reverse), or its TLS certificate could not be verified; the message
+    /// says which.
+    MTMUX_ERR_AUTH = -24,
 }
 
 use mtmux_result::*;
@@ -112,8 +116,15 @@ pub const MTMUX_STALE_TIMEOUT_MIN_MS: u64 = 20;
 /// Smallest `rejoin_backoff_max_ms` of a config.
 pub const MTMUX_REJOIN_BACKOFF_MIN_MS: u64 = 100;
 
+/// Shortest pre-shared key (`mtmux_config.key_len`), in bytes.
+pub const MTMUX_KEY_MIN_LEN: usize = 16;
+
+/// Longest pre-shared key (`mtmux_config.key_len`), in bytes.
+pub const MTMUX_KEY_MAX_LEN: usize = 1024;
+
 // The C constants restate the library's limits: a change there must show here.
 const _: () = assert!(MIN_STALE_TIMEOUT.as_millis() == MTMUX_STALE_TIMEOUT_MIN_MS as u128);
+const _: () = assert!(crate::MIN_KEY_LEN == MTMUX_KEY_MIN_LEN && crate::MAX_KEY_LEN == MTMUX_KEY_MAX_LEN);
 const _: () = assert!(MIN_REJOIN_BACKOFF.as_millis() == MTMUX_REJOIN_BACKOFF_MIN_MS as u128);
 
 /// Why a session ended (`mtmux_session_close_reason`).
@@ -179,6 +190,7 @@ fn code_of(e: &Error) -> mtmux_result {
         Error::Protocol(_) => MTMUX_ERR_PROTOCOL,
         Error::TooManyStreams => MTMUX_ERR_TOO_MANY_STREAMS,
         Error::Refused(_) => MTMUX_ERR_REFUSED,
+        Error::Auth(_) => MTMUX_ERR_AUTH,
         Error::Io(io) => match io.kind() {
             io::ErrorKind::ConnectionRefused => MTMUX_ERR_CONNECTION_REFUSED,
             io::ErrorKind::AddrInUse => MTMUX_ERR_ADDRESS_IN_USE,
@@ -422,6 +434,7 @@ pub extern "C" fn mtmux_strerror(code: i32) -> *const c_char {
             -21 => c"address in use",
             -22 => c"I/O error",
             -23 => c"session expired: every tunnel was lost and none came back in time",
+            -24 => c"authentication failed (pre-shared key or TLS certificate)",
             _ => c"unknown error code",
         };
         Ok(s.as_ptr())
@@ -489,6 +502,7 @@ mod tests {
             MTMUX_ERR_ADDRESS_IN_USE,
             MTMUX_ERR_IO,
             MTMUX_ERR_SESSION_EXPIRED,
+            MTMUX_ERR_AUTH,
         ];
         let unknown = mtmux_strerror(1);
         let mut seen = std::collections::HashSet::new();
