@@ -9,6 +9,7 @@
 //! `handshake_timeout` is refused and its connections closed; one bad tunnel fails its bundle.
 
 mod dial;
+mod keyauth;
 mod refusals;
 mod rejoin;
 
@@ -295,6 +296,12 @@ fn refuse(mut conn: &TcpStream, hello: Option<&Hello>, status: Status, reason: &
 }
 
 impl ListenerInner {
+    /// Refuse `conn` and note it (with the peer's address) for `Listener::next_refusal`.
+    fn refuse(&self, conn: &TcpStream, hello: Option<&Hello>, status: Status, reason: &str) {
+        self.refusals.note(conn.peer_addr().ok(), reason);
+        refuse(conn, hello, status, reason);
+    }
+
     fn close(&self) {
         if self.closed.swap(true, Relaxed) {
             return;
@@ -306,7 +313,7 @@ impl ListenerInner {
         let held = self.assembler.lock().drain();
         self.bundle_cv.notify_all();
         for c in held {
-            refuse(&c, None, Status::Closing, "server is shutting down");
+            self.refuse(&c, None, Status::Closing, "server is shutting down");
         }
         while self.sessions_rx.try_recv().is_ok() {}
     }
@@ -326,12 +333,12 @@ impl ListenerInner {
                 }
             };
             if self.closed.load(Relaxed) {
-                refuse(&conn, None, Status::Closing, "server is shutting down");
+                self.refuse(&conn, None, Status::Closing, "server is shutting down");
                 return;
             }
             if self.handshakes.fetch_add(1, Relaxed) >= self.cfg.max_pending_handshakes {
                 self.handshakes.fetch_sub(1, Relaxed);
-                refuse(&conn, None, Status::Busy, "too many handshakes in progress");
+                self.refuse(&conn, None, Status::Busy, "too many handshakes in progress");
                 continue;
             }
             let li = self.clone();
@@ -353,7 +360,7 @@ impl ListenerInner {
         let deadline = Instant::now() + timeout;
         let mut raw = [0u8; HELLO_LEN];
         if read_by(&conn, &mut raw[..COMMON_LEN], deadline).is_err() {
-            refuse(&conn, None, Status::Malformed, "incomplete handshake");
+            self.refuse(&conn, None, Status::Malformed, "incomplete handshake");
             return;
         }
         match check_prefix(raw[..COMMON_LEN].try_into().expect("len")) {
@@ -363,30 +370,38 @@ impl ListenerInner {
                 let why =
                     "this server speaks mtmux protocol version 2, the client version 1: upgrade the client";
                 let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
+                self.refusals.note(conn.peer_addr().ok(), why);
                 let _ = (&conn).write_all(&Reply::refuse(None, Status::BadVersion, why).encode_v1());
                 let _ = conn.shutdown(std::net::Shutdown::Both);
                 return;
             }
             Ok(v) => {
-                refuse(&conn, None, Status::BadVersion, &format!("unknown protocol version {v}"));
+                self.refuse(&conn, None, Status::BadVersion, &format!("unknown protocol version {v}"));
                 return;
             }
             Err(e) => {
-                refuse(&conn, None, Status::Malformed, &e.to_string());
+                self.refuse(&conn, None, Status::Malformed, &e.to_string());
                 return;
             }
         }
         if read_by(&conn, &mut raw[COMMON_LEN..], deadline).is_err() {
-            refuse(&conn, None, Status::Malformed, "incomplete handshake");
+            self.refuse(&conn, None, Status::Malformed, "incomplete handshake");
             return;
         }
         let hello = match Hello::decode(&raw) {
             Ok(h) => h,
             Err(e) => {
-                refuse(&conn, None, Status::Malformed, &e.to_string());
+                self.refuse(&conn, None, Status::Malformed, &e.to_string());
                 return;
             }
         };
+        // The key comes first: a tunnel that cannot prove it affects no bundle and no session.
+        if let Err((status, why)) =
+            keyauth::server_check(self.cfg.key.as_ref(), &conn, &hello, &raw, deadline)
+        {
+            self.refuse(&conn, Some(&hello), status, &why);
+            return;
+        }
         if let Err(why) = check_peer_params(&hello.params) {
             self.refuse_bundle(&conn, &hello, Status::BadParams, &why);
             return;
@@ -411,7 +426,7 @@ impl ListenerInner {
         let mut a = self.assembler.lock();
         if self.closed.load(Relaxed) {
             drop(a);
-            refuse(&conn, Some(&hello), Status::Closing, "server is shutting down");
+            self.refuse(&conn, Some(&hello), Status::Closing, "server is shutting down");
             return;
         }
         match a.join(&hello, conn, Instant::now(), timeout, max) {
@@ -426,9 +441,9 @@ impl ListenerInner {
                     _ => a.refuse(&hello.bundle, status, &reason, Instant::now(), timeout),
                 };
                 drop(a);
-                refuse(&conn, Some(&hello), status, &reason);
+                self.refuse(&conn, Some(&hello), status, &reason);
                 for c in rest {
-                    refuse(&c, Some(&hello), status, &reason);
+                    self.refuse(&c, Some(&hello), status, &reason);
                 }
             }
             Join::Waiting { deadline, first } => {
@@ -448,7 +463,7 @@ impl ListenerInner {
                         e.arrived, e.count
                     );
                     for c in e.tunnels {
-                        refuse(&c, Some(&hello), Status::Incomplete, &why);
+                        self.refuse(&c, Some(&hello), Status::Incomplete, &why);
                     }
                 }
             }
@@ -465,23 +480,23 @@ impl ListenerInner {
             self.cfg.handshake_timeout,
         );
         self.bundle_cv.notify_all();
-        refuse(conn, Some(hello), status, why);
+        self.refuse(conn, Some(hello), status, why);
         for c in rest {
-            refuse(&c, Some(hello), status, why);
+            self.refuse(&c, Some(hello), status, why);
         }
     }
 
     fn start_session(&self, hello: &Hello, tunnels: Vec<TcpStream>) {
         if self.sessions_tx.is_full() {
             for c in &tunnels {
-                refuse(c, Some(hello), Status::Busy, "accept backlog full");
+                self.refuse(c, Some(hello), Status::Busy, "accept backlog full");
             }
             return;
         }
         let mut server_nonce = [0u8; NONCE_LEN];
         if sys::random_bytes(&mut server_nonce).is_err() {
             for c in &tunnels {
-                refuse(c, Some(hello), Status::Busy, "no randomness available");
+                self.refuse(c, Some(hello), Status::Busy, "no randomness available");
             }
             return;
         }
@@ -506,7 +521,12 @@ impl ListenerInner {
             role: Role::Server,
             peer: hello.params,
             bundle: hello.bundle,
-            secret: Secret::derive(None, &hello.bundle, &hello.nonce, &server_nonce),
+            secret: Secret::derive(
+                self.cfg.key.as_ref().map(|k| k.bytes()),
+                &hello.bundle,
+                &hello.nonce,
+                &server_nonce,
+            ),
             redial: None,
             resumable: rejoins && !self.cfg.resume_timeout.is_zero(),
         };
