@@ -474,6 +474,30 @@ mod tests {
         r
     }
 
+    /// The byte-for-byte example of docs/PROTOCOL.md §2.3 (a keyed JOIN and its challenge).
+    #[test]
+    fn keyed_join_bytes_match_the_protocol_document() {
+        let d = crate::Config::default().params();
+        let h = Hello {
+            kind: HelloKind::Join,
+            bundle: BundleId([0xbb; 16]),
+            index: 0,
+            count: 1,
+            flags: HELLO_FLAG_REJOIN | HELLO_FLAG_KEY,
+            params: d,
+            generation: 0,
+            nonce: [0xcc; 16],
+        };
+        let b = h.encode();
+        assert_eq!(b[..12], [0x4d, 0x54, 0x4d, 0x58, 2, 1, 0, 0, 0, 1, 0, 3]);
+        assert_eq!(b[28..48], [0, 1, 0, 0, 0, 0x10, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let c = Reply::challenge(&h, [0xdd; 16], [0xee; 32]).encode();
+        assert_eq!(c[..12], [0x4d, 0x54, 0x4d, 0x58, 2, 0x0a, 0, 0, 0, 1, 0, 0x20]);
+        assert_eq!(c[28..48], [0; 20]);
+        assert_eq!(c[48..64], [0xdd; 16]);
+        assert_eq!(c[64..], [0xee; 32]);
+    }
+
     #[test]
     fn hello_round_trips() {
         let h = hello();
