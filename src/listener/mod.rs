@@ -62,7 +62,17 @@ struct ListenerInner {
     registry: rejoin::Registry,
     /// Connections refused during their handshake, for `next_refusal`.
     refusals: refusals::Refusals,
+    /// Hands accepted connections to idle handshake threads (a rendezvous: it succeeds only
+    /// when one waits); taken at close, which lets them end.
+    jobs_tx: Mutex<Option<Sender<Job>>>,
+    jobs_rx: Receiver<Job>,
 }
+
+/// A connection for a handshake thread, and the index of the port it arrived on.
+type Job = (TcpStream, usize);
+
+/// How long an idle handshake thread waits for more work before it ends.
+const HANDSHAKE_THREAD_IDLE: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,6 +178,7 @@ impl Listener {
         let addrs = sockets.iter().map(|s| s.local_addr()).collect::<io::Result<Vec<_>>>()?;
         let (sessions_tx, sessions_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(0);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(0);
         let inner = Arc::new(ListenerInner {
             cfg: cfg.clone(),
             sockets,
@@ -183,6 +194,8 @@ impl Listener {
             acceptors: Mutex::new(Vec::new()),
             registry: rejoin::Registry::default(),
             refusals: refusals::Refusals::default(),
+            jobs_tx: Mutex::new(Some(jobs_tx)),
+            jobs_rx,
         });
         let mut acceptors = Vec::new();
         for i in 0..inner.sockets.len() {
@@ -310,6 +323,7 @@ impl ListenerInner {
             sys::shutdown_listener(s);
         }
         self.closed_tx.lock().take();
+        self.jobs_tx.lock().take();
         let held = self.assembler.lock().drain();
         self.bundle_cv.notify_all();
         for c in held {
@@ -320,6 +334,7 @@ impl ListenerInner {
 
     fn accept_loop(self: Arc<Self>, port_index: usize) {
         let sock = &self.sockets[port_index];
+        let Some(jobs) = self.jobs_tx.lock().clone() else { return };
         loop {
             let conn = match sock.accept() {
                 Ok((c, _)) => c,
@@ -341,15 +356,32 @@ impl ListenerInner {
                 self.refuse(&conn, None, Status::Busy, "too many handshakes in progress");
                 continue;
             }
+            // An idle handshake thread takes it; otherwise a new one starts (at most
+            // `max_pending_handshakes` are busy, see above). Reusing threads keeps a flood of
+            // bad handshakes cheap.
+            let job = match jobs.try_send((conn, port_index)) {
+                Ok(()) => continue,
+                Err(e) => e.into_inner(),
+            };
             let li = self.clone();
-            let spawned =
-                std::thread::Builder::new().name("mtmux-hs".into()).stack_size(128 * 1024).spawn(move || {
-                    li.handshake(conn, port_index);
-                    li.handshakes.fetch_sub(1, Relaxed);
-                });
+            let spawned = std::thread::Builder::new()
+                .name("mtmux-hs".into())
+                .stack_size(128 * 1024)
+                .spawn(move || li.handshake_thread(job));
             if spawned.is_err() {
                 self.handshakes.fetch_sub(1, Relaxed);
             }
+        }
+    }
+
+    /// A handshake thread: runs handshakes until it has been idle for a while or the listener
+    /// closes.
+    fn handshake_thread(&self, first: Job) {
+        let mut job = Some(first);
+        while let Some((conn, port_index)) = job.take() {
+            self.handshake(conn, port_index);
+            self.handshakes.fetch_sub(1, Relaxed);
+            job = self.jobs_rx.recv_timeout(HANDSHAKE_THREAD_IDLE).ok();
         }
     }
 
