@@ -128,7 +128,10 @@ pub enum Error {
     },
     /// The peer sent something the protocol forbids.
     Protocol(String),
-    /// The stream limit (`max_streams`) is reached, here or at the peer.
+    /// The stream limit is reached: here (`Session::open_stream` at this side's
+    /// `max_streams`), or at the peer (it turned the stream away with RESET code
+    /// [`ResetCode::TooManyStreams`], at its `max_streams` or a limit of its application: the
+    /// first read or write of the stream after the RESET arrived fails with this error).
     TooManyStreams,
     /// The server refused the bundle; the text is its reason.
     Refused(String),
@@ -154,7 +157,7 @@ impl fmt::Display for Error {
                 write!(f, "stream {stream}: frame {missing} did not arrive within the reorder timeout")
             }
             Error::Protocol(m) => write!(f, "protocol violation: {m}"),
-            Error::TooManyStreams => f.write_str("too many streams"),
+            Error::TooManyStreams => f.write_str("too many streams (here or at the peer)"),
             Error::Refused(m) => write!(f, "refused by the server: {m}"),
             Error::Auth(m) => write!(f, "authentication failed: {m}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
@@ -183,7 +186,25 @@ impl From<io::Error> for Error {
 }
 
 impl Error {
-    /// The `std::io::ErrorKind` this error maps to.
+    /// The `std::io::ErrorKind` this error maps to: the kind of the `io::Error` that
+    /// `Read`/`Write` on a [`Stream`](crate::Stream) return (its inner error downcasts back to
+    /// this `Error`, and `Error::from(io_error)` does it).
+    ///
+    /// | `Error` | `io::ErrorKind` | like a `TcpStream` that |
+    /// |---|---|---|
+    /// | `InvalidConfig` | `InvalidInput` | is given a bad argument |
+    /// | `SessionClosed(Expired(_))` | `TimedOut` | lost its path for too long |
+    /// | `SessionClosed(_)`, other reasons | `ConnectionAborted` | is closed under a call |
+    /// | `StreamReset { code: StreamClosed, .. }` | `BrokenPipe` | writes to a peer that stopped reading (EPIPE) |
+    /// | `StreamReset { .. }`, other codes | `ConnectionReset` | got an RST |
+    /// | `WriteClosed` | `BrokenPipe` | writes after `shutdown(Write)` |
+    /// | `TimedOut` | `TimedOut` | hit its timeout (a `TcpStream` says `WouldBlock` on Unix) |
+    /// | `ReorderTimeout { .. }` | `ConnectionAborted` | gave up on missing data |
+    /// | `Protocol(_)` | `InvalidData` | got garbage |
+    /// | `TooManyStreams` | `QuotaExceeded` | (none: a quota of streams is used up) |
+    /// | `Refused(_)` | `ConnectionRefused` | was refused at connect |
+    /// | `Auth(_)` | `PermissionDenied` | failed a TLS or key check |
+    /// | `Io(e)` | `e.kind()` | (the operating system's error) |
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
@@ -196,7 +217,7 @@ impl Error {
             Error::TimedOut => io::ErrorKind::TimedOut,
             Error::ReorderTimeout { .. } => io::ErrorKind::ConnectionAborted,
             Error::Protocol(_) => io::ErrorKind::InvalidData,
-            Error::TooManyStreams => io::ErrorKind::Other,
+            Error::TooManyStreams => io::ErrorKind::QuotaExceeded,
             Error::Refused(_) => io::ErrorKind::ConnectionRefused,
             Error::Auth(_) => io::ErrorKind::PermissionDenied,
             Error::Io(e) => e.kind(),

@@ -214,10 +214,13 @@ fn max_streams_limit_local_and_remote() {
         (&s2).write_all(b"2").unwrap();
         let _a1 = server.accept_stream().unwrap();
         let _a2 = server.accept_stream().unwrap();
-        // The server holds 2 streams, its limit: the third is refused.
+        // The server holds 2 streams, its limit: the third is refused, and its opener learns
+        // it as TooManyStreams (regression: it was a StreamReset), on reads and writes alike.
         (&s3).write_all(b"3").unwrap();
-        let e = Error::from((&s3).read(&mut [0u8; 1]).unwrap_err());
-        assert!(matches!(e, Error::StreamReset { code: ResetCode::TooManyStreams, remote: true }), "{e:?}");
+        let e = (&s3).read(&mut [0u8; 1]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::QuotaExceeded);
+        assert!(matches!(Error::from(e), Error::TooManyStreams));
+        assert!(matches!(Error::from((&s3).write(b"x").unwrap_err()), Error::TooManyStreams));
         // Closing streams frees their slots on both sides.
         drop((s1, s2, s3, _a1, _a2));
         let deadline = Instant::now() + Duration::from_secs(10);

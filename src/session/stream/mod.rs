@@ -65,9 +65,14 @@ impl SendPhase {
     }
 }
 
-/// The error a reset stream reports.
+/// The error a reset stream reports. A stream the peer turned away at its stream limit
+/// (RESET code TooManyStreams) reports [`Error::TooManyStreams`], as opening one beyond the
+/// local limit does.
 fn reset_error(code: ResetCode, remote: bool) -> Error {
-    Error::StreamReset { code, remote }
+    match (code, remote) {
+        (ResetCode::TooManyStreams, true) => Error::TooManyStreams,
+        _ => Error::StreamReset { code, remote },
+    }
 }
 
 struct SendState {
@@ -314,7 +319,8 @@ impl Stream {
     }
 
     /// [`reset`](Stream::reset) with a reason for the peer, e.g. [`ResetCode::TooManyStreams`]
-    /// for a stream an application turns away at its own limit.
+    /// for a stream an application turns away at its own limit (the peer's reads and writes
+    /// of it then fail with [`Error::TooManyStreams`]).
     pub fn reset_with(&self, code: ResetCode) -> Result<()> {
         self.core.abort(code);
         Ok(())
