@@ -48,5 +48,7 @@ mod session;
 pub use config::{Config, MAX_TUNNELS, MIN_REJOIN_BACKOFF, MIN_STALE_TIMEOUT};
 pub use error::{CloseReason, Error, ResetCode, Result};
 pub use key::{Key, MAX_KEY_LEN, MIN_KEY_LEN};
-pub use listener::{dial, Listener, Refusal, REFUSAL_QUEUE};
-pub use session::{Event, Session, SessionStats, Stream, TunnelState, TunnelStats, EVENT_QUEUE};
+pub use listener::{dial, IncomingSessions, Listener, Refusal, REFUSAL_QUEUE};
+pub use session::{
+    Event, IncomingStreams, Session, SessionStats, Stream, TunnelState, TunnelStats, EVENT_QUEUE,
+};

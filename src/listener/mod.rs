@@ -9,12 +9,14 @@
 //! `handshake_timeout` is refused and its connections closed; one bad tunnel fails its bundle.
 
 mod dial;
+mod incoming;
 mod keyauth;
 mod refusals;
 mod rejoin;
 
 pub use dial::dial;
 pub(crate) use dial::rejoin;
+pub use incoming::IncomingSessions;
 pub use refusals::{Refusal, REFUSAL_QUEUE};
 
 use crate::config::{check_peer_params, Config, MAX_TUNNELS};

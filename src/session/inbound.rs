@@ -4,7 +4,7 @@
 
 use super::frames::Frame;
 use super::stream::{Accepted, Inbound, StreamShared};
-use super::{Entry, Inner, State};
+use super::{Entry, Inner, Lifecycle, State};
 use crate::core::dedup::Received;
 use crate::core::ids::PeerId;
 use crate::error::ResetCode;
@@ -33,9 +33,12 @@ impl Inner {
     }
 
     /// Create the table entry of a new peer-opened stream and queue it for accept, or say
-    /// why it is refused.
+    /// why it is refused. After the peer's GOAWAY its new streams are still taken: it opens
+    /// none after sending GOAWAY, so they were opened before, and their first frames merely
+    /// came over other tunnels than the GOAWAY (their data was written before the peer
+    /// closed, and a graceful close delivers it).
     fn admit(&self, st: &mut State, id: u32) -> Option<ResetCode> {
-        if st.refuses_new_streams().is_some() {
+        if !matches!(st.lifecycle, Lifecycle::Open) {
             return Some(ResetCode::SessionClosing);
         }
         if st.streams.len() >= self.cfg.max_streams {
@@ -208,9 +211,9 @@ impl Inner {
                 self.tunnel_moves(t, tun.generation());
             }
             Control::GoAway(_) => {
-                let mut st = self.state.lock();
-                st.peer_going_away = true;
-                st.accept_tx = None;
+                // The accept queue stays open for the streams the peer opened before (see
+                // `admit`); accepts end when the session does.
+                self.state.lock().peer_going_away = true;
             }
         }
         Ok(())

@@ -21,20 +21,22 @@ impl Inner {
                 s.push_tunnel_control(t, Control::GoAway(0));
             }
         }
-        let entries = {
+        let (entries, reason) = {
             let mut st = self.state.lock();
             if !matches!(st.lifecycle, Lifecycle::Open) {
                 return;
             }
             let linger = self.cfg.keepalive_timeout.min(Duration::from_secs(5));
-            st.lifecycle = Lifecycle::Closing { deadline: Instant::now() + linger };
+            // A reason already given out (the peer's GOAWAY) stays.
+            let reason = st.close_reason().unwrap_or(CloseReason::Local);
+            st.lifecycle = Lifecycle::Closing { deadline: Instant::now() + linger, reason: reason.clone() };
             self.phase.store(CLOSING, Relaxed);
             st.accept_tx = None;
-            st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>()
+            (st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>(), reason)
         };
         // No more threads (re-dials) from now on.
         self.exited_tx.lock().take();
-        self.fail_streams(entries, CloseReason::Local);
+        self.fail_streams(entries, reason);
         for t in &self.tunnels {
             t.wake.notify_one();
         }
@@ -46,18 +48,20 @@ impl Inner {
         }
     }
 
-    /// Close at once: every stream and blocked call fails with `SessionClosed(reason)`.
+    /// Close at once: every stream and blocked call fails with `SessionClosed(reason)`, or
+    /// with the reason already given out if the session was closing (see `State::close_reason`).
     pub(crate) fn fail(&self, reason: CloseReason) {
-        let entries = {
+        let (entries, reason) = {
             let mut st = self.state.lock();
             if let Lifecycle::Closed(_) = st.lifecycle {
                 return;
             }
+            let reason = st.close_reason().unwrap_or(reason);
             st.lifecycle = Lifecycle::Closed(reason.clone());
             self.phase.store(CLOSED, Relaxed);
             st.accept_tx = None;
             st.closed_tx = None;
-            st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>()
+            (st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>(), reason)
         };
         self.exited_tx.lock().take();
         self.fail_streams(entries, reason.clone());
@@ -73,7 +77,12 @@ impl Inner {
             }
             self.room.notify_all();
         }
-        while self.accept_rx.try_recv().is_ok() {}
+        // Streams the peer opened before it closed gracefully are still handed out by
+        // `accept_stream` (their data is in their channels; reads end at their FIN, or fail
+        // with SessionClosed(Peer) where it never came). Otherwise they are dropped.
+        if reason != CloseReason::Peer {
+            while self.accept_rx.try_recv().is_ok() {}
+        }
     }
 
     /// Fail the send side of `entries` and of the session credit; dropping the entries

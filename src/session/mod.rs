@@ -22,12 +22,18 @@
 //! are removed from the table (their readers see their channel disconnect), waiting writers
 //! and acceptors are notified, and every socket is shut down.
 //!
+//! The close reason is fixed when the session stops taking new streams (`Closing`, or the
+//! peer's GOAWAY), before anything can fail with `SessionClosed`, and never changes after:
+//! whoever sees a call fail then reads the same reason from `close_reason` (see
+//! `State::close_reason`).
+//!
 //! # Files
 //! `tunnel` (a tunnel slot, its connection and threads), `frames` (the frame decoder),
 //! `inbound` (what a reader does with each frame), `outbound` (how frames get onto tunnels),
 //! `failover` (acknowledgements, re-sending, re-join, outage), `supervisor` (the timers and
-//! re-dialing), `stream` (the `Stream` API), `lifecycle` (closing and failure), `stats`,
-//! `pool` (recycled payload buffers).
+//! re-dialing), `stream` (the `Stream` API), `incoming` (`Session::incoming`), `lifecycle`
+//! (closing and failure), `stats` (also the tunnels' addresses), `pool` (recycled payload
+//! buffers).
 //!
 //! # Locks (acquired in this order, never the reverse)
 //! `tunnel.conn` → `tunnel.tx` → `tunnel.replay` / `tunnel.acks` / `sched`; `state` is never
@@ -38,6 +44,7 @@
 mod failover;
 mod frames;
 mod inbound;
+mod incoming;
 mod lifecycle;
 mod outbound;
 mod pool;
@@ -47,6 +54,7 @@ pub(crate) mod supervisor;
 mod table;
 pub(crate) mod tunnel;
 
+pub use incoming::IncomingStreams;
 pub use stats::{Event, SessionStats, TunnelState, TunnelStats, EVENT_QUEUE};
 pub use stream::Stream;
 
@@ -82,7 +90,11 @@ const CLOSED: u8 = 2;
 /// Session lifecycle (see the module doc).
 enum Lifecycle {
     Open,
-    Closing { deadline: Instant },
+    /// Why: `Local`, or `Peer` when the peer's GOAWAY came first.
+    Closing {
+        deadline: Instant,
+        reason: CloseReason,
+    },
     Closed(CloseReason),
 }
 
@@ -392,17 +404,18 @@ impl Session {
         Ok(())
     }
 
-    /// Whether the session is closing or closed (no new streams can be opened).
+    /// Whether the session is closing or closed (no new streams can be opened): the same as
+    /// `close_reason().is_some()`.
     pub fn is_closed(&self) -> bool {
         self.h.inner.phase.load(Relaxed) != OPEN || self.h.inner.state.lock().peer_going_away
     }
 
-    /// Why the session closed, once it has.
+    /// Why the session ended or is ending; `None` while it is open. The reason is set before
+    /// any call can fail with [`Error::SessionClosed`] (right after such a failure it is never
+    /// `None`, and it is the reason that error carries) and never changes afterwards: a session
+    /// the peer began to close stays [`CloseReason::Peer`] even if this side then closes it too.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        match &self.h.inner.state.lock().lifecycle {
-            Lifecycle::Closed(r) => Some(r.clone()),
-            _ => None,
-        }
+        self.h.inner.state.lock().close_reason()
     }
 
     /// Streams currently open (in either direction, until both directions have finished).
@@ -442,12 +455,7 @@ impl Inner {
 
     /// The error for operations on a closed session.
     pub(crate) fn close_error(&self) -> Error {
-        let st = self.state.lock();
-        match &st.lifecycle {
-            Lifecycle::Closed(r) => Error::SessionClosed(r.clone()),
-            Lifecycle::Open if st.peer_going_away => Error::SessionClosed(CloseReason::Peer),
-            _ => Error::SessionClosed(CloseReason::Local),
-        }
+        Error::SessionClosed(self.state.lock().close_reason().unwrap_or(CloseReason::Local))
     }
 
     /// Nanoseconds since the session's epoch, the token of a ping sent at `now`.
@@ -484,7 +492,7 @@ impl Inner {
         if !self.is_closing() {
             return false;
         }
-        matches!(self.state.lock().lifecycle, Lifecycle::Closing { deadline } if now >= deadline)
+        matches!(self.state.lock().lifecycle, Lifecycle::Closing { deadline, .. } if now >= deadline)
     }
 
     /// Start a session thread. Refused once the session stopped starting threads (closed).

@@ -224,6 +224,21 @@ impl Session {
         }
     }
 
+    /// Local address of tunnel 0's current (or last) connection: where this side of the
+    /// session is, like `TcpStream::local_addr` (every tunnel's: [`local_addrs`](Session::local_addrs)).
+    /// Known for the session's whole life, also once its sockets are closed.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.h.inner.tunnels[0].conn().local
+    }
+
+    /// Peer address of tunnel 0's current (or last) connection: who the session is with, like
+    /// `TcpStream::peer_addr` (every tunnel's: [`peer_addrs`](Session::peer_addrs)). On a
+    /// client, the server's base port; on a server, the client's address and port of its
+    /// first tunnel.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.h.inner.tunnels[0].conn().peer
+    }
+
     /// Local addresses of the tunnels' current (or last) connections, in tunnel order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.h.inner.tunnels.iter().map(|t| t.conn().local).collect()

@@ -60,14 +60,19 @@ impl State {
         Some(e)
     }
 
+    /// Why the session ended or is ending, `None` while it is open (takes new streams).
+    pub(super) fn close_reason(&self) -> Option<CloseReason> {
+        match &self.lifecycle {
+            Lifecycle::Open if self.peer_going_away => Some(CloseReason::Peer),
+            Lifecycle::Open => None,
+            Lifecycle::Closing { reason, .. } => Some(reason.clone()),
+            Lifecycle::Closed(r) => Some(r.clone()),
+        }
+    }
+
     /// The error for opening or accepting a stream now, if the session no longer takes them.
     pub(super) fn refuses_new_streams(&self) -> Option<Error> {
-        match &self.lifecycle {
-            Lifecycle::Open if self.peer_going_away => Some(Error::SessionClosed(CloseReason::Peer)),
-            Lifecycle::Open => None,
-            Lifecycle::Closing { .. } => Some(Error::SessionClosed(CloseReason::Local)),
-            Lifecycle::Closed(r) => Some(Error::SessionClosed(r.clone())),
-        }
+        self.close_reason().map(Error::SessionClosed)
     }
 }
 
