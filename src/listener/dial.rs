@@ -171,18 +171,23 @@ fn client_handshake(
         c.write_all(&raw).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
         sent.push(raw);
     }
+    let read = |c: &TcpStream, i: usize| read_reply(c, deadline, i);
+    let abort = |c: &TcpStream| drop(c.shutdown(std::net::Shutdown::Both));
+    let expect = |want: Status| {
+        move |_: usize, r: &Reply| if r.status == want { Ok(()) } else { Err(keyauth::refusal(r)) }
+    };
     if let Some(key) = &cfg.key {
-        // Every tunnel answers its key challenge before the server completes the bundle.
-        for (i, c) in tunnels.iter().enumerate() {
-            client_answer(key, c, &sent[i], &read_reply(c, deadline, i)?, i)?;
-        }
+        // Every tunnel answers its key challenge (as soon as it comes: a server may send them
+        // one after the other) before the server completes the bundle.
+        let answer = |c: &TcpStream, i: usize| {
+            let challenge = read(c, i)?;
+            client_answer(key, c, &sent[i], &challenge, i).map(|()| challenge)
+        };
+        read_replies(&tunnels, answer, |_, _| Ok(()), abort)?;
     }
+    let replies = read_replies(&tunnels, read, expect(Status::Accept), abort)?;
     let mut agreed: Option<(Params, [u8; NONCE_LEN])> = None;
-    for (i, c) in tunnels.iter().enumerate() {
-        let reply = read_reply(c, deadline, i)?;
-        if reply.status != Status::Accept {
-            return Err(keyauth::refusal(&reply));
-        }
+    for (i, (c, reply)) in tunnels.iter().zip(replies).enumerate() {
         if reply.bundle != bundle || reply.index as usize != i {
             return Err(Error::Protocol(format!("tunnel {i}: reply for another tunnel")));
         }
@@ -201,6 +206,64 @@ fn client_handshake(
     let resumable = redial.is_some() && !cfg.resume_timeout.is_zero();
     let redial = redial.map(|targets| Redial::new(targets, cfg));
     Session::start(tunnels, cfg, Setup { role: Role::Client, peer, bundle, secret, redial, resumable })
+}
+
+/// Read one reply from each of `conns` (with `read(conn, index)`), all at once, and check each
+/// (`check(index, reply)`). The first failure (an I/O error, the deadline, or a reply `check`
+/// turns into an error, such as a refusal) aborts the other reads at once (`abort` shuts the
+/// connections down) and is returned; a refusal the server sent takes precedence over an I/O
+/// error of another tunnel. Reading the tunnels in turn instead would leave a client waiting
+/// on a tunnel that never arrived at a server that refused its other tunnels (a closing
+/// listener, a wrong port) until the handshake timeout.
+fn read_replies<C: Sync>(
+    conns: &[C],
+    read: impl Fn(&C, usize) -> Result<Reply> + Sync,
+    check: impl Fn(usize, &Reply) -> Result<()> + Sync,
+    abort: impl Fn(&C) + Sync,
+) -> Result<Vec<Reply>> {
+    let one = |i: usize| read(&conns[i], i).and_then(|r| check(i, &r).map(|()| r));
+    if conns.len() == 1 {
+        return Ok(vec![one(0)?]);
+    }
+    // The first failure, and whether it is the server's word (a refusal, an authentication
+    // failure) rather than something that went wrong on the way.
+    let failed: parking_lot::Mutex<Option<(bool, Error)>> = parking_lot::Mutex::new(None);
+    let fail = |e: Error| {
+        let told = matches!(e, Error::Refused(_) | Error::Auth(_));
+        let mut f = failed.lock();
+        match &*f {
+            None => {
+                *f = Some((told, e));
+                drop(f);
+                conns.iter().for_each(&abort);
+            }
+            // A refusal that arrives while the others are being aborted still wins.
+            Some((false, _)) if told => *f = Some((told, e)),
+            Some(_) => {}
+        }
+    };
+    let replies: Vec<Option<Reply>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..conns.len())
+            .map(|i| {
+                let (one, fail) = (&one, &fail);
+                std::thread::Builder::new()
+                    .name(format!("mtmux-reply{i}"))
+                    .stack_size(128 * 1024)
+                    .spawn_scoped(scope, move || one(i).map_err(fail).ok())
+                    // A thread that cannot start fails the handshake (and wakes the others).
+                    .map_err(|e| fail(e.into()))
+                    .ok()
+            })
+            .collect();
+        handles.into_iter().map(|h| h.and_then(|h| h.join().ok().flatten())).collect()
+    });
+    if let Some((_, e)) = failed.into_inner() {
+        return Err(e);
+    }
+    replies
+        .into_iter()
+        .map(|r| r.ok_or_else(|| Error::Protocol("a handshake thread failed".into())))
+        .collect()
 }
 
 /// Re-dial tunnel `index` of a session: connect to `target`, REJOIN as generation

@@ -322,6 +322,7 @@ impl ListenerInner {
             return;
         }
         for s in &self.sockets {
+            self.refuse_backlog(s);
             sys::shutdown_listener(s);
         }
         self.closed_tx.lock().take();
@@ -332,6 +333,20 @@ impl ListenerInner {
             self.refuse(&c, None, Status::Closing, "server is shutting down");
         }
         while self.sessions_rx.try_recv().is_ok() {}
+    }
+
+    /// Refuse the connections the kernel completed on `sock` that nobody accepted yet: they
+    /// are handshakes in progress too, and shutting the socket down would only reset them.
+    /// Bounded, so that a flood cannot hold `close` up.
+    fn refuse_backlog(&self, sock: &TcpListener) {
+        if sock.set_nonblocking(true).is_err() {
+            return;
+        }
+        for _ in 0..self.cfg.max_pending_handshakes {
+            let Ok((conn, _)) = sock.accept() else { return };
+            let _ = conn.set_nonblocking(false);
+            self.refuse(&conn, None, Status::Closing, "server is shutting down");
+        }
     }
 
     fn accept_loop(self: Arc<Self>, port_index: usize) {
