@@ -45,8 +45,8 @@ C_LINK_DYNAMIC = -L$(C_LIBDIR) -lmtmux -Wl,-rpath,$(abspath $(C_LIBDIR))
 C_LINK_STATIC = $(C_LIBDIR)/libmtmux.a $(C_STATIC_LIBS)
 C_EXAMPLES := hello echo_server echo_client bulk
 # The C test programs (tests/c/NAME.c), each linked with the shared harness.
-C_TESTS := test_capi test_failover test_auth
-C_HARNESS := tests/c/harness.c
+C_TESTS := test_capi test_failover test_auth test_contract
+C_HARNESS := tests/c/harness.c tests/c/relay.c
 VALGRIND := valgrind --quiet --error-exitcode=99 --fair-sched=yes --leak-check=full \
 	--show-leak-kinds=definite --errors-for-leak-kinds=definite
 

@@ -10,8 +10,10 @@
  *   - Inputs come first, outputs last. An output is written only when the call returns
  *     MTMUX_OK; on failure it is left untouched.
  *   - Functions return MTMUX_OK (0) or a negative MTMUX_ERR_... code; mtmux_stream_read and
- *     mtmux_stream_write return a byte count or a negative code. mtmux_strerror(code) names a
- *     code; mtmux_last_error() is the detail of the last failure on the calling thread.
+ *     mtmux_stream_write return a byte count or a negative code (a write that accepted part
+ *     of its buffer before it was ended returns that count, as send(2) does; the next write
+ *     fails with the code). mtmux_strerror(code) names a code; mtmux_last_error() is the
+ *     detail of the last failure on the calling thread.
  *   - NULL pointers, invalid UTF-8, zero lengths and out-of-range values are reported as
  *     errors, never crashes. No Rust panic crosses into C (it becomes MTMUX_ERR_PANIC).
  *   - All calls block the calling thread (there is no event loop); bound them with the
@@ -26,19 +28,24 @@
  *     reads each get different bytes (which ones is unspecified); two concurrent writes may
  *     interleave their bytes, so use one writer at a time for ordered data.
  *   - Wake-ups from another thread: mtmux_stream_close (and _shutdown with MTMUX_SHUT_READ)
- *     makes a blocked read return 0; mtmux_stream_close_write (and _close, _shutdown with
- *     MTMUX_SHUT_WRITE) makes a blocked write fail with MTMUX_ERR_WRITE_CLOSED;
- *     mtmux_stream_reset makes blocked reads and writes fail
- *     with MTMUX_ERR_STREAM_RESET; mtmux_session_close makes every blocked read, write and
- *     accept of that session fail with MTMUX_ERR_SESSION_CLOSED; mtmux_listener_close makes
- *     a blocked mtmux_listener_accept fail with MTMUX_ERR_LISTENER_CLOSED.
+ *     makes a blocked read return 0; mtmux_stream_reset makes a blocked read fail with
+ *     MTMUX_ERR_STREAM_RESET; mtmux_session_close makes every blocked read and accept of
+ *     that session fail with MTMUX_ERR_SESSION_CLOSED; mtmux_listener_close makes a blocked
+ *     mtmux_listener_accept fail with MTMUX_ERR_LISTENER_CLOSED. A blocked write woken by
+ *     mtmux_stream_close_write (and _close, _shutdown with MTMUX_SHUT_WRITE),
+ *     mtmux_stream_reset or mtmux_session_close returns the number of bytes it had accepted
+ *     if it had accepted any, else fails with MTMUX_ERR_WRITE_CLOSED, _STREAM_RESET or
+ *     _SESSION_CLOSED; the next write fails with that code (mtmux_stream_write_all fails
+ *     with it at once). Once a call fails with MTMUX_ERR_SESSION_CLOSED (or _EXPIRED),
+ *     mtmux_session_close_reason already gives the reason.
  *   - mtmux_last_error() is per thread; its string is valid until the next failing call on
  *     that thread.
  *
  * LIFETIME
  *   A session ends when mtmux_session_close is called, when the peer closes it, when all its
  *   tunnels fail, or when its handle and all its stream handles are freed. Its threads (two
- *   per tunnel) are gone when mtmux_session_close returns.
+ *   per tunnel) are gone when mtmux_session_close returns. A stream is closed when its last
+ *   handle is freed (mtmux_stream_try_clone makes more handles of one stream).
  */
 
 
@@ -51,8 +58,8 @@
 #include <stdint.h>
 
 /**
- * Buffer size that always holds an address written by `mtmux_listener_local_addr` or
- * `mtmux_session_tunnel_addr`, with its terminating NUL.
+ * Buffer size that always holds an address written by `mtmux_listener_local_addr`,
+ * `mtmux_session_local_addr` or `mtmux_session_peer_addr`, with its terminating NUL.
  */
 #define MTMUX_ADDR_STRLEN 64
 
@@ -60,10 +67,11 @@
  * Largest timeout accepted anywhere, in milliseconds (30 days). Longer values are refused
  * with `MTMUX_ERR_INVALID_ARGUMENT` (or `MTMUX_ERR_INVALID_CONFIG` in a config).
  */
-#define MTMUX_TIMEOUT_MAX_MS 2592000000
+#define MTMUX_TIMEOUT_MAX_MS 2592000000ull
 
 /**
- * Largest `accept_backlog` a config may ask for: the queue is allocated up front.
+ * Largest `accept_backlog` (and `max_pending_handshakes`) a config may ask for: the queues
+ * are allocated up front.
  */
 #define MTMUX_BACKLOG_MAX 65536
 
@@ -71,12 +79,12 @@
  * Smallest non-zero `stale_timeout_ms` of a config (shorter would call healthy tunnels
  * stale between two acknowledgements).
  */
-#define MTMUX_STALE_TIMEOUT_MIN_MS 20
+#define MTMUX_STALE_TIMEOUT_MIN_MS 20ull
 
 /**
  * Smallest `rejoin_backoff_max_ms` of a config.
  */
-#define MTMUX_REJOIN_BACKOFF_MIN_MS 100
+#define MTMUX_REJOIN_BACKOFF_MIN_MS 100ull
 
 /**
  * Shortest pre-shared key (`mtmux_config.key_len`), in bytes.
@@ -185,7 +193,9 @@ enum mtmux_result
      */
     MTMUX_ERR_PROTOCOL = -17,
     /**
-     * The stream limit (`max_streams`) is reached, here or at the peer.
+     * The stream limit is reached: here (`mtmux_session_open_stream` at `max_streams`), or
+     * at the peer, which turned the stream away (its first read or write after the peer's
+     * answer fails with this code).
      */
     MTMUX_ERR_TOO_MANY_STREAMS = -18,
     /**
@@ -290,7 +300,7 @@ enum mtmux_close_reason
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
     /**
-     * The session has not ended.
+     * The session is open (it has not begun to close).
      */
     MTMUX_CLOSE_NONE = 0,
     /**
@@ -298,7 +308,7 @@ enum mtmux_close_reason
      */
     MTMUX_CLOSE_LOCAL = 1,
     /**
-     * The peer closed the session.
+     * The peer closed the session (from the moment its close is known here).
      */
     MTMUX_CLOSE_PEER = 2,
     /**
@@ -382,9 +392,11 @@ typedef struct mtmux_stream mtmux_stream;
 
 /**
  * Configuration of a session and of the listener that accepts sessions. Initialise it with
- * `mtmux_config_init`, then change fields. Times are in milliseconds, sizes in bytes. Every
- * function taking a config validates it (`MTMUX_ERR_INVALID_CONFIG` and a message naming
- * the field); passing NULL means the defaults.
+ * `mtmux_config_init`, then change fields. Times are in milliseconds, sizes in bytes; each
+ * field states its range (`a ..= b`: both ends included), and every timeout is at most
+ * `MTMUX_TIMEOUT_MAX_MS`. Every function taking a config validates it
+ * (`MTMUX_ERR_INVALID_CONFIG` and a message naming the field); passing NULL means the
+ * defaults (also to `mtmux_config_validate`, which then returns `MTMUX_OK`).
  *
  * Growth: new fields are only ever appended. A config whose `size` is that of the first
  * published layout (everything up to `max_pending_handshakes`; the fields from `rejoin` on
@@ -406,52 +418,59 @@ typedef struct mtmux_config {
      */
     uint32_t tunnels;
     /**
-     * 1: all tunnels on one port; 0: one port per tunnel. Default 0.
+     * 1: all tunnels on one port; 0: one port per tunnel. 0 or 1. Default 0.
      */
     uint32_t single_port;
     /**
-     * Keepalive ping period per tunnel. Default 10000.
+     * Keepalive ping period per tunnel. 1 ..= `MTMUX_TIMEOUT_MAX_MS`. Default 10000.
      */
     uint64_t keepalive_interval_ms;
     /**
-     * A tunnel silent this long is dead; must exceed the interval. Default 30000.
+     * A tunnel silent this long is dead. `keepalive_interval_ms + 1` ..=
+     * `MTMUX_TIMEOUT_MAX_MS`. Default 30000.
      */
     uint64_t keepalive_timeout_ms;
     /**
-     * How long a stream waits for a missing frame before failing. Default 10000.
+     * How long a stream waits for a missing frame before failing. 1 ..=
+     * `MTMUX_TIMEOUT_MAX_MS`. Default 10000.
      */
     uint64_t reorder_timeout_ms;
     /**
-     * Time to connect and hand-shake a whole bundle. Default 10000.
+     * Time to connect and hand-shake a whole bundle. 1 ..= `MTMUX_TIMEOUT_MAX_MS`.
+     * Default 10000.
      */
     uint64_t handshake_timeout_ms;
     /**
-     * Largest DATA payload per frame, 1024..=16 MiB. Default 65536.
+     * Largest DATA payload per frame. 1024 ..= 16777216 (16 MiB). Default 65536.
      */
     uint64_t max_frame_size;
     /**
-     * Initial per-stream receive window (at least one frame + 64). Default 1 MiB.
+     * Initial per-stream receive window: one full frame with its 64-byte charge
+     * (`max_frame_size + 64`) ..= `max_stream_window`. Default 1 MiB.
      */
     uint64_t stream_window;
     /**
-     * Limit of per-stream window auto-tuning (at least `stream_window`). Default 16 MiB.
+     * Limit of per-stream window auto-tuning. `stream_window` ..= `session_window`.
+     * Default 16 MiB.
      */
     uint64_t max_stream_window;
     /**
-     * Session-wide receive buffer limit (`max_stream_window` ..= 4 GiB - 1). Default 64 MiB.
+     * Session-wide receive buffer limit. `max_stream_window` ..= 4294967295 (4 GiB - 1).
+     * Default 64 MiB.
      */
     uint64_t session_window;
     /**
-     * Most streams open at once in a session, both directions. Default 4096.
+     * Most streams open at once in a session, both directions. 1 ..= 16777216. Default 4096.
      */
     uint32_t max_streams;
     /**
      * Streams (and, on a listener, sessions) waiting for accept before new ones are
-     * refused, 1..=`MTMUX_BACKLOG_MAX`. Default 256.
+     * refused. 1 ..= `MTMUX_BACKLOG_MAX`. Default 256.
      */
     uint32_t accept_backlog;
     /**
-     * Listener only: most tunnels in the middle of a handshake at once. Default 128.
+     * Listener only: most tunnels in the middle of a handshake at once. 1 ..=
+     * `MTMUX_BACKLOG_MAX`. Default 128.
      */
     uint32_t max_pending_handshakes;
     /**
@@ -675,7 +694,8 @@ mtmux_result mtmux_config_init(struct mtmux_config *cfg);
 
 /**
  * Check every value of `*cfg` without doing anything else: `MTMUX_OK`, or
- * `MTMUX_ERR_INVALID_CONFIG` with a message naming the field.
+ * `MTMUX_ERR_INVALID_CONFIG` with a message naming the field (`MTMUX_ERR_INVALID_ARGUMENT`
+ * for a wrong `size`). NULL means the defaults, as everywhere: `MTMUX_OK`.
  */
 mtmux_result mtmux_config_validate(const struct mtmux_config *cfg);
 
@@ -741,8 +761,10 @@ mtmux_result mtmux_listener_local_addr(const struct mtmux_listener *listener,
 
 /**
  * Stop listening: a thread blocked in `mtmux_listener_accept` returns
- * `MTMUX_ERR_LISTENER_CLOSED`, handshakes in progress are refused and sessions not yet
- * accepted are closed. Sessions already accepted are not affected. Idempotent.
+ * `MTMUX_ERR_LISTENER_CLOSED`, handshakes in progress are refused ("server is shutting
+ * down": a client dialing meanwhile fails at once with `MTMUX_ERR_REFUSED`, also when some
+ * of its tunnels have not arrived) and sessions not yet accepted are closed. Sessions
+ * already accepted are not affected. Idempotent.
  */
 mtmux_result mtmux_listener_close(const struct mtmux_listener *listener);
 
@@ -763,16 +785,19 @@ mtmux_result mtmux_dial(const char *addr,
 
 /**
  * Open a new stream (no round trip: the peer learns of it with its first data). Fails with
- * `MTMUX_ERR_TOO_MANY_STREAMS` at `max_streams` and `MTMUX_ERR_SESSION_CLOSED` once the
- * session is closing. On success `*stream` is a new stream to release with
- * `mtmux_stream_free`.
+ * `MTMUX_ERR_TOO_MANY_STREAMS` at this side's `max_streams` and `MTMUX_ERR_SESSION_CLOSED`
+ * once the session is closing (also when the peer began closing it). A stream the peer
+ * turns away at its own limit is reported by its first read or write after the peer's
+ * answer arrived: `MTMUX_ERR_TOO_MANY_STREAMS` (the peer's limit is not known here in
+ * advance). On success `*stream` is a new stream to release with `mtmux_stream_free`.
  */
 mtmux_result mtmux_session_open_stream(const struct mtmux_session *session,
                                        struct mtmux_stream **stream);
 
 /**
  * Wait for the next stream opened by the peer; on success `*stream` is a new stream. Fails
- * with `MTMUX_ERR_SESSION_CLOSED` when the session ends (also while waiting).
+ * with `MTMUX_ERR_SESSION_CLOSED` when the session ends (also while waiting); streams the
+ * peer opened before it closed the session are still returned first.
  */
 mtmux_result mtmux_session_accept_stream(const struct mtmux_session *session,
                                          struct mtmux_stream **stream);
@@ -801,13 +826,19 @@ mtmux_result mtmux_session_close(const struct mtmux_session *session);
 void mtmux_session_free(struct mtmux_session *session);
 
 /**
- * `*closed` = 1 if the session is closing or closed (no new streams), else 0.
+ * `*closed` = 1 if the session is closing or closed (no new streams: closed here, closing
+ * at the peer, or ended), else 0; 1 exactly when `mtmux_session_close_reason` gives a
+ * reason.
  */
 mtmux_result mtmux_session_is_closed(const struct mtmux_session *session,
                                      int32_t *closed);
 
 /**
- * `*reason` = why the session ended, `MTMUX_CLOSE_NONE` while it has not.
+ * `*reason` = why the session ended or is ending, `MTMUX_CLOSE_NONE` while it is open. The
+ * reason is set before any call can fail with `MTMUX_ERR_SESSION_CLOSED` (or
+ * `_SESSION_EXPIRED`), so right after such a failure it is never `MTMUX_CLOSE_NONE`, and
+ * it never changes afterwards (a session the peer began to close stays
+ * `MTMUX_CLOSE_PEER` even if this side then closes it too).
  */
 mtmux_result mtmux_session_close_reason(const struct mtmux_session *session,
                                         mtmux_close_reason *reason);
@@ -836,8 +867,10 @@ mtmux_result mtmux_session_tunnel_stats(const struct mtmux_session *session,
                                         size_t *count);
 
 /**
- * Write the local address of tunnel `tunnel` (0-based), e.g. `"127.0.0.1:41234"`,
- * NUL-terminated, into `buf` of `len` bytes (`MTMUX_ADDR_STRLEN` always suffices).
+ * Write the local address of tunnel `tunnel` (0-based; tunnel 0's is the session's own
+ * address, as a socket's `getsockname`), e.g. `"127.0.0.1:41234"`, NUL-terminated, into
+ * `buf` of `len` bytes (`MTMUX_ADDR_STRLEN` always suffices). The address of the tunnel's
+ * current (or last) connection: still known once the session is closed.
  */
 mtmux_result mtmux_session_local_addr(const struct mtmux_session *session,
                                       size_t tunnel,
@@ -845,8 +878,9 @@ mtmux_result mtmux_session_local_addr(const struct mtmux_session *session,
                                       size_t len);
 
 /**
- * Write the peer's address of tunnel `tunnel` (0-based), NUL-terminated, into `buf` of
- * `len` bytes (`MTMUX_ADDR_STRLEN` always suffices).
+ * Write the peer's address of tunnel `tunnel` (0-based; tunnel 0's is the session's peer,
+ * as a socket's `getpeername`), NUL-terminated, into `buf` of `len` bytes
+ * (`MTMUX_ADDR_STRLEN` always suffices). Still known once the session is closed.
  */
 mtmux_result mtmux_session_peer_addr(const struct mtmux_session *session,
                                      size_t tunnel,
@@ -858,7 +892,10 @@ mtmux_result mtmux_session_peer_addr(const struct mtmux_session *session,
  * the peer half-closes, or the read timeout expires. Returns the number of bytes read, 0 at
  * end of stream (the peer closed its write side, or this stream was closed), or a negative
  * `mtmux_result` (e.g. `MTMUX_ERR_STREAM_RESET`, `MTMUX_ERR_TIMED_OUT`,
- * `MTMUX_ERR_SESSION_CLOSED`).
+ * `MTMUX_ERR_SESSION_CLOSED`; `MTMUX_ERR_TOO_MANY_STREAMS` when the peer turned the stream
+ * away at its stream limit). When the peer's session closes, the data that had arrived is
+ * read first; then a stream whose end the peer had sent reads 0, any other fails with
+ * `MTMUX_ERR_SESSION_CLOSED` (never a silent 0 for a stream cut short).
  */
 ptrdiff_t mtmux_stream_read(const struct mtmux_stream *stream,
                             void *buf,
@@ -866,17 +903,27 @@ ptrdiff_t mtmux_stream_read(const struct mtmux_stream *stream,
 
 /**
  * Write up to `len` (> 0) bytes from `buf`. Blocks while the peer's receive window is
- * full, up to the write timeout. Returns the number of bytes accepted (all of them unless
- * the write timeout expired part-way) or a negative `mtmux_result` (e.g.
- * `MTMUX_ERR_WRITE_CLOSED`, `MTMUX_ERR_STREAM_RESET`, `MTMUX_ERR_TIMED_OUT`).
+ * full, up to the write timeout. Returns the number of bytes accepted (queued for the
+ * tunnels; not yet delivered), or a negative `mtmux_result` when it accepted none (e.g.
+ * `MTMUX_ERR_WRITE_CLOSED`, `MTMUX_ERR_STREAM_RESET`, `MTMUX_ERR_SESSION_CLOSED`,
+ * `MTMUX_ERR_TIMED_OUT`, `MTMUX_ERR_TOO_MANY_STREAMS`). All `len` bytes are accepted unless
+ * the write ends part-way, as `send(2)` does: when the write timeout expires, or another
+ * thread calls `mtmux_stream_close_write`, `_close`, `_shutdown` (write side), `_reset` or
+ * `mtmux_session_close` (or the session ends), after part of `buf` was accepted. Then the
+ * call returns that part's length (e.g. 1047487 of 8388608), and the next write fails
+ * with the code (`MTMUX_ERR_WRITE_CLOSED`, `_STREAM_RESET`, `_SESSION_CLOSED`; after a
+ * timeout the stream stays usable).
  */
 ptrdiff_t mtmux_stream_write(const struct mtmux_stream *stream,
                              const void *buf,
                              size_t len);
 
 /**
- * Write all `len` bytes from `buf` (`len` may be 0, then `buf` may be NULL). On failure
- * part of the data may have been sent.
+ * Write all `len` bytes from `buf` (`len` may be 0, then `buf` may be NULL): calls
+ * `mtmux_stream_write` until every byte is accepted. Returns `MTMUX_OK`, or the code of the
+ * write that failed (a write woken part-way, see `mtmux_stream_write`, is followed by one
+ * that fails with the code); part of the data may have been accepted, and how much is not
+ * reported: use `mtmux_stream_write` to know it.
  */
 mtmux_result mtmux_stream_write_all(const struct mtmux_stream *stream,
                                     const void *buf,
@@ -884,14 +931,19 @@ mtmux_result mtmux_stream_write_all(const struct mtmux_stream *stream,
 
 /**
  * Half-close: the peer reads end of stream after all data written so far. Later writes
- * fail with `MTMUX_ERR_WRITE_CLOSED` (a write blocked in another thread wakes up with it);
- * reading continues. Idempotent.
+ * fail with `MTMUX_ERR_WRITE_CLOSED`; a write blocked in another thread wakes up and
+ * returns the count it had accepted, or `MTMUX_ERR_WRITE_CLOSED` if none. Reading
+ * continues. Idempotent.
  */
 mtmux_result mtmux_stream_close_write(const struct mtmux_stream *stream);
 
 /**
  * Close both directions: end of stream to the peer after the data written so far, and no
- * more reading (a read blocked in another thread returns 0). Never blocks. Idempotent.
+ * more reading (a read blocked in another thread returns 0, a blocked write returns as
+ * after `mtmux_stream_close_write`). If data the peer sent is left unread while the peer
+ * still sends, the stream is reset instead (the peer's writes fail), as TCP's close with
+ * unread data does. Acts on the stream, so on every handle of it (see
+ * `mtmux_stream_try_clone`). Never blocks. Idempotent.
  */
 mtmux_result mtmux_stream_close(const struct mtmux_stream *stream);
 
@@ -904,19 +956,23 @@ mtmux_result mtmux_stream_shutdown(const struct mtmux_stream *stream,
 
 /**
  * Abort the stream: queued data is dropped; reads and writes here and at the peer fail
- * with `MTMUX_ERR_STREAM_RESET` (a write blocked in another thread wakes up).
+ * with `MTMUX_ERR_STREAM_RESET` (a write blocked in another thread wakes up and returns
+ * the count it had accepted, or `MTMUX_ERR_STREAM_RESET` if none).
  */
 mtmux_result mtmux_stream_reset(const struct mtmux_stream *stream);
 
 /**
- * Bound later reads to `timeout_ms` each (0: block indefinitely, the default); a read
- * that times out returns `MTMUX_ERR_TIMED_OUT`.
+ * Bound later reads to `timeout_ms` each (0: block indefinitely, the default; at most
+ * `MTMUX_TIMEOUT_MAX_MS`); a read that times out returns `MTMUX_ERR_TIMED_OUT` and the
+ * stream stays usable. Applies to every handle of the stream.
  */
 mtmux_result mtmux_stream_set_read_timeout(const struct mtmux_stream *stream,
                                            uint64_t timeout_ms);
 
 /**
- * Bound later writes to `timeout_ms` each (0: block indefinitely, the default).
+ * Bound later writes to `timeout_ms` each (0: block indefinitely, the default; at most
+ * `MTMUX_TIMEOUT_MAX_MS`): a write that times out returns what it had accepted, or
+ * `MTMUX_ERR_TIMED_OUT` if nothing. Applies to every handle of the stream.
  */
 mtmux_result mtmux_stream_set_write_timeout(const struct mtmux_stream *stream,
                                             uint64_t timeout_ms);
@@ -940,7 +996,20 @@ mtmux_result mtmux_stream_id(const struct mtmux_stream *stream,
                              uint32_t *id);
 
 /**
- * Close the stream (as `mtmux_stream_close`) and release the handle. NULL is a no-op.
+ * Another handle to the same stream, like `dup(2)` for a socket: on success `*clone` is a
+ * new handle to release with `mtmux_stream_free`. Reads, writes, closes and timeouts through
+ * either handle act on the same stream; the stream is closed (as `mtmux_stream_close`) when
+ * its last handle is freed. Useful when two threads (say, one per direction of a proxy)
+ * each own a handle and free it when done, without agreeing on who frees last; sharing one
+ * handle between threads needs no clone.
+ */
+mtmux_result mtmux_stream_try_clone(const struct mtmux_stream *stream,
+                                    struct mtmux_stream **clone);
+
+/**
+ * Release the handle. Freeing the stream's last handle closes the stream (as
+ * `mtmux_stream_close`); with other handles left (`mtmux_stream_try_clone`) the stream goes
+ * on. NULL is a no-op.
  */
 void mtmux_stream_free(struct mtmux_stream *stream);
 

@@ -351,3 +351,27 @@ fn closing_a_listener_refuses_a_dial_whose_tunnel_0_never_arrived() {
         drop(silent);
     });
 }
+
+/// `shutdown(Both)` is `close`: with data left unread while the peer still writes, the stream
+/// is reset, so a peer blocked on flow control learns at once (it waited forever).
+#[test]
+fn shutdown_both_with_unread_data_fails_a_blocked_writer_at_once() {
+    within(LIMIT, || {
+        let (client, server) = pair(&small_window());
+        let mut w = client.open_stream().unwrap();
+        let writer = thread::spawn(move || loop {
+            if let Err(e) = w.write_all(&[7u8; 16 << 10]) {
+                return e;
+            }
+        });
+        let r = server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+        wait_until(Duration::from_secs(10), "the stream window used", || {
+            server.tunnel_stats().iter().map(|t| t.bytes_received).sum::<u64>() >= 120 << 10
+        });
+        let shut = Instant::now();
+        r.shutdown(Shutdown::Both).unwrap();
+        let e = writer.join().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "{e}");
+        assert!(shut.elapsed() < Duration::from_secs(5), "the writer waited {:?}", shut.elapsed());
+    });
+}

@@ -1,5 +1,5 @@
 /*
- * The C test harness shared by test_capi.c and test_failover.c: checks that count failures,
+ * The C test harness shared by the C tests (tests/c/test_*.c): checks that count failures,
  * bounded waits, a connected session pair over loopback, and the runner.
  *
  * Every test function has an `out:` label that releases what it holds; CHECK* jump there.

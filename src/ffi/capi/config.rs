@@ -6,9 +6,11 @@ use crate::Key;
 // ---- Configuration -----------------------------------------------------------------------------
 
 /// Configuration of a session and of the listener that accepts sessions. Initialise it with
-/// `mtmux_config_init`, then change fields. Times are in milliseconds, sizes in bytes. Every
-/// function taking a config validates it (`MTMUX_ERR_INVALID_CONFIG` and a message naming
-/// the field); passing NULL means the defaults.
+/// `mtmux_config_init`, then change fields. Times are in milliseconds, sizes in bytes; each
+/// field states its range (`a ..= b`: both ends included), and every timeout is at most
+/// `MTMUX_TIMEOUT_MAX_MS`. Every function taking a config validates it
+/// (`MTMUX_ERR_INVALID_CONFIG` and a message naming the field); passing NULL means the
+/// defaults (also to `mtmux_config_validate`, which then returns `MTMUX_OK`).
 ///
 /// Growth: new fields are only ever appended. A config whose `size` is that of the first
 /// published layout (everything up to `max_pending_handshakes`; the fields from `rejoin` on
@@ -26,30 +28,37 @@ pub struct mtmux_config {
     /// TCP connections per bundle (client), or the most a bundle may have (server): 1..=256.
     /// In port-range mode the listener uses ports `port .. port + tunnels - 1`. Default 8.
     pub tunnels: u32,
-    /// 1: all tunnels on one port; 0: one port per tunnel. Default 0.
+    /// 1: all tunnels on one port; 0: one port per tunnel. 0 or 1. Default 0.
     pub single_port: u32,
-    /// Keepalive ping period per tunnel. Default 10000.
+    /// Keepalive ping period per tunnel. 1 ..= `MTMUX_TIMEOUT_MAX_MS`. Default 10000.
     pub keepalive_interval_ms: u64,
-    /// A tunnel silent this long is dead; must exceed the interval. Default 30000.
+    /// A tunnel silent this long is dead. `keepalive_interval_ms + 1` ..=
+    /// `MTMUX_TIMEOUT_MAX_MS`. Default 30000.
     pub keepalive_timeout_ms: u64,
-    /// How long a stream waits for a missing frame before failing. Default 10000.
+    /// How long a stream waits for a missing frame before failing. 1 ..=
+    /// `MTMUX_TIMEOUT_MAX_MS`. Default 10000.
     pub reorder_timeout_ms: u64,
-    /// Time to connect and hand-shake a whole bundle. Default 10000.
+    /// Time to connect and hand-shake a whole bundle. 1 ..= `MTMUX_TIMEOUT_MAX_MS`.
+    /// Default 10000.
     pub handshake_timeout_ms: u64,
-    /// Largest DATA payload per frame, 1024..=16 MiB. Default 65536.
+    /// Largest DATA payload per frame. 1024 ..= 16777216 (16 MiB). Default 65536.
     pub max_frame_size: u64,
-    /// Initial per-stream receive window (at least one frame + 64). Default 1 MiB.
+    /// Initial per-stream receive window: one full frame with its 64-byte charge
+    /// (`max_frame_size + 64`) ..= `max_stream_window`. Default 1 MiB.
     pub stream_window: u64,
-    /// Limit of per-stream window auto-tuning (at least `stream_window`). Default 16 MiB.
+    /// Limit of per-stream window auto-tuning. `stream_window` ..= `session_window`.
+    /// Default 16 MiB.
     pub max_stream_window: u64,
-    /// Session-wide receive buffer limit (`max_stream_window` ..= 4 GiB - 1). Default 64 MiB.
+    /// Session-wide receive buffer limit. `max_stream_window` ..= 4294967295 (4 GiB - 1).
+    /// Default 64 MiB.
     pub session_window: u64,
-    /// Most streams open at once in a session, both directions. Default 4096.
+    /// Most streams open at once in a session, both directions. 1 ..= 16777216. Default 4096.
     pub max_streams: u32,
     /// Streams (and, on a listener, sessions) waiting for accept before new ones are
-    /// refused, 1..=`MTMUX_BACKLOG_MAX`. Default 256.
+    /// refused. 1 ..= `MTMUX_BACKLOG_MAX`. Default 256.
     pub accept_backlog: u32,
-    /// Listener only: most tunnels in the middle of a handshake at once. Default 128.
+    /// Listener only: most tunnels in the middle of a handshake at once. 1 ..=
+    /// `MTMUX_BACKLOG_MAX`. Default 128.
     pub max_pending_handshakes: u32,
     /// Client: 1 re-dials a lost tunnel (backing off up to `rejoin_backoff_max_ms`) and
     /// re-joins it to the running session as the slot's next generation; 0 leaves it lost.
@@ -242,14 +251,12 @@ pub extern "C" fn mtmux_config_init(cfg: *mut mtmux_config) -> mtmux_result {
 }
 
 /// Check every value of `*cfg` without doing anything else: `MTMUX_OK`, or
-/// `MTMUX_ERR_INVALID_CONFIG` with a message naming the field.
+/// `MTMUX_ERR_INVALID_CONFIG` with a message naming the field (`MTMUX_ERR_INVALID_ARGUMENT`
+/// for a wrong `size`). NULL means the defaults, as everywhere: `MTMUX_OK`.
 #[no_mangle]
 pub extern "C" fn mtmux_config_validate(cfg: *const mtmux_config) -> mtmux_result {
     guard("mtmux_config_validate", || {
-        if cfg.is_null() {
-            return Err(failure(MTMUX_ERR_NULL, "cfg is NULL"));
-        }
-        // Safety: the caller passes a readable `mtmux_config` of `cfg->size` bytes.
+        // Safety: the caller passes NULL or a readable `mtmux_config` of `cfg->size` bytes.
         config_from_c(unsafe { read_config(cfg)? }.as_ref())?;
         Ok(MTMUX_OK)
     })

@@ -93,8 +93,10 @@ pub extern "C" fn mtmux_listener_local_addr(
 }
 
 /// Stop listening: a thread blocked in `mtmux_listener_accept` returns
-/// `MTMUX_ERR_LISTENER_CLOSED`, handshakes in progress are refused and sessions not yet
-/// accepted are closed. Sessions already accepted are not affected. Idempotent.
+/// `MTMUX_ERR_LISTENER_CLOSED`, handshakes in progress are refused ("server is shutting
+/// down": a client dialing meanwhile fails at once with `MTMUX_ERR_REFUSED`, also when some
+/// of its tunnels have not arrived) and sessions not yet accepted are closed. Sessions
+/// already accepted are not affected. Idempotent.
 #[no_mangle]
 pub extern "C" fn mtmux_listener_close(listener: *const mtmux_listener) -> mtmux_result {
     guard("mtmux_listener_close", || {

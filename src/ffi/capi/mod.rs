@@ -71,7 +71,9 @@ pub enum mtmux_result {
     MTMUX_ERR_REORDER_TIMEOUT = -16,
     /// The peer broke the mtmux protocol.
     MTMUX_ERR_PROTOCOL = -17,
-    /// The stream limit (`max_streams`) is reached, here or at the peer.
+    /// The stream limit is reached: here (`mtmux_session_open_stream` at `max_streams`), or
+    /// at the peer, which turned the stream away (its first read or write after the peer's
+    /// answer fails with this code).
     MTMUX_ERR_TOO_MANY_STREAMS = -18,
     /// The server refused the bundle during the handshake; the message has its reason.
     MTMUX_ERR_REFUSED = -19,
@@ -98,23 +100,26 @@ pub enum mtmux_result {
 
 use mtmux_result::*;
 
-/// Buffer size that always holds an address written by `mtmux_listener_local_addr` or
-/// `mtmux_session_tunnel_addr`, with its terminating NUL.
+/// Buffer size that always holds an address written by `mtmux_listener_local_addr`,
+/// `mtmux_session_local_addr` or `mtmux_session_peer_addr`, with its terminating NUL.
 pub const MTMUX_ADDR_STRLEN: usize = 64;
 
 /// Largest timeout accepted anywhere, in milliseconds (30 days). Longer values are refused
 /// with `MTMUX_ERR_INVALID_ARGUMENT` (or `MTMUX_ERR_INVALID_CONFIG` in a config).
-pub const MTMUX_TIMEOUT_MAX_MS: u64 = 2_592_000_000;
+// The `_u64` suffixes of the millisecond constants give them a `ull` suffix in C, so that
+// they have the type of the `uint64_t` fields they bound (2592000000 overflows a 32-bit int).
+pub const MTMUX_TIMEOUT_MAX_MS: u64 = 2_592_000_000_u64;
 
-/// Largest `accept_backlog` a config may ask for: the queue is allocated up front.
+/// Largest `accept_backlog` (and `max_pending_handshakes`) a config may ask for: the queues
+/// are allocated up front.
 pub const MTMUX_BACKLOG_MAX: u32 = 65536;
 
 /// Smallest non-zero `stale_timeout_ms` of a config (shorter would call healthy tunnels
 /// stale between two acknowledgements).
-pub const MTMUX_STALE_TIMEOUT_MIN_MS: u64 = 20;
+pub const MTMUX_STALE_TIMEOUT_MIN_MS: u64 = 20_u64;
 
 /// Smallest `rejoin_backoff_max_ms` of a config.
-pub const MTMUX_REJOIN_BACKOFF_MIN_MS: u64 = 100;
+pub const MTMUX_REJOIN_BACKOFF_MIN_MS: u64 = 100_u64;
 
 /// Shortest pre-shared key (`mtmux_config.key_len`), in bytes.
 pub const MTMUX_KEY_MIN_LEN: usize = 16;
@@ -126,16 +131,18 @@ pub const MTMUX_KEY_MAX_LEN: usize = 1024;
 const _: () = assert!(MIN_STALE_TIMEOUT.as_millis() == MTMUX_STALE_TIMEOUT_MIN_MS as u128);
 const _: () = assert!(crate::MIN_KEY_LEN == MTMUX_KEY_MIN_LEN && crate::MAX_KEY_LEN == MTMUX_KEY_MAX_LEN);
 const _: () = assert!(MIN_REJOIN_BACKOFF.as_millis() == MTMUX_REJOIN_BACKOFF_MIN_MS as u128);
+const _: () = assert!(crate::config::MAX_QUEUE == MTMUX_BACKLOG_MAX as usize);
+const _: () = assert!(crate::config::MAX_DURATION.as_millis() == MTMUX_TIMEOUT_MAX_MS as u128);
 
 /// Why a session ended (`mtmux_session_close_reason`).
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum mtmux_close_reason {
-    /// The session has not ended.
+    /// The session is open (it has not begun to close).
     MTMUX_CLOSE_NONE = 0,
     /// `mtmux_session_close` was called, or every handle was freed.
     MTMUX_CLOSE_LOCAL = 1,
-    /// The peer closed the session.
+    /// The peer closed the session (from the moment its close is known here).
     MTMUX_CLOSE_PEER = 2,
     /// Every tunnel failed (I/O error or keepalive timeout).
     MTMUX_CLOSE_TUNNELS_LOST = 3,

@@ -32,9 +32,11 @@ pub extern "C" fn mtmux_dial(
 }
 
 /// Open a new stream (no round trip: the peer learns of it with its first data). Fails with
-/// `MTMUX_ERR_TOO_MANY_STREAMS` at `max_streams` and `MTMUX_ERR_SESSION_CLOSED` once the
-/// session is closing. On success `*stream` is a new stream to release with
-/// `mtmux_stream_free`.
+/// `MTMUX_ERR_TOO_MANY_STREAMS` at this side's `max_streams` and `MTMUX_ERR_SESSION_CLOSED`
+/// once the session is closing (also when the peer began closing it). A stream the peer
+/// turns away at its own limit is reported by its first read or write after the peer's
+/// answer arrived: `MTMUX_ERR_TOO_MANY_STREAMS` (the peer's limit is not known here in
+/// advance). On success `*stream` is a new stream to release with `mtmux_stream_free`.
 #[no_mangle]
 pub extern "C" fn mtmux_session_open_stream(
     session: *const mtmux_session,
@@ -50,7 +52,8 @@ pub extern "C" fn mtmux_session_open_stream(
 }
 
 /// Wait for the next stream opened by the peer; on success `*stream` is a new stream. Fails
-/// with `MTMUX_ERR_SESSION_CLOSED` when the session ends (also while waiting).
+/// with `MTMUX_ERR_SESSION_CLOSED` when the session ends (also while waiting); streams the
+/// peer opened before it closed the session are still returned first.
 #[no_mangle]
 pub extern "C" fn mtmux_session_accept_stream(
     session: *const mtmux_session,
@@ -109,7 +112,9 @@ pub extern "C" fn mtmux_session_free(session: *mut mtmux_session) {
     })
 }
 
-/// `*closed` = 1 if the session is closing or closed (no new streams), else 0.
+/// `*closed` = 1 if the session is closing or closed (no new streams: closed here, closing
+/// at the peer, or ended), else 0; 1 exactly when `mtmux_session_close_reason` gives a
+/// reason.
 #[no_mangle]
 pub extern "C" fn mtmux_session_is_closed(session: *const mtmux_session, closed: *mut i32) -> mtmux_result {
     guard("mtmux_session_is_closed", || {
@@ -120,7 +125,11 @@ pub extern "C" fn mtmux_session_is_closed(session: *const mtmux_session, closed:
     })
 }
 
-/// `*reason` = why the session ended, `MTMUX_CLOSE_NONE` while it has not.
+/// `*reason` = why the session ended or is ending, `MTMUX_CLOSE_NONE` while it is open. The
+/// reason is set before any call can fail with `MTMUX_ERR_SESSION_CLOSED` (or
+/// `_SESSION_EXPIRED`), so right after such a failure it is never `MTMUX_CLOSE_NONE`, and
+/// it never changes afterwards (a session the peer began to close stays
+/// `MTMUX_CLOSE_PEER` even if this side then closes it too).
 #[no_mangle]
 pub extern "C" fn mtmux_session_close_reason(
     session: *const mtmux_session,
@@ -275,8 +284,10 @@ pub extern "C" fn mtmux_session_tunnel_stats(
     })
 }
 
-/// Write the local address of tunnel `tunnel` (0-based), e.g. `"127.0.0.1:41234"`,
-/// NUL-terminated, into `buf` of `len` bytes (`MTMUX_ADDR_STRLEN` always suffices).
+/// Write the local address of tunnel `tunnel` (0-based; tunnel 0's is the session's own
+/// address, as a socket's `getsockname`), e.g. `"127.0.0.1:41234"`, NUL-terminated, into
+/// `buf` of `len` bytes (`MTMUX_ADDR_STRLEN` always suffices). The address of the tunnel's
+/// current (or last) connection: still known once the session is closed.
 #[no_mangle]
 pub extern "C" fn mtmux_session_local_addr(
     session: *const mtmux_session,
@@ -294,8 +305,9 @@ pub extern "C" fn mtmux_session_local_addr(
     })
 }
 
-/// Write the peer's address of tunnel `tunnel` (0-based), NUL-terminated, into `buf` of
-/// `len` bytes (`MTMUX_ADDR_STRLEN` always suffices).
+/// Write the peer's address of tunnel `tunnel` (0-based; tunnel 0's is the session's peer,
+/// as a socket's `getpeername`), NUL-terminated, into `buf` of `len` bytes
+/// (`MTMUX_ADDR_STRLEN` always suffices). Still known once the session is closed.
 #[no_mangle]
 pub extern "C" fn mtmux_session_peer_addr(
     session: *const mtmux_session,

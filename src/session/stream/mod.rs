@@ -283,15 +283,18 @@ impl Stream {
     /// Shut down the reading side, the writing side, or both, like `TcpStream::shutdown`.
     /// `Shutdown::Write` is [`close_write`](Stream::close_write); after `Shutdown::Read`, reads
     /// return 0 (a read blocked in another thread too) and arriving data is discarded (its
-    /// credit still returned, so the peer's writes keep flowing). `Shutdown::Both` shuts both
-    /// directions, which is not quite [`close`](Stream::close): unread data does not reset the
-    /// stream.
+    /// credit still returned, so the peer's writes keep flowing). `Shutdown::Both` is
+    /// [`close`](Stream::close), except that it reports an error `close_write` would report
+    /// (a reset stream, a closed session).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        if matches!(how, Shutdown::Write | Shutdown::Both) {
-            self.core.close_write()?;
-        }
-        if matches!(how, Shutdown::Read | Shutdown::Both) {
-            self.core.close_read();
+        match how {
+            Shutdown::Write => self.core.close_write()?,
+            Shutdown::Read => drop(self.core.close_read()),
+            Shutdown::Both => {
+                let wrote = self.core.close_write();
+                self.core.close_read_or_reset();
+                wrote?;
+            }
         }
         Ok(())
     }
@@ -363,11 +366,17 @@ impl Core {
             Ok(()) | Err(Error::StreamReset { .. } | Error::TooManyStreams | Error::SessionClosed(_)) => {}
             Err(e) => return Err(e),
         }
+        self.close_read_or_reset();
+        Ok(())
+    }
+
+    /// Shut the receive side; with data left unread while the peer still sends, reset the
+    /// stream (see `Stream::close`).
+    fn close_read_or_reset(&self) {
         let (discarded, peer_done) = self.close_read();
         if discarded > 0 && !peer_done {
             self.abort(ResetCode::StreamClosed);
         }
-        Ok(())
     }
 
     /// Wake writers of this stream blocked on flow control (the stream's own credit or the
