@@ -251,6 +251,35 @@ mod tests {
         }
     }
 
+    /// The table in the doc of `Error::kind` (and the README's), row by row.
+    #[test]
+    fn kinds_are_the_documented_ones() {
+        use io::ErrorKind as K;
+        let reset = |code| Error::StreamReset { code, remote: true };
+        let rows = [
+            (Error::InvalidConfig("x".into()), K::InvalidInput),
+            (Error::SessionClosed(CloseReason::Expired("x".into())), K::TimedOut),
+            (Error::SessionClosed(CloseReason::Peer), K::ConnectionAborted),
+            (Error::SessionClosed(CloseReason::Local), K::ConnectionAborted),
+            (Error::SessionClosed(CloseReason::TunnelsLost("x".into())), K::ConnectionAborted),
+            (reset(ResetCode::StreamClosed), K::BrokenPipe),
+            (reset(ResetCode::Cancelled), K::ConnectionReset),
+            (reset(ResetCode::TooManyStreams), K::ConnectionReset),
+            (Error::WriteClosed, K::BrokenPipe),
+            (Error::TimedOut, K::TimedOut),
+            (Error::ReorderTimeout { stream: 1, missing: 2 }, K::ConnectionAborted),
+            (Error::Protocol("x".into()), K::InvalidData),
+            (Error::TooManyStreams, K::QuotaExceeded),
+            (Error::Refused("x".into()), K::ConnectionRefused),
+            (Error::Auth("x".into()), K::PermissionDenied),
+            (Error::Io(Arc::new(K::AddrInUse.into())), K::AddrInUse),
+        ];
+        for (e, kind) in rows {
+            assert_eq!(e.kind(), kind, "{e:?}");
+            assert_eq!(io::Error::from(e.clone()).kind(), kind, "{e:?}");
+        }
+    }
+
     #[test]
     fn reset_codes_round_trip() {
         for c in 0..10 {
