@@ -3,14 +3,20 @@
 //! A [`Listener`] listens on a port range (`port .. port + tunnels - 1`, tunnel `i` on
 //! `port + i`, as the Go original) or, with `Config::single_port`, on one port for all
 //! tunnels. One acceptor thread per port hands each connection to a short-lived handshake
-//! thread (at most `max_pending_handshakes` at once), which reads the HELLO with a timeout and
-//! adds the tunnel to its bundle. When a bundle is complete its tunnels get their REPLY and a
-//! server [`Session`] is queued for [`Listener::accept`]. A bundle that is not complete within
-//! `handshake_timeout` is refused and its connections closed; one bad tunnel fails its bundle.
+//! thread, which reads the HELLO with a timeout and adds the tunnel to its bundle. When a
+//! bundle is complete its tunnels get their REPLY and a server [`Session`] is queued for
+//! [`Listener::accept`]. A bundle that is not complete within `handshake_timeout` is refused
+//! and its connections closed; one bad tunnel fails its bundle.
+//!
+//! Each connection holds a handshake slot from accept until its handshake is over (its bundle
+//! complete, refused or expired, its re-join done): at most `max_pending_handshakes` in all
+//! and [`Config::handshakes_per_source`] from one source address; beyond either, a connection
+//! is refused with a "busy" reply at once (and noted for [`Listener::next_refusal`]).
 
 mod dial;
 mod refusals;
 mod rejoin;
+mod slots;
 
 pub use dial::dial;
 pub(crate) use dial::rejoin;
@@ -30,8 +36,8 @@ use crate::session::{Session, Setup};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,8 +54,9 @@ struct ListenerInner {
     assembler: Mutex<Assembler<TcpStream>>,
     /// Handshake threads waiting for their bundle to complete wait here.
     bundle_cv: Condvar,
-    /// Connections between accept and the end of their handshake thread.
-    handshakes: AtomicUsize,
+    /// Connections between accept and the end of their handshake thread, in total and by
+    /// source address.
+    handshakes: Mutex<slots::Slots>,
     sessions_tx: Sender<Session>,
     sessions_rx: Receiver<Session>,
     closed: AtomicBool,
@@ -173,7 +180,10 @@ impl Listener {
             addrs,
             assembler: Mutex::new(Assembler::new(cfg.max_pending_handshakes)),
             bundle_cv: Condvar::new(),
-            handshakes: AtomicUsize::new(0),
+            handshakes: Mutex::new(slots::Slots::new(
+                cfg.max_pending_handshakes,
+                cfg.handshakes_per_source(),
+            )),
             sessions_tx,
             sessions_rx,
             closed: AtomicBool::new(false),
@@ -268,6 +278,18 @@ impl Drop for Listener {
     }
 }
 
+/// A connection's handshake slot, given back when dropped.
+struct Slot {
+    li: Arc<ListenerInner>,
+    peer: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.li.handshakes.lock().give_back(self.peer);
+    }
+}
+
 /// Fill `buf` from `conn` before `deadline` (however the bytes trickle in).
 fn read_by(mut conn: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
     let mut got = 0;
@@ -314,8 +336,8 @@ impl ListenerInner {
     fn accept_loop(self: Arc<Self>, port_index: usize) {
         let sock = &self.sockets[port_index];
         loop {
-            let conn = match sock.accept() {
-                Ok((c, _)) => c,
+            let (conn, peer) = match sock.accept() {
+                Ok(c) => c,
                 Err(_) if self.closed.load(Relaxed) => return,
                 Err(e) => {
                     // Out of descriptors or similar: back off instead of spinning; close()
@@ -329,20 +351,32 @@ impl ListenerInner {
                 refuse(&conn, None, Status::Closing, "server is shutting down");
                 return;
             }
-            if self.handshakes.fetch_add(1, Relaxed) >= self.cfg.max_pending_handshakes {
-                self.handshakes.fetch_sub(1, Relaxed);
-                refuse(&conn, None, Status::Busy, "too many handshakes in progress");
+            let taken = self.handshakes.lock().take(peer.ip());
+            if let Err(full) = taken {
+                let (told, noted) = match full {
+                    slots::Full::Total(n) => (
+                        "too many handshakes in progress".to_string(),
+                        format!("too many handshakes in progress ({n}, max_pending_handshakes)"),
+                    ),
+                    slots::Full::Source(n) => (
+                        "too many handshakes in progress from your address".to_string(),
+                        format!(
+                            "too many handshakes in progress from this address ({n}, \
+                             max_handshakes_per_source)"
+                        ),
+                    ),
+                };
+                refuse(&conn, None, Status::Busy, &told);
+                self.refusals.note(Some(peer), noted);
                 continue;
             }
-            let li = self.clone();
-            let spawned =
+            // Gives the slot back however the handshake thread ends (or fails to start).
+            let slot = Slot { li: self.clone(), peer: peer.ip() };
+            let _ =
                 std::thread::Builder::new().name("mtmux-hs".into()).stack_size(128 * 1024).spawn(move || {
-                    li.handshake(conn, port_index);
-                    li.handshakes.fetch_sub(1, Relaxed);
+                    slot.li.handshake(conn, port_index);
+                    drop(slot);
                 });
-            if spawned.is_err() {
-                self.handshakes.fetch_sub(1, Relaxed);
-            }
         }
     }
 
@@ -432,14 +466,16 @@ impl ListenerInner {
                 }
             }
             Join::Waiting { deadline, first } => {
-                if !first {
-                    return;
-                }
-                // The first tunnel's thread watches the bundle's deadline.
+                // Every tunnel's thread waits while its bundle assembles, so that the tunnel
+                // keeps its handshake slot (counted per source) for as long as it is held.
                 while a.contains(&hello.bundle) && !self.closed.load(Relaxed) {
                     if self.bundle_cv.wait_until(&mut a, deadline).timed_out() {
                         break;
                     }
+                }
+                // The first tunnel's thread expires the bundle.
+                if !first {
+                    return;
                 }
                 if let Some(e) = a.expire(&hello.bundle, Instant::now()) {
                     drop(a);
