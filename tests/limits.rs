@@ -225,3 +225,21 @@ fn a_full_listener_notes_the_total_limit_with_the_address() {
         assert!(r.reason.contains("max_pending_handshakes"), "{r}");
     });
 }
+
+#[test]
+fn a_stream_turned_away_with_a_code_fails_at_the_opener_with_that_code() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = common::pair(&cfg(2));
+        let mut s = client.open_stream().unwrap();
+        s.write_all(b"open").unwrap();
+        let t = server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+        t.reset_with(mtmux::ResetCode::TooManyStreams).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let e = Error::from(s.read(&mut [0u8; 8]).unwrap_err());
+        assert!(
+            matches!(e, Error::StreamReset { code: mtmux::ResetCode::TooManyStreams, remote: true }),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "stream reset by the peer: too many streams");
+    });
+}
