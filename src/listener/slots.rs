@@ -84,7 +84,7 @@ impl Slots {
     }
 
     /// Connections in their handshake from `peer`'s source.
-    pub(crate) fn from_source(&self, peer: IpAddr) -> usize {
+    pub(crate) fn held_by(&self, peer: IpAddr) -> usize {
         self.by_source.get(&source_of(peer)).copied().unwrap_or(0)
     }
 
@@ -116,9 +116,9 @@ mod tests {
         assert_eq!(s.take(c), Err(Full::Total(5)));
         assert_eq!((s.total(), s.sources()), (5, 3));
         s.give_back(a);
-        assert_eq!(s.from_source(a), 1);
+        assert_eq!(s.held_by(a), 1);
         assert_eq!(s.take(c), Ok(()));
-        assert_eq!(s.from_source(c), 2);
+        assert_eq!(s.held_by(c), 2);
     }
 
     #[test]
@@ -166,6 +166,6 @@ mod tests {
         // Another /64 is another source.
         assert_eq!(s.take(ip("2001:db8:1:3::1")), Ok(()));
         s.give_back(ip("2001:db8:1:2::1"));
-        assert_eq!(s.from_source(ip("2001:db8:1:2::77")), 1);
+        assert_eq!(s.held_by(ip("2001:db8:1:2::77")), 1);
     }
 }
