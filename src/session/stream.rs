@@ -299,6 +299,13 @@ impl Stream {
         Ok(())
     }
 
+    /// [`reset`](Stream::reset) with a reason for the peer, e.g. [`ResetCode::TooManyStreams`]
+    /// for a stream an application turns away at its own limit.
+    pub fn reset_with(&self, code: ResetCode) -> Result<()> {
+        self.abort(code);
+        Ok(())
+    }
+
     /// Wake writers of this stream blocked on flow control (the stream's own credit or the
     /// session's), after its send side changed state.
     fn wake_writers(&self) {
