@@ -513,6 +513,15 @@ typedef struct mtmux_config {
      * Length of `key` in bytes (0 when `key` is NULL).
      */
     size_t key_len;
+    /**
+     * Listener only: most of the `max_pending_handshakes` from one source address (an IPv4
+     * address, or an IPv6 /64), so that one address trickling half-finished handshakes
+     * cannot take every slot; more from it are refused at once ("busy"). 0 (the default):
+     * derived, max(2 x `tunnels`, `max_pending_handshakes` / 4), never above
+     * `max_pending_handshakes` (32 with the defaults). Otherwise 1..=`MTMUX_BACKLOG_MAX`;
+     * set it to at least `tunnels`, and higher when many clients share one address (NAT).
+     */
+    uint32_t max_handshakes_per_source;
 } mtmux_config;
 
 /**

@@ -6,7 +6,12 @@
 //! alone and the server process's CPU time per refused attempt is measured (the attacker's
 //! own CPU is in its own process and not counted).
 //!
-//! `mtmux-bench --attack [--rate N] [--rounds N] [--seconds S]`
+//! `mtmux-bench --attack [--rate N] [--rounds N] [--seconds S] [--capped MBIT]`
+//!
+//! With `--capped MBIT` it runs in a private network namespace whose loopback caps each
+//! legitimate tunnel at MBIT (an htb class per tunnel port, for packets to 127.0.0.1: the
+//! internet case, where the network and not the CPU limits the session), while the attacker
+//! connects to 127.0.0.2 (uncapped: its flows do not share the victim's bottleneck).
 
 use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Params, HELLO_FLAG_KEY, HELLO_LEN};
 use mtmux::{Config, Key, Listener};
@@ -119,23 +124,120 @@ fn attacker_result(child: Child) -> (u64, u64) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
+/// Ports of the capped run (below the ephemeral range).
+const CAPPED_BASE: u16 = 25000;
+
+/// Set up the namespace and run this benchmark inside it.
+fn capped(mbit: u32, args: &[String]) {
+    use crate::linkemu::{run_cmd, Namespace};
+    let ns = Namespace::create().expect("network namespace (needs root)");
+    let n = ns.name.as_str();
+    for i in 0..4u16 {
+        let (id, port) = (50 + i, CAPPED_BASE + i);
+        let class = format!("1:{id}");
+        let rate = format!("{mbit}mbit");
+        run_cmd(&[
+            "tc", "-n", n, "class", "add", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate",
+            &rate, "ceil", &rate,
+        ])
+        .unwrap();
+        run_cmd(&[
+            "tc",
+            "-n",
+            n,
+            "qdisc",
+            "add",
+            "dev",
+            "lo",
+            "parent",
+            &class,
+            "handle",
+            &format!("{id}:"),
+            "bfifo",
+            "limit",
+            "150000",
+        ])
+        .unwrap();
+        run_cmd(&[
+            "tc",
+            "-n",
+            n,
+            "filter",
+            "add",
+            "dev",
+            "lo",
+            "parent",
+            "1:",
+            "protocol",
+            "ip",
+            "prio",
+            "1",
+            "u32",
+            "match",
+            "ip",
+            "dst",
+            "127.0.0.1/32",
+            "match",
+            "ip",
+            "dport",
+            &port.to_string(),
+            "0xffff",
+            "flowid",
+            &class,
+        ])
+        .unwrap();
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let status = Command::new("ip")
+        .args(["netns", "exec", n])
+        .arg(exe)
+        .arg("--attack")
+        .arg("--in-namespace")
+        .args(args)
+        .status()
+        .expect("run inside the namespace");
+    assert!(status.success(), "the capped run failed");
+    drop(ns);
+}
+
 pub fn run(args: &[String]) {
     let mut rate = 10_000u64;
     let mut rounds = 5usize;
     let mut secs = 3.0f64;
+    let mut in_ns = false;
+    let mut cap = None;
+    let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut v = || it.next().expect("a value").parse::<f64>().expect("a number");
+        let mut v = || {
+            let x = it.next().expect("a value");
+            if a != "--capped" {
+                rest.extend([a.clone(), x.clone()]);
+            }
+            x.parse::<f64>().expect("a number")
+        };
         match a.as_str() {
             "--rate" => rate = v() as u64,
             "--rounds" => rounds = v() as usize,
             "--seconds" => secs = v(),
+            "--capped" => cap = Some(v() as u32),
+            "--in-namespace" => in_ns = true,
             other => panic!("unknown --attack argument {other}"),
         }
     }
+    if let Some(mbit) = cap {
+        return capped(mbit, &rest);
+    }
     let cfg = Config { tunnels: 4, key: Some(Key::new(KEY).unwrap()), ..Default::default() };
-    let l = Listener::bind("127.0.0.1:0", &cfg).expect("bind");
-    let addr = l.local_addr();
+    let (l, addr, target) = if in_ns {
+        let l = Listener::bind(("0.0.0.0", CAPPED_BASE), &cfg).expect("bind");
+        let victim: SocketAddr = ([127, 0, 0, 1], CAPPED_BASE).into();
+        (l, victim, SocketAddr::from(([127, 0, 0, 2], CAPPED_BASE)))
+    } else {
+        let l = Listener::bind("127.0.0.1:0", &cfg).expect("bind");
+        let a = l.local_addr();
+        (l, a, a)
+    };
     let c2 = cfg.clone();
     let client = thread::spawn(move || mtmux::dial(addr, &c2).expect("dial"));
     let server = l.accept_timeout(Duration::from_secs(10)).expect("accept");
@@ -168,7 +270,7 @@ pub fn run(args: &[String]) {
     for r in 0..rounds * 2 {
         let attacked = matches!(r % 4, 1 | 2);
         if attacked {
-            let child = spawn_attacker(addr, rate, secs + 1.0);
+            let child = spawn_attacker(target, rate, secs + 1.0);
             thread::sleep(Duration::from_millis(500));
             hit.push(measure(secs));
             let (ok, failed) = attacker_result(child);
@@ -188,7 +290,7 @@ pub fn run(args: &[String]) {
     drop(server);
     // The attacker alone: the server process's CPU per refused attempt.
     let before = (cpu_seconds(), l.refusal_counts().0);
-    let child = spawn_attacker(addr, rate, secs);
+    let child = spawn_attacker(target, rate, secs);
     let (ok, _) = attacker_result(child);
     let cpu = cpu_seconds() - before.0;
     let refused = l.refusal_counts().0 - before.1;
@@ -197,7 +299,8 @@ pub fn run(args: &[String]) {
     let (lo_h, hi_h) =
         (hit.iter().cloned().fold(f64::MAX, f64::min), hit.iter().cloned().fold(0.0, f64::max));
     let (mb, mh) = (median(&mut base), median(&mut hit));
-    println!("wrong-key attempts vs a legitimate session (1 stream, 4 tunnels, loopback, {rounds} rounds each, ABBA)");
+    let link = if in_ns { "each tunnel capped by htb (see --capped)" } else { "loopback, uncapped" };
+    println!("wrong-key attempts vs a legitimate session (1 stream, 4 tunnels, {link}, {rounds} rounds each, ABBA)");
     println!("  without attack: {mb:.0} MB/s (range {lo_b:.0}-{hi_b:.0})");
     println!(
         "  under attack:   {mh:.0} MB/s (range {lo_h:.0}-{hi_h:.0}), attacker completed {:.0} attempts/s (asked {rate})",

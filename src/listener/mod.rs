@@ -3,16 +3,22 @@
 //! A [`Listener`] listens on a port range (`port .. port + tunnels - 1`, tunnel `i` on
 //! `port + i`, as the Go original) or, with `Config::single_port`, on one port for all
 //! tunnels. One acceptor thread per port hands each connection to a short-lived handshake
-//! thread (at most `max_pending_handshakes` at once), which reads the HELLO with a timeout and
-//! adds the tunnel to its bundle. When a bundle is complete its tunnels get their REPLY and a
-//! server [`Session`] is queued for [`Listener::accept`]. A bundle that is not complete within
-//! `handshake_timeout` is refused and its connections closed; one bad tunnel fails its bundle.
+//! thread, which reads the HELLO with a timeout and adds the tunnel to its bundle. When a
+//! bundle is complete its tunnels get their REPLY and a server [`Session`] is queued for
+//! [`Listener::accept`]. A bundle that is not complete within `handshake_timeout` is refused
+//! and its connections closed; one bad tunnel fails its bundle.
+//!
+//! Each connection holds a handshake slot from accept until its handshake is over (its bundle
+//! complete, refused or expired, its re-join done): at most `max_pending_handshakes` in all
+//! and [`Config::handshakes_per_source`] from one source address; beyond either, a connection
+//! is refused with a "busy" reply at once (and noted for [`Listener::next_refusal`]).
 
 mod dial;
 mod incoming;
 mod keyauth;
 mod refusals;
 mod rejoin;
+mod slots;
 
 pub use dial::dial;
 pub(crate) use dial::rejoin;
@@ -33,8 +39,8 @@ use crate::session::{Session, Setup};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,8 +57,9 @@ struct ListenerInner {
     assembler: Mutex<Assembler<TcpStream>>,
     /// Handshake threads waiting for their bundle to complete wait here.
     bundle_cv: Condvar,
-    /// Connections between accept and the end of their handshake thread.
-    handshakes: AtomicUsize,
+    /// Connections between accept and the end of their handshake thread, in total and by
+    /// source address.
+    handshakes: Mutex<slots::Slots>,
     sessions_tx: Sender<Session>,
     sessions_rx: Receiver<Session>,
     closed: AtomicBool,
@@ -70,8 +77,9 @@ struct ListenerInner {
     jobs_rx: Receiver<Job>,
 }
 
-/// A connection for a handshake thread, and the index of the port it arrived on.
-type Job = (TcpStream, usize);
+/// A connection for a handshake thread, the index of the port it arrived on, and its
+/// handshake slot.
+type Job = (TcpStream, usize, Slot);
 
 /// How long an idle handshake thread waits for more work before it ends.
 const HANDSHAKE_THREAD_IDLE: Duration = Duration::from_secs(10);
@@ -187,7 +195,10 @@ impl Listener {
             addrs,
             assembler: Mutex::new(Assembler::new(cfg.max_pending_handshakes)),
             bundle_cv: Condvar::new(),
-            handshakes: AtomicUsize::new(0),
+            handshakes: Mutex::new(slots::Slots::new(
+                cfg.max_pending_handshakes,
+                cfg.handshakes_per_source(),
+            )),
             sessions_tx,
             sessions_rx,
             closed: AtomicBool::new(false),
@@ -284,6 +295,18 @@ impl Drop for Listener {
     }
 }
 
+/// A connection's handshake slot, given back when dropped.
+struct Slot {
+    li: Arc<ListenerInner>,
+    peer: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.li.handshakes.lock().give_back(self.peer);
+    }
+}
+
 /// Fill `buf` from `conn` before `deadline` (however the bytes trickle in).
 fn read_by(mut conn: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
     let mut got = 0;
@@ -353,8 +376,8 @@ impl ListenerInner {
         let sock = &self.sockets[port_index];
         let Some(jobs) = self.jobs_tx.lock().clone() else { return };
         loop {
-            let conn = match sock.accept() {
-                Ok((c, _)) => c,
+            let (conn, peer) = match sock.accept() {
+                Ok(c) => c,
                 Err(_) if self.closed.load(Relaxed) => return,
                 Err(e) => {
                     // Out of descriptors or similar: back off instead of spinning; close()
@@ -368,26 +391,39 @@ impl ListenerInner {
                 self.refuse(&conn, None, Status::Closing, "server is shutting down");
                 return;
             }
-            if self.handshakes.fetch_add(1, Relaxed) >= self.cfg.max_pending_handshakes {
-                self.handshakes.fetch_sub(1, Relaxed);
-                self.refuse(&conn, None, Status::Busy, "too many handshakes in progress");
+            let taken = self.handshakes.lock().take(peer.ip());
+            if let Err(full) = taken {
+                let (told, noted) = match full {
+                    slots::Full::Total(n) => (
+                        "too many handshakes in progress".to_string(),
+                        format!("too many handshakes in progress ({n}, max_pending_handshakes)"),
+                    ),
+                    slots::Full::Source(n) => (
+                        "too many handshakes in progress from your address".to_string(),
+                        format!(
+                            "too many handshakes in progress from this address ({n}, \
+                             max_handshakes_per_source)"
+                        ),
+                    ),
+                };
+                refuse(&conn, None, Status::Busy, &told);
+                self.refusals.note(Some(peer), noted);
                 continue;
             }
+            // Gives the slot back however the handshake ends (or if no thread can start).
+            let slot = Slot { li: self.clone(), peer: peer.ip() };
             // An idle handshake thread takes it; otherwise a new one starts (at most
             // `max_pending_handshakes` are busy, see above). Reusing threads keeps a flood of
             // bad handshakes cheap.
-            let job = match jobs.try_send((conn, port_index)) {
+            let job = match jobs.try_send((conn, port_index, slot)) {
                 Ok(()) => continue,
                 Err(e) => e.into_inner(),
             };
             let li = self.clone();
-            let spawned = std::thread::Builder::new()
+            let _ = std::thread::Builder::new()
                 .name("mtmux-hs".into())
                 .stack_size(128 * 1024)
                 .spawn(move || li.handshake_thread(job));
-            if spawned.is_err() {
-                self.handshakes.fetch_sub(1, Relaxed);
-            }
         }
     }
 
@@ -395,9 +431,9 @@ impl ListenerInner {
     /// closes.
     fn handshake_thread(&self, first: Job) {
         let mut job = Some(first);
-        while let Some((conn, port_index)) = job.take() {
+        while let Some((conn, port_index, slot)) = job.take() {
             self.handshake(conn, port_index);
-            self.handshakes.fetch_sub(1, Relaxed);
+            drop(slot);
             job = self.jobs_rx.recv_timeout(HANDSHAKE_THREAD_IDLE).ok();
         }
     }
@@ -496,14 +532,16 @@ impl ListenerInner {
                 }
             }
             Join::Waiting { deadline, first } => {
-                if !first {
-                    return;
-                }
-                // The first tunnel's thread watches the bundle's deadline.
+                // Every tunnel's thread waits while its bundle assembles, so that the tunnel
+                // keeps its handshake slot (counted per source) for as long as it is held.
                 while a.contains(&hello.bundle) && !self.closed.load(Relaxed) {
                     if self.bundle_cv.wait_until(&mut a, deadline).timed_out() {
                         break;
                     }
+                }
+                // The first tunnel's thread expires the bundle.
+                if !first {
+                    return;
                 }
                 if let Some(e) = a.expire(&hello.bundle, Instant::now()) {
                     drop(a);

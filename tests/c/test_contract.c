@@ -122,6 +122,10 @@ static edge set_edge(mtmux_config *c, int i) {
     case 59: c->key = KEY; c->key_len = MTMUX_KEY_MAX_LEN; return (edge){"key", 1};
     case 60: c->key = KEY; c->key_len = MTMUX_KEY_MAX_LEN + 1; return (edge){"key", 0};
     case 61: c->key = NULL; c->key_len = 16; return (edge){"key", 0};
+    case 62: c->max_handshakes_per_source = 0; return (edge){"max_handshakes_per_source", 1};
+    case 63: c->max_handshakes_per_source = 1; return (edge){"max_handshakes_per_source", 1};
+    case 64: c->max_handshakes_per_source = MTMUX_BACKLOG_MAX; return (edge){"max_handshakes_per_source", 1};
+    case 65: c->max_handshakes_per_source = MTMUX_BACKLOG_MAX + 1; return (edge){"max_handshakes_per_source", 0};
     default: return (edge){NULL, 0};
     }
 }

@@ -88,6 +88,13 @@ pub struct mtmux_config {
     pub key: *const u8,
     /// Length of `key` in bytes (0 when `key` is NULL).
     pub key_len: usize,
+    /// Listener only: most of the `max_pending_handshakes` from one source address (an IPv4
+    /// address, or an IPv6 /64), so that one address trickling half-finished handshakes
+    /// cannot take every slot; more from it are refused at once ("busy"). 0 (the default):
+    /// derived, max(2 x `tunnels`, `max_pending_handshakes` / 4), never above
+    /// `max_pending_handshakes` (32 with the defaults). Otherwise 1..=`MTMUX_BACKLOG_MAX`;
+    /// set it to at least `tunnels`, and higher when many clients share one address (NAT).
+    pub max_handshakes_per_source: u32,
 }
 
 /// Bytes of the first published `mtmux_config` that hold fields (everything before `rejoin`).
@@ -198,6 +205,10 @@ pub(super) fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
         accept_backlog: c.accept_backlog as usize,
         handshake_timeout: ms(c.handshake_timeout_ms, "handshake_timeout_ms")?,
         max_pending_handshakes: c.max_pending_handshakes as usize,
+        max_handshakes_per_source: match c.max_handshakes_per_source {
+            0 => None,
+            n => Some(n as usize),
+        },
         rejoin,
         stale_timeout,
         resume_timeout: ms(c.resume_timeout_ms, "resume_timeout_ms")?,
@@ -236,6 +247,7 @@ pub(super) fn config_to_c(c: &Config) -> mtmux_config {
         rejoin_backoff_max_ms: ms(c.rejoin_backoff_max),
         key: std::ptr::null(),
         key_len: 0,
+        max_handshakes_per_source: c.max_handshakes_per_source.map_or(0, |n| n as u32),
     }
 }
 

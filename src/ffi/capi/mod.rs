@@ -539,6 +539,7 @@ mod tests {
             stale_timeout: Some(Duration::from_millis(300)),
             resume_timeout: Duration::ZERO,
             rejoin_backoff_max: Duration::from_millis(700),
+            max_handshakes_per_source: Some(12),
             ..Config::default()
         };
         assert_eq!(config_from_c(Some(&config_to_c(&custom))).ok(), Some(custom));
