@@ -11,6 +11,7 @@
 mod dial;
 mod refusals;
 mod rejoin;
+mod secure;
 
 pub use dial::dial;
 pub(crate) use dial::rejoin;
@@ -27,6 +28,7 @@ use crate::proto::handshake::{
     HELLO_LEN, NONCE_LEN,
 };
 use crate::session::{Session, Setup};
+use crate::wire::Wire;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, Read, Write};
@@ -45,7 +47,7 @@ struct ListenerInner {
     cfg: Config,
     sockets: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
-    assembler: Mutex<Assembler<TcpStream>>,
+    assembler: Mutex<Assembler<Wire>>,
     /// Handshake threads waiting for their bundle to complete wait here.
     bundle_cv: Condvar,
     /// Connections between accept and the end of their handshake thread.
@@ -158,6 +160,7 @@ impl Listener {
     /// [`local_addrs`](Listener::local_addrs).
     pub fn bind(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Listener> {
         cfg.validate()?;
+        Wire::check_side(cfg, true)?;
         let base = resolve(addr)?;
         let sockets = if cfg.single_port {
             vec![TcpListener::bind(base).map_err(|e| context(e, format!("cannot listen on {base}")))?]
@@ -269,7 +272,7 @@ impl Drop for Listener {
 }
 
 /// Fill `buf` from `conn` before `deadline` (however the bytes trickle in).
-fn read_by(mut conn: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+fn read_by(mut conn: &Wire, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
     let mut got = 0;
     while got < buf.len() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -288,7 +291,7 @@ fn read_by(mut conn: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Resul
 }
 
 /// Write a refusal (best effort: the peer may be gone or not an mtmux client at all).
-fn refuse(mut conn: &TcpStream, hello: Option<&Hello>, status: Status, reason: &str) {
+fn refuse(mut conn: &Wire, hello: Option<&Hello>, status: Status, reason: &str) {
     let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
     let _ = conn.write_all(&Reply::refuse(hello, status, reason).encode());
     let _ = conn.shutdown(std::net::Shutdown::Both);
@@ -326,12 +329,12 @@ impl ListenerInner {
                 }
             };
             if self.closed.load(Relaxed) {
-                refuse(&conn, None, Status::Closing, "server is shutting down");
+                refuse(&conn.into(), None, Status::Closing, "server is shutting down");
                 return;
             }
             if self.handshakes.fetch_add(1, Relaxed) >= self.cfg.max_pending_handshakes {
                 self.handshakes.fetch_sub(1, Relaxed);
-                refuse(&conn, None, Status::Busy, "too many handshakes in progress");
+                refuse(&conn.into(), None, Status::Busy, "too many handshakes in progress");
                 continue;
             }
             let li = self.clone();
@@ -349,8 +352,10 @@ impl ListenerInner {
     /// Read one tunnel's HELLO and add the tunnel to its bundle.
     fn handshake(&self, conn: TcpStream, port_index: usize) {
         let timeout = self.cfg.handshake_timeout;
-        // The deadline covers the whole HELLO, however slowly its bytes come.
+        // The deadline covers the whole HELLO (and the TLS handshake before it), however
+        // slowly its bytes come.
         let deadline = Instant::now() + timeout;
+        let Some(conn) = self.secure(conn, deadline) else { return };
         let mut raw = [0u8; HELLO_LEN];
         if read_by(&conn, &mut raw[..COMMON_LEN], deadline).is_err() {
             refuse(&conn, None, Status::Malformed, "incomplete handshake");
@@ -372,7 +377,7 @@ impl ListenerInner {
                 return;
             }
             Err(e) => {
-                refuse(&conn, None, Status::Malformed, &e.to_string());
+                refuse(&conn, None, Status::Malformed, &secure::not_mtmux(&raw, e));
                 return;
             }
         }
@@ -456,7 +461,7 @@ impl ListenerInner {
     }
 
     /// Refuse `conn` and every tunnel already waiting in its bundle.
-    fn refuse_bundle(&self, conn: &TcpStream, hello: &Hello, status: Status, why: &str) {
+    fn refuse_bundle(&self, conn: &Wire, hello: &Hello, status: Status, why: &str) {
         let rest = self.assembler.lock().refuse(
             &hello.bundle,
             status,
@@ -471,7 +476,7 @@ impl ListenerInner {
         }
     }
 
-    fn start_session(&self, hello: &Hello, tunnels: Vec<TcpStream>) {
+    fn start_session(&self, hello: &Hello, tunnels: Vec<Wire>) {
         if self.sessions_tx.is_full() {
             for c in &tunnels {
                 refuse(c, Some(hello), Status::Busy, "accept backlog full");

@@ -459,6 +459,7 @@ mod events;
 mod listener;
 mod session;
 mod stream;
+mod tls;
 
 pub use config::*;
 pub use events::*;
@@ -526,7 +527,7 @@ mod tests {
     #[test]
     fn config_round_trips_through_c() {
         let c = config_to_c(&Config::default());
-        assert_eq!(config_from_c(Some(&c)).ok(), Some(Config::default()));
+        assert_eq!(config_from_c(Some(&c), tls::Use::Check).ok(), Some(Config::default()));
         let custom = Config {
             rejoin: false,
             stale_timeout: Some(Duration::from_millis(300)),
@@ -534,7 +535,7 @@ mod tests {
             rejoin_backoff_max: Duration::from_millis(700),
             ..Config::default()
         };
-        assert_eq!(config_from_c(Some(&config_to_c(&custom))).ok(), Some(custom));
+        assert_eq!(config_from_c(Some(&config_to_c(&custom)), tls::Use::Check).ok(), Some(custom));
     }
 
     #[test]
@@ -556,6 +557,9 @@ mod tests {
         }
         // Safety: `v1` holds a config of `CONFIG_SIZE_V1` bytes.
         let read = unsafe { read_config(v1.as_ptr()) }.ok().flatten().unwrap();
-        assert_eq!(config_from_c(Some(&read)).ok(), Some(Config { tunnels: 3, ..Config::default() }));
+        assert_eq!(
+            config_from_c(Some(&read), tls::Use::Check).ok(),
+            Some(Config { tunnels: 3, ..Config::default() })
+        );
     }
 }

@@ -1,0 +1,1 @@
+//! TLS on every tunnel (feature `tls`).
