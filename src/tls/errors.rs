@@ -49,6 +49,14 @@ pub(crate) fn utc(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// A presented name without its kind: `DnsName("a.example")` is `a.example`.
+fn bare_name(n: &str) -> &str {
+    match n.split_once('(') {
+        Some((_, rest)) => rest.trim_end_matches(')').trim_matches('"'),
+        None => n,
+    }
+}
+
 fn when(t: &UnixTime) -> String {
     utc(t.as_secs())
 }
@@ -74,7 +82,11 @@ fn certificate(peer: Peer, e: &CertificateError) -> String {
         CertificateError::NotValidForNameContext { expected, presented } => format!(
             "is not valid for the name {} (it is for {}; set the expected name with --tls-server-name)",
             expected.to_str(),
-            if presented.is_empty() { "no name".into() } else { presented.join(", ") }
+            if presented.is_empty() {
+                "no name".into()
+            } else {
+                presented.iter().map(|n| bare_name(n)).collect::<Vec<_>>().join(", ")
+            }
         ),
         CertificateError::BadSignature => "has a bad signature".into(),
         CertificateError::Revoked => "has been revoked".into(),
@@ -136,6 +148,13 @@ pub(crate) fn describe(peer: Peer, e: &rustls::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presented_names_lose_their_kind() {
+        assert_eq!(bare_name("DnsName(\"mtmux.test\")"), "mtmux.test");
+        assert_eq!(bare_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(bare_name("plain"), "plain");
+    }
 
     #[test]
     fn dates_are_civil_utc() {

@@ -168,6 +168,11 @@ impl TlsWire {
                             return Ok(n);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            let why = "TLS: the connection ended without a close_notify (cut in transit, or \
+                                       its other end stopped without closing)";
+                            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, why));
+                        }
                         Err(e) => return Err(e),
                     }
                     if rx.start == rx.buf.len() {
