@@ -280,3 +280,6 @@ mod tests {
         assert!(reader.join().unwrap() == frame, "the bytes arrive whole and in order");
     }
 }
+
+#[cfg(all(test, feature = "tls"))]
+mod tls_tests;
