@@ -45,12 +45,16 @@ C_LINK_DYNAMIC = -L$(C_LIBDIR) -lmtmux -Wl,-rpath,$(abspath $(C_LIBDIR))
 C_LINK_STATIC = $(C_LIBDIR)/libmtmux.a $(C_STATIC_LIBS)
 C_EXAMPLES := hello echo_server echo_client bulk
 # The C test programs (tests/c/NAME.c), each linked with the shared harness.
-C_TESTS := test_capi test_failover
+C_TESTS := test_capi test_failover test_tls
+# PEM files of the TLS tests (tests/c/make-certs.sh), made once.
+TLS_DIR := build/tls
+TLS_CERTS := $(TLS_DIR)/server.pem
 C_HARNESS := tests/c/harness.c
+# tests/c/valgrind.supp: ring's AES-GCM assembly (TLS) confuses memcheck; see the file.
 VALGRIND := valgrind --quiet --error-exitcode=99 --fair-sched=yes --leak-check=full \
-	--show-leak-kinds=definite --errors-for-leak-kinds=definite
+	--show-leak-kinds=definite --errors-for-leak-kinds=definite --suppressions=tests/c/valgrind.supp
 
-.PHONY: header check-header lib-c c-tests test-c examples asan valgrind
+.PHONY: header check-header lib-c c-tests test-c examples asan valgrind tls-certs
 
 $(CBINDGEN):
 	$(CARGO) install cbindgen --version $(CBINDGEN_VERSION) --locked \
@@ -66,8 +70,14 @@ check-header: $(CBINDGEN)
 		echo "check-header: include/mtmux.h is stale: run 'make header' and commit it" >&2; exit 1; }
 	@echo "check-header: include/mtmux.h matches the sources"
 
+# The C library has TLS (the cargo feature `tls`: rustls, ring).
 lib-c:
-	$(CARGO) build --release --lib -p mtmux
+	$(CARGO) build --release --lib -p mtmux --features tls
+
+tls-certs: $(TLS_CERTS)
+
+$(TLS_CERTS): tests/c/make-certs.sh
+	tests/c/make-certs.sh $(TLS_DIR)
 
 c-tests: lib-c
 	@mkdir -p $(C_OUT)
@@ -83,7 +93,7 @@ c-tests: lib-c
 	else echo "c-tests: SKIPPED the C++ header check: no C++ compiler ($(CXX))"; \
 		rm -f $(C_OUT)/header_cpp; fi
 
-test-c: c-tests examples
+test-c: c-tests examples tls-certs
 	@if [ -x $(C_OUT)/header_cpp ]; then $(C_OUT)/header_cpp; fi
 	for t in $(C_TESTS); do $(C_OUT)/$${t}_dynamic && $(C_OUT)/$${t}_static || exit 1; done
 	c-examples/smoke.sh $(C_OUT)
@@ -96,7 +106,7 @@ examples: lib-c
 
 # The C tests under AddressSanitizer (+ UBSan and LeakSanitizer), linked statically so the
 # sanitizers also watch the library's heap.
-asan: lib-c
+asan: lib-c tls-certs
 	@mkdir -p $(C_OUT)
 	for t in $(C_TESTS); do \
 		$(CC) $(CFLAGS_MTMUX) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -107,11 +117,13 @@ asan: lib-c
 		ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(C_OUT)/$${t}_asan || exit 1; \
 	done
 
-# The C tests under valgrind (memcheck: zero errors, no definite leaks). The failover
-# transfers are scaled down (MTMUX_TEST_FAILOVER_MB): valgrind runs them ~50x slower.
-valgrind: c-tests
+# The C tests under valgrind (memcheck: zero errors, no definite leaks). The failover and TLS
+# transfers are scaled down (MTMUX_TEST_FAILOVER_MB, MTMUX_TEST_TLS_MB): valgrind runs them
+# ~50x slower.
+valgrind: c-tests tls-certs
 	for t in $(C_TESTS); do \
-		MTMUX_TEST_TIMEOUT=600 MTMUX_TEST_FAILOVER_MB=8 $(VALGRIND) $(C_OUT)/$${t}_dynamic || exit 1; \
+		MTMUX_TEST_TIMEOUT=600 MTMUX_TEST_FAILOVER_MB=8 MTMUX_TEST_TLS_MB=1 $(VALGRIND) \
+			$(C_OUT)/$${t}_dynamic || exit 1; \
 	done
 
 ## ---- Command-line tool (issue 4) ------------------------------------------

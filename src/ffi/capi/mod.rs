@@ -44,7 +44,7 @@ pub enum mtmux_result {
     MTMUX_ERR_NULL = -1,
     /// An argument is out of range (a zero length, an unknown `how`, a timeout above
     /// `MTMUX_TIMEOUT_MAX_MS`, a config whose `size` is neither `sizeof(mtmux_config)` nor
-    /// that of its first published layout).
+    /// that of an earlier published layout).
     MTMUX_ERR_INVALID_ARGUMENT = -2,
     /// A string argument is not valid UTF-8.
     MTMUX_ERR_UTF8 = -3,
