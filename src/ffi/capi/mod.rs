@@ -562,4 +562,28 @@ mod tests {
             Some(Config { tunnels: 3, ..Config::default() })
         );
     }
+
+    #[test]
+    fn a_config_of_the_layout_before_tls_reads_no_tls_fields() {
+        // A program built against the header that ended with `key_len`: the bytes after it
+        // (where `tls_cert_file` now is) are not the caller's and must not be read.
+        let mut v2 = MaybeUninit::<mtmux_config>::uninit();
+        let mut c = config_to_c(&Config { tunnels: 5, ..Config::default() });
+        c.size = CONFIG_SIZE_V2;
+        // Safety: `v2` has room for a whole `mtmux_config`: garbage (non-NULL `tls_`
+        // pointers if read), then the V2 bytes of `c`.
+        unsafe {
+            v2.as_mut_ptr().cast::<u8>().write_bytes(0xA5, size_of::<mtmux_config>());
+            std::ptr::copy_nonoverlapping(
+                std::ptr::addr_of!(c).cast::<u8>(),
+                v2.as_mut_ptr().cast::<u8>(),
+                CONFIG_FIELDS_V2,
+            );
+        }
+        // Safety: `v2` holds a config of `CONFIG_SIZE_V2` bytes.
+        let read = unsafe { read_config(v2.as_ptr()) }.ok().flatten().unwrap();
+        assert!(read.tls_cert_file.is_null() && read.tls_server_name.is_null());
+        let want = Config { tunnels: 5, ..Config::default() };
+        assert_eq!(config_from_c(Some(&read), tls::Use::Check).ok(), Some(want));
+    }
 }

@@ -172,6 +172,16 @@ mod with_tls {
 mod tests {
     use super::*;
 
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn without_the_feature_tls_fields_are_refused() {
+        let mut c = config_to_c(&Config::default());
+        c.tls_ca_file = c"ca.pem".as_ptr();
+        let f = config_from_c(Some(&c), Use::Check).err().expect("refused");
+        assert_eq!(f.code, MTMUX_ERR_INVALID_CONFIG);
+        assert!(f.message.contains("tls_ca_file is set, but this mtmux library was built without TLS"));
+    }
+
     #[test]
     fn host_parts() {
         assert_eq!(host_of("example.com:7000"), "example.com");
