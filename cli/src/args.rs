@@ -1,7 +1,8 @@
 //! The command line: subcommands, flags and their defaults.
 
 use crate::units::{parse_duration, parse_size};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Carry TCP connections over a bundle of N TCP connections ("tunnels"), striping each
@@ -122,6 +123,8 @@ pub struct ServerArgs {
     pub failover: FailoverArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +153,48 @@ pub struct ClientArgs {
     pub failover: FailoverArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// TLS flags of `server`: TLS 1.3 on every tunnel.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "TLS (every tunnel; clients need --tls-ca or --tls-fingerprint)")]
+pub struct ServerTlsArgs {
+    /// Serve TLS with this certificate chain (PEM: the server's certificate first, then any
+    /// intermediate CAs)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: accept only clients whose certificate this CA signed (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// TLS flags of `client`: TLS 1.3 on every tunnel.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "TLS (every tunnel; the server needs --tls-cert and --tls-key)")]
+#[command(group(ArgGroup::new("tls_trust").args(["tls_ca", "tls_fingerprint"])))]
+pub struct ClientTlsArgs {
+    /// Use TLS and trust a server whose certificate this CA signed (PEM) and names the server
+    /// (see --tls-server-name)
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Use TLS and trust exactly the server certificate with this SHA-256 fingerprint (hex,
+    /// plain or colon-separated: what `openssl x509 -noout -fingerprint -sha256` prints)
+    #[arg(long, value_name = "HEX")]
+    pub tls_fingerprint: Option<String>,
+    /// The name the server's certificate must hold [default: the host of --server]
+    #[arg(long, value_name = "NAME", requires = "tls_trust")]
+    pub tls_server_name: Option<String>,
+    /// Mutual TLS: present this certificate chain to the server (PEM)
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_trust"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Which way the bench sends data.

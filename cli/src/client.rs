@@ -33,6 +33,7 @@ const STABLE: Duration = Duration::from_secs(10);
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ClientArgs) -> Result<(), Fatal> {
     let cfg = validated(a.failover.apply(a.tunnel.config(a.max_streams as usize)))?;
+    let cfg = crate::tls::client(&a.tls, &a.server, cfg)?;
     let local =
         TcpListener::bind(&a.local).map_err(|e| Fatal::new(format!("cannot listen on {}: {e}", a.local)))?;
     let keeper = Arc::new(Keeper {

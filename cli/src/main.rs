@@ -10,6 +10,7 @@ mod net;
 mod pipe;
 mod server;
 mod stats;
+mod tls;
 mod units;
 
 use clap::Parser;

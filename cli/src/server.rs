@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 /// Run `mtmux server` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ServerArgs) -> Result<(), Fatal> {
     let cfg = validated(a.failover.apply(a.tunnel.config(a.max_streams as usize)))?;
+    let cfg = crate::tls::server(&a.tls, cfg)?;
     if a.connect_timeout.is_zero() {
         return Err(Fatal::usage("--connect-timeout must be greater than zero"));
     }
