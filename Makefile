@@ -152,7 +152,7 @@ speedtest: cli
 # them those rows are skipped. The failover rows also draw docs/failover.svg.
 BENCH_ARGS ?=
 
-.PHONY: bench bench-quick bench-tools bench-cost
+.PHONY: bench bench-quick bench-tools bench-cost bench-tls
 
 bench: bench-tools
 	$(CARGO) run --release -p mtmux-bench -- $(BENCH_ARGS)
@@ -173,6 +173,11 @@ bench-cost:
 	cd $(BEFORE_TREE) && CARGO_TARGET_DIR=$(BEFORE_TARGET) $(CARGO) build --release -p mtmux-bench
 	$(CARGO) build --release -p mtmux-bench
 	$(BENCH_BIN) --compare-with $(BEFORE_TARGET)/release/mtmux-bench $(BENCH_ARGS)
+
+# What TLS costs: one stream over 4 tunnels on loopback, TLS vs plain tunnels alternating
+# round by round; adds a section to benches/RESULTS.md. `make bench-tls BENCH_ARGS="--rounds 7"`
+bench-tls:
+	$(CARGO) run --release -p mtmux-bench -- tls $(BENCH_ARGS)
 
 # The latency figure delays packets through NFQUEUE: install iptables when possible.
 bench-tools:
