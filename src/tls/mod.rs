@@ -29,7 +29,7 @@
 //! a certificate signed by that CA), the client [`TlsConfig::with_client_cert`].
 //!
 //! Certificate problems fail the dial (or the tunnel's re-join) with
-//! [`Error::Auth`](crate::Error::Auth) and a message that says what is wrong ("TLS: the
+//! [`Error::Auth`] and a message that says what is wrong ("TLS: the
 //! server's certificate has expired (not after 2024-01-01 00:00:00 UTC)"); a listener
 //! reports the connections it refused with [`Listener::next_refusal`](crate::Listener::next_refusal).
 
