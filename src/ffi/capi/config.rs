@@ -234,12 +234,14 @@ pub(super) fn config_from_c(c: Option<&mtmux_config>, use_: Use<'_>) -> Res<Conf
         #[cfg(feature = "tls")]
         tls: None,
     };
-    // Safety: the caller's contract: each `tls_` field is NULL or a NUL-terminated string.
-    let tls = unsafe { tls_from_c(c, use_)? };
+    // Safety (both): the caller's contract: each `tls_` field is NULL or a NUL-terminated
+    // string.
     #[cfg(feature = "tls")]
-    let cfg = Config { tls, ..cfg };
+    let cfg = Config { tls: unsafe { tls_from_c(c, use_)? }, ..cfg };
     #[cfg(not(feature = "tls"))]
-    let () = tls;
+    unsafe {
+        tls_from_c(c, use_)?
+    };
     cfg.validate()?;
     Ok(cfg)
 }

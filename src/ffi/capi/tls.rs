@@ -177,7 +177,7 @@ mod tests {
     fn without_the_feature_tls_fields_are_refused() {
         let mut c = config_to_c(&Config::default());
         c.tls_ca_file = c"ca.pem".as_ptr();
-        let f = config_from_c(Some(&c), Use::Check).err().expect("refused");
+        let f = config_from_c(Some(&c), Use::Check).expect_err("refused");
         assert_eq!(f.code, MTMUX_ERR_INVALID_CONFIG);
         assert!(f.message.contains("tls_ca_file is set, but this mtmux library was built without TLS"));
     }
