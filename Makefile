@@ -46,7 +46,7 @@ C_LINK_DYNAMIC = -L$(C_LIBDIR) -lmtmux -Wl,-rpath,$(abspath $(C_LIBDIR))
 C_LINK_STATIC = $(C_LIBDIR)/libmtmux.a $(C_STATIC_LIBS)
 C_EXAMPLES := hello echo_server echo_client bulk
 # The C test programs (tests/c/NAME.c), each linked with the shared harness.
-C_TESTS := test_capi test_failover test_tls
+C_TESTS := test_capi test_failover test_auth test_tls
 # PEM files of the TLS tests (tests/c/make-certs.sh), made once.
 TLS_DIR := build/tls
 TLS_CERTS := $(TLS_DIR)/server.pem

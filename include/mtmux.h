@@ -389,7 +389,7 @@ typedef struct mtmux_stream mtmux_stream;
  * Growth: new fields are only ever appended. A config whose `size` is that of an earlier
  * published layout is still accepted: the first one (everything up to
  * `max_pending_handshakes`; the fields from `rejoin` on came with tunnel failover) and the
- * one that ended with `key_len` (the `tls_` fields came after). mtmux reads only those bytes
+ * one that ended with `max_handshakes_per_source` (the `tls_` fields came after). mtmux reads only those bytes
  * and uses the defaults for the later fields. Any other `size` is refused with
  * `MTMUX_ERR_INVALID_ARGUMENT`. `mtmux_config_init` writes the whole current struct, so a
  * program built against an older header must be recompiled before it calls
@@ -504,6 +504,15 @@ typedef struct mtmux_config {
      * Length of `key` in bytes (0 when `key` is NULL).
      */
     size_t key_len;
+    /**
+     * Listener only: most of the `max_pending_handshakes` from one source address (an IPv4
+     * address, or an IPv6 /64), so that one address trickling half-finished handshakes
+     * cannot take every slot; more from it are refused at once ("busy"). 0 (the default):
+     * derived, max(2 x `tunnels`, `max_pending_handshakes` / 4), never above
+     * `max_pending_handshakes` (32 with the defaults). Otherwise 1..=`MTMUX_BACKLOG_MAX`;
+     * set it to at least `tunnels`, and higher when many clients share one address (NAT).
+     */
+    uint32_t max_handshakes_per_source;
     /**
      * TLS certificate chain, a PEM file (this side's certificate first, then intermediate
      * CAs). Listener: required for TLS, with `tls_key_file`. Dialing: the client certificate

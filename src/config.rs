@@ -67,8 +67,18 @@ pub struct Config {
     pub accept_backlog: usize,
     /// Time allowed to connect and complete the handshake of a whole bundle. Default 10 s.
     pub handshake_timeout: Duration,
-    /// Listener only: most tunnels in the middle of a handshake at once. Default 128.
+    /// Listener only: most tunnels in the middle of a handshake at once (from accept until
+    /// the HELLO is read and the tunnel's bundle is complete, refused or expired, or its
+    /// re-join is done); more are refused with a "busy" reply at once. Default 128.
     pub max_pending_handshakes: usize,
+    /// Listener only: most of those `max_pending_handshakes` from one source address (an
+    /// IPv4 address, or an IPv6 /64), so that one address trickling half-finished handshakes
+    /// cannot take every slot; more from it are refused with a "busy" reply at once.
+    /// `None` (the default) derives it: `max(2 × tunnels, max_pending_handshakes / 4)`
+    /// (see [`Config::handshakes_per_source`]). Set it to at least `tunnels` (a client
+    /// connects all its tunnels at once), and higher when many clients share one address
+    /// (NAT) and may dial at the same moment.
+    pub max_handshakes_per_source: Option<usize>,
     /// Re-dial a lost tunnel and re-join it to the running session (client; a server always
     /// accepts re-joins of its sessions). Default `true`. Sessions started over connections
     /// the caller made ([`Session::client`](crate::Session::client)) cannot re-dial.
@@ -114,6 +124,7 @@ impl Default for Config {
             accept_backlog: 256,
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 128,
+            max_handshakes_per_source: None,
             rejoin: true,
             stale_timeout: None,
             resume_timeout: Duration::from_secs(30),
@@ -204,10 +215,32 @@ impl Config {
                 self.max_pending_handshakes
             ));
         }
+        if self.max_handshakes_per_source.is_some_and(|n| n == 0 || n > MAX_QUEUE) {
+            return bad(format!(
+                "max_handshakes_per_source must be 1..={MAX_QUEUE} (or None to derive it), got {}",
+                self.max_handshakes_per_source.unwrap_or_default()
+            ));
+        }
         if self.max_streams > 1 << 24 {
             return bad(format!("max_streams must be at most {}, got {}", 1 << 24, self.max_streams));
         }
         Ok(())
+    }
+
+    /// The per-source handshake limit in force: `max_handshakes_per_source`, or when it is
+    /// `None`, `max(2 × tunnels, max_pending_handshakes / 4)`, never above
+    /// `max_pending_handshakes`.
+    ///
+    /// Why that default: a client connects all its tunnels at once (at most `tunnels` on
+    /// this server), and may re-join as many lost ones at the same time, hence `2 × tunnels`:
+    /// one legitimate client is never refused. A quarter of all slots lets several clients
+    /// behind one address (NAT, one host) dial at the same moment, while one address can
+    /// hold at most a quarter of them (32 of the default 128): a real client from anywhere
+    /// else always finds slots, and keeping everyone out takes at least four addresses.
+    pub fn handshakes_per_source(&self) -> usize {
+        self.max_handshakes_per_source
+            .unwrap_or_else(|| (2 * self.tunnels).max(self.max_pending_handshakes / 4))
+            .min(self.max_pending_handshakes)
     }
 
     /// The parameters this side announces in the handshake.
@@ -264,6 +297,8 @@ mod tests {
             (Box::new(|c| c.reorder_timeout = Duration::from_secs(u64::MAX)), "reorder_timeout"),
             (Box::new(|c| c.accept_backlog = usize::MAX / 64), "accept_backlog"),
             (Box::new(|c| c.max_pending_handshakes = usize::MAX), "max_pending_handshakes"),
+            (Box::new(|c| c.max_handshakes_per_source = Some(0)), "max_handshakes_per_source"),
+            (Box::new(|c| c.max_handshakes_per_source = Some(usize::MAX)), "max_handshakes_per_source"),
             (Box::new(|c| c.max_streams = usize::MAX), "max_streams"),
             (Box::new(|c| c.stale_timeout = Some(Duration::from_millis(1))), "stale_timeout"),
             (Box::new(|c| c.stale_timeout = Some(Duration::MAX)), "stale_timeout"),
@@ -276,6 +311,26 @@ mod tests {
             let msg = c.validate().unwrap_err().to_string();
             assert!(msg.contains(field), "{msg} should name {field}");
         }
+    }
+
+    #[test]
+    fn the_per_source_handshake_limit_covers_a_whole_client_and_a_share_of_the_total() {
+        let c = |tunnels, total, per_source| Config {
+            tunnels,
+            max_pending_handshakes: total,
+            max_handshakes_per_source: per_source,
+            ..Config::default()
+        };
+        // Defaults: a quarter of 128.
+        assert_eq!(Config::default().handshakes_per_source(), 32);
+        // A bundle and its re-joins when that is more than a quarter, else a quarter.
+        assert_eq!(c(64, 256, None).handshakes_per_source(), 128);
+        assert_eq!(c(64, 1024, None).handshakes_per_source(), 256);
+        // Never above the total; an explicit value is taken as it is.
+        assert_eq!(c(8, 4, None).handshakes_per_source(), 4);
+        assert_eq!(c(8, 128, Some(5)).handshakes_per_source(), 5);
+        assert_eq!(c(8, 128, Some(500)).handshakes_per_source(), 128);
+        c(8, 128, Some(1)).validate().unwrap();
     }
 
     #[test]

@@ -11,7 +11,8 @@ pub enum ResetCode {
     Cancelled,
     /// The peer's accept backlog was full.
     Refused,
-    /// The peer is at its limit of concurrent streams.
+    /// The peer is at its limit of concurrent streams: its `max_streams`, or a limit of the
+    /// application that turned the stream away ([`Stream::reset_with`](crate::Stream::reset_with)).
     TooManyStreams,
     /// The receiver gave up waiting for a missing frame.
     ReorderTimeout,

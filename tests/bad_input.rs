@@ -88,7 +88,14 @@ fn bundle_missing_tunnels_is_refused_after_the_timeout() {
 #[test]
 fn pending_handshakes_are_bounded() {
     within(Duration::from_secs(30), || {
-        let c = Config { handshake_timeout: Duration::from_millis(800), max_pending_handshakes: 4, ..cfg(1) };
+        // The total limit alone: one address may take all 4 slots here (tests/limits.rs has
+        // the per-source limit).
+        let c = Config {
+            handshake_timeout: Duration::from_millis(800),
+            max_pending_handshakes: 4,
+            max_handshakes_per_source: Some(4),
+            ..cfg(1)
+        };
         let l = Listener::bind("127.0.0.1:0", &c).unwrap();
         let silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(l.local_addr()).unwrap()).collect();
         // Beyond the limit: refused at once, not queued.

@@ -627,3 +627,43 @@ fn every_frame_is_acknowledged_once_traffic_stops() {
         }
     });
 }
+
+/// Regression: a reader that closed (or dropped) its stream with data unread left a peer
+/// blocked on flow control waiting forever for credit (found by the wrong-key bench). Now
+/// the close resets the stream, as TCP's close with unread data does, and the writer fails
+/// at once with StreamClosed (BrokenPipe).
+#[test]
+fn dropping_a_stream_with_unread_data_fails_a_blocked_writer_at_once() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(2));
+        let mut w = client.open_stream().unwrap();
+        let writer = thread::spawn(move || {
+            let buf = vec![7u8; 64 << 10];
+            loop {
+                if let Err(e) = w.write_all(&buf) {
+                    return e;
+                }
+            }
+        });
+        let r = server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+        // Read nothing: the writer fills the stream window (1 MiB of charge: 15 frames of
+        // 64 KiB) and blocks; no more data comes that could draw a RESET.
+        let full = 15 * (64 << 10) as u64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.tunnel_stats().iter().map(|t| t.bytes_received).sum::<u64>() < full {
+            assert!(Instant::now() < deadline, "the window never filled");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let dropped = Instant::now();
+        drop(r);
+        let e = writer.join().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        assert!(matches!(Error::from(e), Error::StreamReset { code: ResetCode::StreamClosed, remote: true }));
+        assert!(dropped.elapsed() < Duration::from_secs(2), "the writer waited {:?}", dropped.elapsed());
+        // The session is fine.
+        let mut s = client.open_stream().unwrap();
+        s.write_all(b"ok").unwrap();
+        s.close_write().unwrap();
+        assert_eq!(read_all(&server.accept_stream().unwrap()), b"ok");
+    });
+}

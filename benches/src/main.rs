@@ -12,6 +12,7 @@
 //! failover. The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need
 //! root; without it they are skipped with a message.
 
+mod attack;
 mod compare;
 mod failover;
 mod linkemu;
@@ -186,6 +187,14 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("--internal-pingpong") {
         internal_pingpong(argv[2].parse().unwrap(), argv[3].parse().unwrap());
+        return;
+    }
+    if argv.get(1).map(String::as_str) == Some("--internal-attacker") {
+        attack::attacker(argv[2].parse().unwrap(), argv[3].parse().unwrap(), argv[4].parse().unwrap());
+        return;
+    }
+    if argv.get(1).map(String::as_str) == Some("--attack") {
+        attack::run(&argv[2..]);
         return;
     }
     if argv.get(1).map(String::as_str) == Some("--internal-delay") {

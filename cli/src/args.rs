@@ -21,8 +21,13 @@ pub enum Command {
     /// Listens on --listen's port range PORT..PORT+N-1 (one port per tunnel) or, with
     /// --single-port, on PORT alone. Every stream a client opens becomes one TCP connection to
     /// --target; the server never connects anywhere else.
+    ///
+    /// On an address other hosts can reach, the server needs a pre-shared key (--key-file or
+    /// MTMUX_KEY) or TLS client certificates (--tls-client-ca), or --insecure: without one,
+    /// anyone who can reach it gets a session with --target.
     #[command(
-        after_help = "Example: mtmux server --listen 0.0.0.0:7000 --tunnels 8 --target 127.0.0.1:5201"
+        after_help = "Example:\n  head -c 32 /dev/urandom | base64 > mtmux.key; chmod 600 mtmux.key\n  \
+                            mtmux server --listen 0.0.0.0:7000 --tunnels 8 --target 127.0.0.1:5201 --key-file mtmux.key"
     )]
     Server(ServerArgs),
     /// Listen locally and carry every accepted connection as one stream to a server.
@@ -33,7 +38,8 @@ pub enum Command {
     /// Only when the session really ends does the client dial a new one, with backoff, while
     /// still accepting local connections.
     #[command(
-        after_help = "Example: mtmux client --server 203.0.113.5:7000 --tunnels 8 --local 127.0.0.1:5201"
+        after_help = "Example: mtmux client --server 203.0.113.5:7000 --tunnels 8 --local 127.0.0.1:5201 \
+                            --key-file mtmux.key"
     )]
     Client(ClientArgs),
     /// Measure throughput over N tunnels against one plain TCP connection.
@@ -86,6 +92,18 @@ pub struct FailoverArgs {
     pub stale_timeout: Option<Duration>,
 }
 
+/// The pre-shared key of `server` and `client`.
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// Read the pre-shared key from PATH: 16 to 1024 bytes, surrounding whitespace ignored
+    /// (make one with `head -c 32 /dev/urandom | base64`). Both ends need the same key; every
+    /// tunnel proves it knows the key without sending it. Instead of a file, the key may be
+    /// in the MTMUX_KEY environment variable (never on the command line, where other users
+    /// see it); --key-file wins when both are given
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
 /// Logging flags.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct LogArgs {
@@ -105,12 +123,40 @@ pub struct ServerArgs {
     /// The one address every stream is connected to (HOST:PORT)
     #[arg(short, long, value_name = "HOST:PORT")]
     pub target: String,
-    /// Most client sessions at once; more are closed at once
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Listen on an address other hosts can reach without a key or TLS client certificates:
+    /// anyone who can reach it gets a session with --target (without this flag the server
+    /// refuses to start)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Most client sessions at once; more are closed at once. A bundle that never completes
+    /// its handshake is no session and takes no slot
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions: u32,
-    /// Most streams (forwarded connections) at once per session
+    /// Most streams (forwarded connections) at once per session; more are reset at once
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
+    /// Most streams at once in all sessions together; more are reset at once. Each costs two
+    /// threads and a connection to --target
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_total: u32,
+    /// Most streams of one session being connected to --target at once; more are reset at
+    /// once
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connecting: u32,
+    /// Most streams of all sessions being connected to --target at once; more are reset at
+    /// once
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connecting_total: u32,
+    /// Most connections in their handshake at once; more are refused ("busy") at once
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_handshakes: u32,
+    /// Most connections in their handshake at once from one address (IPv6: one /64); more
+    /// from it are refused ("busy") at once. Raise it when many clients share one address
+    /// (NAT) [default: 2 × --tunnels or a quarter of --max-handshakes, whichever is more]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_handshakes_per_source: Option<u32>,
     /// Time allowed to connect to the target
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -135,6 +181,8 @@ pub struct ClientArgs {
     /// Local address to accept connections on (HOST:PORT)
     #[arg(short = 'L', long, value_name = "HOST:PORT")]
     pub local: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Most local connections carried at once
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
@@ -269,6 +317,27 @@ impl TunnelArgs {
     }
 }
 
+impl ServerArgs {
+    /// The library configuration of the server's listener and sessions (the key aside).
+    pub fn config(&self) -> mtmux::Config {
+        mtmux::Config {
+            max_pending_handshakes: self.max_handshakes as usize,
+            max_handshakes_per_source: self.max_handshakes_per_source.map(|n| n as usize),
+            ..self.failover.apply(self.tunnel.config(self.max_streams as usize))
+        }
+    }
+
+    /// The server's bounds on the streams it carries.
+    pub fn bounds(&self) -> crate::limits::Bounds {
+        crate::limits::Bounds {
+            connecting: self.max_connecting as usize,
+            connecting_total: self.max_connecting_total as usize,
+            streams: self.max_streams as usize,
+            streams_total: self.max_streams_total as usize,
+        }
+    }
+}
+
 impl FailoverArgs {
     /// `cfg` with these settings.
     pub fn apply(&self, cfg: mtmux::Config) -> mtmux::Config {
@@ -341,6 +410,56 @@ mod tests {
         let cfg = a.failover.apply(a.tunnel.config(a.max_streams as usize));
         assert_eq!(cfg.resume_timeout, Duration::from_secs(300));
         assert_eq!(cfg.stale_timeout, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn server_limit_and_key_flags_set_the_config_and_the_bounds() {
+        use crate::limits::Bounds;
+        let base = ["server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9"];
+        let Command::Server(a) = parse(&base).unwrap().command else { unreachable!() };
+        let b = Bounds { connecting: 64, connecting_total: 256, streams: 1024, streams_total: 2048 };
+        assert_eq!(a.bounds(), b);
+        let cfg = a.config();
+        assert_eq!((cfg.max_pending_handshakes, cfg.max_handshakes_per_source), (128, None));
+        assert_eq!(cfg.handshakes_per_source(), 32);
+        assert!(!a.insecure && a.key.key_file.is_none());
+        cfg.validate().unwrap();
+
+        let more = [
+            "--max-handshakes",
+            "64",
+            "--max-handshakes-per-source",
+            "16",
+            "--max-connecting",
+            "4",
+            "--max-connecting-total",
+            "8",
+            "--max-streams",
+            "20",
+            "--max-streams-total",
+            "30",
+            "--key-file",
+            "/etc/mtmux.key",
+            "--insecure",
+        ];
+        let Command::Server(a) = parse(&[&base[..], &more].concat()).unwrap().command else { unreachable!() };
+        let b = Bounds { connecting: 4, connecting_total: 8, streams: 20, streams_total: 30 };
+        assert_eq!(a.bounds(), b);
+        let cfg = a.config();
+        assert_eq!((cfg.max_pending_handshakes, cfg.max_handshakes_per_source), (64, Some(16)));
+        assert_eq!(cfg.max_streams, 20);
+        assert!(a.insecure);
+        assert_eq!(a.key.key_file.as_deref(), Some(std::path::Path::new("/etc/mtmux.key")));
+
+        // A key never goes on the command line; limits are at least 1.
+        for bad in
+            [&["--key", "0123456789abcdef"][..], &["--max-connecting", "0"], &["--max-handshakes", "0"]]
+        {
+            assert!(parse(&[&base[..], bad].concat()).is_err(), "{bad:?}");
+        }
+        let client = ["client", "--server", "127.0.0.1:7000", "--local", "127.0.0.1:0", "--key-file", "k"];
+        let Command::Client(a) = parse(&client).unwrap().command else { unreachable!() };
+        assert_eq!(a.key.key_file.as_deref(), Some(std::path::Path::new("k")));
     }
 
     #[test]

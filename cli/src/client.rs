@@ -13,6 +13,7 @@
 use crate::args::ClientArgs;
 use crate::events::{expired_line, log_events};
 use crate::pipe::{abort_tcp, pipe_and_log};
+use crate::security::{load_key, KEY_ENV};
 use crate::stats::Meter;
 use crate::units::fmt_duration;
 use crate::{end_reason, expired, spawn, validated, Fatal};
@@ -32,7 +33,12 @@ const STABLE: Duration = Duration::from_secs(10);
 
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ClientArgs) -> Result<(), Fatal> {
-    let cfg = validated(a.failover.apply(a.tunnel.config(a.max_streams as usize)))?;
+    let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
+    let cfg =
+        validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(a.max_streams as usize)) })?;
+    for w in &key.warnings {
+        warn!("{w}");
+    }
     let cfg = crate::tls::client(&a.tls, &a.server, cfg)?;
     let local =
         TcpListener::bind(&a.local).map_err(|e| Fatal::new(format!("cannot listen on {}: {e}", a.local)))?;
@@ -45,9 +51,7 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
         next_id: AtomicU64::new(1),
     });
     if !a.keep_trying {
-        keeper
-            .dial()
-            .map_err(|e| Fatal::new(format!("cannot reach the server at {}: {e}", keeper.server)))?;
+        keeper.dial().map_err(|e| Fatal::new(dial_failure(&keeper.server, &e)))?;
     }
     let k = keeper.clone();
     spawn("keeper", move || k.keep());
@@ -60,6 +64,9 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
         "listening on {addr}; every connection becomes a stream to {} over {} tunnels",
         keeper.server, keeper.cfg.tunnels
     );
+    if let Some(source) = &key.source {
+        info!("proving the pre-shared key ({source}) to the server");
+    }
     loop {
         match local.accept() {
             Ok((conn, _)) => {
@@ -72,6 +79,17 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+}
+
+/// One line for a failed dial: the server refused us (wrong key, busy, ...) or could not be
+/// reached.
+fn dial_failure(server: &str, e: &Error) -> String {
+    match e {
+        Error::Auth(_) | Error::Refused(_) => {
+            format!("cannot start a session with the server at {server}: {e}")
+        }
+        _ => format!("cannot reach the server at {server}: {e}"),
     }
 }
 
@@ -140,7 +158,7 @@ impl Keeper {
                 }
                 None => {
                     if let Err(e) = self.dial() {
-                        warn!("cannot reach the server at {}: {e}; retrying in {backoff:?}", self.server);
+                        warn!("{}; retrying in {backoff:?}", dial_failure(&self.server, &e));
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(self.max_backoff);
                     }

@@ -3,35 +3,60 @@
 //! A session whose every tunnel is lost is kept for `--resume-timeout` (its streams and
 //! their target connections wait) so that the client can re-join it.
 //!
-//! Threads: the main thread accepts sessions; per session, one thread accepts its streams and
-//! one logs its failover events; each stream runs a [`pipe`] (two threads) to its own TCP
-//! connection to the target; an optional stats thread logs every session's tunnels.
+//! Who gets in: on an address other hosts can reach, the server starts only with a
+//! pre-shared key or TLS client certificates, or `--insecure` ([`protection`]). Connections the listener refuses
+//! during their handshake are logged with their address ([`refusals`](crate::refusals)).
+//!
+//! Threads: the main thread accepts sessions; one logs refusals; per session, one thread
+//! accepts its streams and one logs its failover events (and the library runs two per tunnel
+//! and a supervisor); each stream gets one thread while it is connected to the target, then
+//! runs a [`pipe`](crate::pipe) (two threads) over its own TCP connection to the target; an
+//! optional stats thread logs every session's tunnels. Streams are admitted against the
+//! [`Budget`] (`--max-connecting[-total]`, `--max-streams[-total]`): one beyond a bound is
+//! reset at once and costs no thread, so the stream threads never exceed
+//! 2 × `--max-streams-total`.
 
 use crate::args::ServerArgs;
 use crate::events::{count, expired_line, log_events};
+use crate::limits::{Budget, Limit, Ticket};
 use crate::net::{connect, port_layout, resolve};
 use crate::pipe::pipe_and_log;
+use crate::security::{load_key, protection, unprotected_line, Protection, KEY_ENV};
 use crate::stats::Meter;
 use crate::units::fmt_duration;
 use crate::{end_reason, expired, spawn, validated, Fatal};
 use log::{info, warn};
-use mtmux::{Listener, Session, Stream};
+use mtmux::{Listener, ResetCode, Session, Stream};
 use std::collections::BTreeMap;
+use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Run `mtmux server` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ServerArgs) -> Result<(), Fatal> {
-    let cfg = validated(a.failover.apply(a.tunnel.config(a.max_streams as usize)))?;
+    let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
+    let cfg = validated(mtmux::Config { key: key.key.clone(), ..a.config() })?;
     let cfg = crate::tls::server(&a.tls, cfg)?;
     if a.connect_timeout.is_zero() {
         return Err(Fatal::usage("--connect-timeout must be greater than zero"));
     }
     // Resolved now to catch typos, and again for every stream (the target may move).
     resolve(&a.target).map_err(|e| Fatal::new(format!("bad --target {}: {e}", a.target)))?;
-    let listener =
-        Listener::bind(&a.listen, &cfg).map_err(|e| Fatal::new(format!("--listen {}: {e}", a.listen)))?;
+    let listen: Vec<_> =
+        a.listen.to_socket_addrs().map_err(|e| Fatal::new(format!("--listen {}: {e}", a.listen)))?.collect();
+    // TLS keeps strangers out only when it checks their certificates (--tls-client-ca):
+    // anyone can complete a handshake that only authenticates the server.
+    let client_certs = a.tls.tls_client_ca.is_some();
+    let Some(protected) = protection(&listen, cfg.key.is_some(), client_certs, a.insecure) else {
+        return Err(Fatal::usage(unprotected_line(&a.listen, &a.target)));
+    };
+    for w in &key.warnings {
+        warn!("{w}");
+    }
+    let listener = Arc::new(
+        Listener::bind(&a.listen, &cfg).map_err(|e| Fatal::new(format!("--listen {}: {e}", a.listen)))?,
+    );
     let addrs = listener.local_addrs();
     info!(
         "listening on {} ({}, up to {} tunnels per client); forwarding every stream to {}",
@@ -40,11 +65,22 @@ pub fn run(a: ServerArgs) -> Result<(), Fatal> {
         cfg.tunnels,
         a.target
     );
+    match (protected, &key.source) {
+        (Protection::Key, Some(source)) => info!("clients must prove the pre-shared key ({source})"),
+        (Protection::Insecure, _) => warn!(
+            "no key or client certificates (--insecure): anyone who can reach {} gets a session with {}",
+            addrs[0], a.target
+        ),
+        _ => {}
+    }
+    let l = listener.clone();
+    spawn("refusals", move || crate::refusals::log_refusals(&l));
     let server = Arc::new(Server {
-        target: a.target,
+        target: a.target.clone(),
         connect_timeout: a.connect_timeout,
         resume_timeout: cfg.resume_timeout,
         max_sessions: a.max_sessions as usize,
+        budget: Budget::new(a.bounds()),
         sessions: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
     });
@@ -66,6 +102,8 @@ struct Server {
     /// How long a session without tunnels is kept (for the line when one expires).
     resume_timeout: Duration,
     max_sessions: usize,
+    /// Streams being connected and carried, bounded per session and in total.
+    budget: Arc<Budget>,
     /// Live sessions by number, with the meter of their stats line.
     sessions: Mutex<BTreeMap<u64, (Session, Meter)>>,
     next_id: AtomicU64,
@@ -97,13 +135,23 @@ impl Server {
     fn serve_session(self: Arc<Self>, id: u64, session: Session) {
         let started = Instant::now();
         let mut streams = 0u64;
+        let mut refused = Refused::default();
         let err = loop {
             match session.accept_stream() {
-                Ok(stream) => {
-                    streams += 1;
-                    let server = self.clone();
-                    spawn(&format!("stream-{id}-{}", stream.id()), move || server.serve_stream(id, stream));
-                }
+                Ok(stream) => match self.budget.admit(id) {
+                    Ok(ticket) => {
+                        streams += 1;
+                        let server = self.clone();
+                        spawn(&format!("stream-{id}-{}", stream.id()), move || {
+                            server.serve_stream(id, stream, ticket)
+                        });
+                    }
+                    Err(limit) => {
+                        // At once, without a thread or a connection to the target.
+                        let _ = stream.reset_with(ResetCode::TooManyStreams);
+                        refused.note(id, stream.id(), limit);
+                    }
+                },
                 Err(e) => break e,
             }
         };
@@ -132,10 +180,13 @@ impl Server {
         }
     }
 
-    /// Connect one stream to the target and carry it until both sides are done.
-    fn serve_stream(&self, session: u64, stream: Stream) {
+    /// Connect one stream to the target and carry it until both sides are done. `ticket` is
+    /// its share of the budget, given back when this returns.
+    fn serve_stream(&self, session: u64, stream: Stream, mut ticket: Ticket) {
         let sid = stream.id();
-        let tcp = match connect(&self.target, self.connect_timeout) {
+        let connected = connect(&self.target, self.connect_timeout);
+        ticket.connected();
+        let tcp = match connected {
             Ok(tcp) => tcp,
             Err(e) => {
                 warn!("session {session} stream {sid}: cannot connect to target {}: {e}", self.target);
@@ -156,7 +207,34 @@ impl Server {
             for (id, (session, meter)) in sessions.iter_mut() {
                 info!("session {id} stats: {}", meter.line(session));
             }
+            drop(sessions);
+            let t = self.budget.totals();
+            info!("streams: {} carried, {} of them being connected to the target", t.streams, t.connecting);
         }
+    }
+}
+
+/// Streams of one session turned away at a bound: the first is logged, then at most one line
+/// a second (an OPEN flood would otherwise write a line per stream).
+#[derive(Default)]
+struct Refused {
+    last_line: Option<Instant>,
+    since_last_line: u64,
+}
+
+impl Refused {
+    fn note(&mut self, session: u64, stream: u32, limit: Limit) {
+        self.since_last_line += 1;
+        if self.last_line.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        let more = match self.since_last_line {
+            1 => String::new(),
+            n => format!(" ({} refused since the last line)", n - 1),
+        };
+        warn!("session {session} stream {stream}: reset at once: {limit}{more}");
+        self.last_line = Some(Instant::now());
+        self.since_last_line = 0;
     }
 }
 

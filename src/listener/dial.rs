@@ -1,6 +1,7 @@
 //! The client side of the handshake (JOIN over every tunnel, REJOIN of one lost tunnel), and
 //! sessions over connections the caller made.
 
+use super::keyauth::{self, client_answer};
 use super::{context, refuse, resolve, with_port};
 use crate::config::{check_peer_params, Config, MAX_TUNNELS};
 use crate::core::ids::Role;
@@ -8,8 +9,8 @@ use crate::error::{CloseReason, Error, Result};
 use crate::ffi::sys;
 use crate::proto::auth::{RejoinNonces, Secret};
 use crate::proto::handshake::{
-    BundleId, Hello, HelloKind, Params, Reply, Status, COMMON_LEN, EXT_LEN, HELLO_FLAG_REJOIN, HELLO_LEN,
-    NONCE_LEN, PROOF_LEN,
+    BundleId, Hello, HelloKind, Params, Reply, Status, COMMON_LEN, EXT_LEN, HELLO_FLAG_KEY,
+    HELLO_FLAG_REJOIN, HELLO_LEN, NONCE_LEN, PROOF_LEN,
 };
 use crate::session::supervisor::Redial;
 use crate::session::{Session, Setup};
@@ -131,6 +132,19 @@ fn check_count(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The pre-shared key's bytes, if any.
+fn psk(cfg: &Config) -> Option<&[u8]> {
+    cfg.key.as_ref().map(|k| k.bytes())
+}
+
+fn key_flag(cfg: &Config) -> u16 {
+    if cfg.key.is_some() {
+        HELLO_FLAG_KEY
+    } else {
+        0
+    }
+}
+
 fn random_nonce() -> Result<[u8; NONCE_LEN]> {
     let mut n = [0u8; NONCE_LEN];
     sys::random_bytes(&mut n)?;
@@ -182,7 +196,8 @@ fn client_handshake(
     let bundle = BundleId(id);
     let nonce = random_nonce()?;
     let count = tunnels.len() as u16;
-    let flags = if redial.is_some() { HELLO_FLAG_REJOIN } else { 0 };
+    let flags = if redial.is_some() { HELLO_FLAG_REJOIN } else { 0 } | key_flag(cfg);
+    let mut sent = Vec::with_capacity(tunnels.len());
     for (i, mut c) in tunnels.iter().enumerate() {
         c.set_write_timeout(Some(left(deadline)?))?;
         let hello = Hello {
@@ -195,13 +210,21 @@ fn client_handshake(
             generation: 0,
             nonce,
         };
-        c.write_all(&hello.encode()).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
+        let raw = hello.encode();
+        c.write_all(&raw).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
+        sent.push(raw);
+    }
+    if let Some(key) = &cfg.key {
+        // Every tunnel answers its key challenge before the server completes the bundle.
+        for (i, c) in tunnels.iter().enumerate() {
+            client_answer(key, c, &sent[i], &read_reply(c, deadline, i)?, i)?;
+        }
     }
     let mut agreed: Option<(Params, [u8; NONCE_LEN])> = None;
     for (i, c) in tunnels.iter().enumerate() {
         let reply = read_reply(c, deadline, i)?;
         if reply.status != Status::Accept {
-            return Err(Error::Refused(format!("{:?}: {}", reply.status, reply.reason())));
+            return Err(keyauth::refusal(&reply));
         }
         if reply.bundle != bundle || reply.index as usize != i {
             return Err(Error::Protocol(format!("tunnel {i}: reply for another tunnel")));
@@ -217,7 +240,7 @@ fn client_handshake(
         c.set_read_timeout(None)?;
     }
     let (peer, server_nonce) = agreed.expect("at least one tunnel");
-    let secret = Secret::derive(None, &bundle, &nonce, &server_nonce);
+    let secret = Secret::derive(psk(cfg), &bundle, &nonce, &server_nonce);
     let resumable = redial.is_some() && !cfg.resume_timeout.is_zero();
     let redial = redial.map(|targets| Redial::new(targets, cfg));
     Session::start(tunnels, cfg, Setup { role: Role::Client, peer, bundle, secret, redial, resumable })
@@ -247,7 +270,7 @@ pub(crate) fn rejoin(
         bundle: *bundle,
         index,
         count,
-        flags: HELLO_FLAG_REJOIN,
+        flags: HELLO_FLAG_REJOIN | key_flag(cfg),
         params: cfg.params(),
         generation,
         nonce,
@@ -258,6 +281,7 @@ pub(crate) fn rejoin(
             "the server no longer knows this session (it ended, expired or restarted): {}",
             reply.reason()
         ))),
+        Status::KeyRequired | Status::NoKey => keyauth::refusal(reply),
         s => Error::Refused(format!("re-joining tunnel {index}: {s:?}: {}", reply.reason())),
     };
     let challenge = read_reply(&conn, deadline, index as usize)?;
@@ -301,10 +325,20 @@ fn server_handshake(tunnels: Vec<Wire>, cfg: &Config, deadline: Instant) -> Resu
         if let Err(e) = read {
             return fail(None, Status::Malformed, format!("tunnel {i}: no complete handshake ({e})"));
         }
-        match Hello::decode(&raw) {
-            Ok(h) => hellos.push(h),
+        let hello = match Hello::decode(&raw) {
+            Ok(h) => h,
             Err(e) => return fail(None, Status::Malformed, e.to_string()),
+        };
+        if let Err((status, why)) = keyauth::server_check(cfg.key.as_ref(), c, &hello, &raw, deadline) {
+            refuse(c, Some(&hello), status, &why);
+            let peer = c.peer_addr().map_or_else(|_| format!("tunnel {i}"), |a| a.to_string());
+            let why = format!("{peer}: {why}");
+            return Err(match status {
+                Status::KeyRequired | Status::NoKey | Status::BadProof => Error::Auth(why),
+                _ => Error::Protocol(why),
+            });
         }
+        hellos.push(hello);
     }
     let order = match bundle_order(&hellos) {
         Ok(order) => order,
@@ -321,7 +355,7 @@ fn server_handshake(tunnels: Vec<Wire>, cfg: &Config, deadline: Instant) -> Resu
         c.write_all(&Reply::accept(&h, cfg.params(), server_nonce).encode())?;
         c.set_read_timeout(None)?;
     }
-    let secret = Secret::derive(None, &f.bundle, &f.nonce, &server_nonce);
+    let secret = Secret::derive(psk(cfg), &f.bundle, &f.nonce, &server_nonce);
     // Without a listener nobody takes re-joins: the session cannot be resumed.
     let setup = Setup {
         role: Role::Server,

@@ -3,15 +3,22 @@
 //! A [`Listener`] listens on a port range (`port .. port + tunnels - 1`, tunnel `i` on
 //! `port + i`, as the Go original) or, with `Config::single_port`, on one port for all
 //! tunnels. One acceptor thread per port hands each connection to a short-lived handshake
-//! thread (at most `max_pending_handshakes` at once), which reads the HELLO with a timeout and
-//! adds the tunnel to its bundle. When a bundle is complete its tunnels get their REPLY and a
-//! server [`Session`] is queued for [`Listener::accept`]. A bundle that is not complete within
-//! `handshake_timeout` is refused and its connections closed; one bad tunnel fails its bundle.
+//! thread, which reads the HELLO with a timeout and adds the tunnel to its bundle. When a
+//! bundle is complete its tunnels get their REPLY and a server [`Session`] is queued for
+//! [`Listener::accept`]. A bundle that is not complete within `handshake_timeout` is refused
+//! and its connections closed; one bad tunnel fails its bundle.
+//!
+//! Each connection holds a handshake slot from accept until its handshake is over (its bundle
+//! complete, refused or expired, its re-join done): at most `max_pending_handshakes` in all
+//! and [`Config::handshakes_per_source`] from one source address; beyond either, a connection
+//! is refused with a "busy" reply at once (and noted for [`Listener::next_refusal`]).
 
 mod dial;
+mod keyauth;
 mod refusals;
 mod rejoin;
 mod secure;
+mod slots;
 
 pub use dial::dial;
 pub(crate) use dial::rejoin;
@@ -32,8 +39,8 @@ use crate::wire::Wire;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,8 +57,9 @@ struct ListenerInner {
     assembler: Mutex<Assembler<Wire>>,
     /// Handshake threads waiting for their bundle to complete wait here.
     bundle_cv: Condvar,
-    /// Connections between accept and the end of their handshake thread.
-    handshakes: AtomicUsize,
+    /// Connections between accept and the end of their handshake thread, in total and by
+    /// source address.
+    handshakes: Mutex<slots::Slots>,
     sessions_tx: Sender<Session>,
     sessions_rx: Receiver<Session>,
     closed: AtomicBool,
@@ -63,7 +71,18 @@ struct ListenerInner {
     registry: rejoin::Registry,
     /// Connections refused during their handshake, for `next_refusal`.
     refusals: refusals::Refusals,
+    /// Hands accepted connections to idle handshake threads (a rendezvous: it succeeds only
+    /// when one waits); taken at close, which lets them end.
+    jobs_tx: Mutex<Option<Sender<Job>>>,
+    jobs_rx: Receiver<Job>,
 }
+
+/// A connection for a handshake thread, the index of the port it arrived on, and its
+/// handshake slot.
+type Job = (TcpStream, usize, Slot);
+
+/// How long an idle handshake thread waits for more work before it ends.
+const HANDSHAKE_THREAD_IDLE: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -170,13 +189,17 @@ impl Listener {
         let addrs = sockets.iter().map(|s| s.local_addr()).collect::<io::Result<Vec<_>>>()?;
         let (sessions_tx, sessions_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(0);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(0);
         let inner = Arc::new(ListenerInner {
             cfg: cfg.clone(),
             sockets,
             addrs,
             assembler: Mutex::new(Assembler::new(cfg.max_pending_handshakes)),
             bundle_cv: Condvar::new(),
-            handshakes: AtomicUsize::new(0),
+            handshakes: Mutex::new(slots::Slots::new(
+                cfg.max_pending_handshakes,
+                cfg.handshakes_per_source(),
+            )),
             sessions_tx,
             sessions_rx,
             closed: AtomicBool::new(false),
@@ -185,6 +208,8 @@ impl Listener {
             acceptors: Mutex::new(Vec::new()),
             registry: rejoin::Registry::default(),
             refusals: refusals::Refusals::default(),
+            jobs_tx: Mutex::new(Some(jobs_tx)),
+            jobs_rx,
         });
         let mut acceptors = Vec::new();
         for i in 0..inner.sockets.len() {
@@ -271,6 +296,18 @@ impl Drop for Listener {
     }
 }
 
+/// A connection's handshake slot, given back when dropped.
+struct Slot {
+    li: Arc<ListenerInner>,
+    peer: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.li.handshakes.lock().give_back(self.peer);
+    }
+}
+
 /// Fill `buf` from `conn` before `deadline` (however the bytes trickle in).
 fn read_by(mut conn: &Wire, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
     let mut got = 0;
@@ -298,6 +335,12 @@ fn refuse(mut conn: &Wire, hello: Option<&Hello>, status: Status, reason: &str) 
 }
 
 impl ListenerInner {
+    /// Refuse `conn` and note it (with the peer's address) for `Listener::next_refusal`.
+    fn refuse(&self, conn: &Wire, hello: Option<&Hello>, status: Status, reason: &str) {
+        self.refusals.note(conn.peer_addr().ok(), reason);
+        refuse(conn, hello, status, reason);
+    }
+
     fn close(&self) {
         if self.closed.swap(true, Relaxed) {
             return;
@@ -306,19 +349,21 @@ impl ListenerInner {
             sys::shutdown_listener(s);
         }
         self.closed_tx.lock().take();
+        self.jobs_tx.lock().take();
         let held = self.assembler.lock().drain();
         self.bundle_cv.notify_all();
         for c in held {
-            refuse(&c, None, Status::Closing, "server is shutting down");
+            self.refuse(&c, None, Status::Closing, "server is shutting down");
         }
         while self.sessions_rx.try_recv().is_ok() {}
     }
 
     fn accept_loop(self: Arc<Self>, port_index: usize) {
         let sock = &self.sockets[port_index];
+        let Some(jobs) = self.jobs_tx.lock().clone() else { return };
         loop {
-            let conn = match sock.accept() {
-                Ok((c, _)) => c,
+            let (conn, peer) = match sock.accept() {
+                Ok(c) => c,
                 Err(_) if self.closed.load(Relaxed) => return,
                 Err(e) => {
                     // Out of descriptors or similar: back off instead of spinning; close()
@@ -329,23 +374,53 @@ impl ListenerInner {
                 }
             };
             if self.closed.load(Relaxed) {
-                refuse(&conn.into(), None, Status::Closing, "server is shutting down");
+                self.refuse(&conn.into(), None, Status::Closing, "server is shutting down");
                 return;
             }
-            if self.handshakes.fetch_add(1, Relaxed) >= self.cfg.max_pending_handshakes {
-                self.handshakes.fetch_sub(1, Relaxed);
-                refuse(&conn.into(), None, Status::Busy, "too many handshakes in progress");
+            let taken = self.handshakes.lock().take(peer.ip());
+            if let Err(full) = taken {
+                let (told, noted) = match full {
+                    slots::Full::Total(n) => (
+                        "too many handshakes in progress".to_string(),
+                        format!("too many handshakes in progress ({n}, max_pending_handshakes)"),
+                    ),
+                    slots::Full::Source(n) => (
+                        "too many handshakes in progress from your address".to_string(),
+                        format!(
+                            "too many handshakes in progress from this address ({n}, \
+                             max_handshakes_per_source)"
+                        ),
+                    ),
+                };
+                refuse(&conn.into(), None, Status::Busy, &told);
+                self.refusals.note(Some(peer), noted);
                 continue;
             }
+            // Gives the slot back however the handshake ends (or if no thread can start).
+            let slot = Slot { li: self.clone(), peer: peer.ip() };
+            // An idle handshake thread takes it; otherwise a new one starts (at most
+            // `max_pending_handshakes` are busy, see above). Reusing threads keeps a flood of
+            // bad handshakes cheap.
+            let job = match jobs.try_send((conn, port_index, slot)) {
+                Ok(()) => continue,
+                Err(e) => e.into_inner(),
+            };
             let li = self.clone();
-            let spawned =
-                std::thread::Builder::new().name("mtmux-hs".into()).stack_size(128 * 1024).spawn(move || {
-                    li.handshake(conn, port_index);
-                    li.handshakes.fetch_sub(1, Relaxed);
-                });
-            if spawned.is_err() {
-                self.handshakes.fetch_sub(1, Relaxed);
-            }
+            let _ = std::thread::Builder::new()
+                .name("mtmux-hs".into())
+                .stack_size(128 * 1024)
+                .spawn(move || li.handshake_thread(job));
+        }
+    }
+
+    /// A handshake thread: runs handshakes until it has been idle for a while or the listener
+    /// closes.
+    fn handshake_thread(&self, first: Job) {
+        let mut job = Some(first);
+        while let Some((conn, port_index, slot)) = job.take() {
+            self.handshake(conn, port_index);
+            drop(slot);
+            job = self.jobs_rx.recv_timeout(HANDSHAKE_THREAD_IDLE).ok();
         }
     }
 
@@ -358,7 +433,7 @@ impl ListenerInner {
         let Some(conn) = self.secure(conn, deadline) else { return };
         let mut raw = [0u8; HELLO_LEN];
         if read_by(&conn, &mut raw[..COMMON_LEN], deadline).is_err() {
-            refuse(&conn, None, Status::Malformed, "incomplete handshake");
+            self.refuse(&conn, None, Status::Malformed, "incomplete handshake");
             return;
         }
         match check_prefix(raw[..COMMON_LEN].try_into().expect("len")) {
@@ -368,30 +443,38 @@ impl ListenerInner {
                 let why =
                     "this server speaks mtmux protocol version 2, the client version 1: upgrade the client";
                 let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
+                self.refusals.note(conn.peer_addr().ok(), why);
                 let _ = (&conn).write_all(&Reply::refuse(None, Status::BadVersion, why).encode_v1());
                 let _ = conn.shutdown(std::net::Shutdown::Both);
                 return;
             }
             Ok(v) => {
-                refuse(&conn, None, Status::BadVersion, &format!("unknown protocol version {v}"));
+                self.refuse(&conn, None, Status::BadVersion, &format!("unknown protocol version {v}"));
                 return;
             }
             Err(e) => {
-                refuse(&conn, None, Status::Malformed, &secure::not_mtmux(&raw, e));
+                self.refuse(&conn, None, Status::Malformed, &secure::not_mtmux(&raw, e));
                 return;
             }
         }
         if read_by(&conn, &mut raw[COMMON_LEN..], deadline).is_err() {
-            refuse(&conn, None, Status::Malformed, "incomplete handshake");
+            self.refuse(&conn, None, Status::Malformed, "incomplete handshake");
             return;
         }
         let hello = match Hello::decode(&raw) {
             Ok(h) => h,
             Err(e) => {
-                refuse(&conn, None, Status::Malformed, &e.to_string());
+                self.refuse(&conn, None, Status::Malformed, &e.to_string());
                 return;
             }
         };
+        // The key comes first: a tunnel that cannot prove it affects no bundle and no session.
+        if let Err((status, why)) =
+            keyauth::server_check(self.cfg.key.as_ref(), &conn, &hello, &raw, deadline)
+        {
+            self.refuse(&conn, Some(&hello), status, &why);
+            return;
+        }
         if let Err(why) = check_peer_params(&hello.params) {
             self.refuse_bundle(&conn, &hello, Status::BadParams, &why);
             return;
@@ -416,7 +499,7 @@ impl ListenerInner {
         let mut a = self.assembler.lock();
         if self.closed.load(Relaxed) {
             drop(a);
-            refuse(&conn, Some(&hello), Status::Closing, "server is shutting down");
+            self.refuse(&conn, Some(&hello), Status::Closing, "server is shutting down");
             return;
         }
         match a.join(&hello, conn, Instant::now(), timeout, max) {
@@ -431,20 +514,22 @@ impl ListenerInner {
                     _ => a.refuse(&hello.bundle, status, &reason, Instant::now(), timeout),
                 };
                 drop(a);
-                refuse(&conn, Some(&hello), status, &reason);
+                self.refuse(&conn, Some(&hello), status, &reason);
                 for c in rest {
-                    refuse(&c, Some(&hello), status, &reason);
+                    self.refuse(&c, Some(&hello), status, &reason);
                 }
             }
             Join::Waiting { deadline, first } => {
-                if !first {
-                    return;
-                }
-                // The first tunnel's thread watches the bundle's deadline.
+                // Every tunnel's thread waits while its bundle assembles, so that the tunnel
+                // keeps its handshake slot (counted per source) for as long as it is held.
                 while a.contains(&hello.bundle) && !self.closed.load(Relaxed) {
                     if self.bundle_cv.wait_until(&mut a, deadline).timed_out() {
                         break;
                     }
+                }
+                // The first tunnel's thread expires the bundle.
+                if !first {
+                    return;
                 }
                 if let Some(e) = a.expire(&hello.bundle, Instant::now()) {
                     drop(a);
@@ -453,7 +538,7 @@ impl ListenerInner {
                         e.arrived, e.count
                     );
                     for c in e.tunnels {
-                        refuse(&c, Some(&hello), Status::Incomplete, &why);
+                        self.refuse(&c, Some(&hello), Status::Incomplete, &why);
                     }
                 }
             }
@@ -470,23 +555,23 @@ impl ListenerInner {
             self.cfg.handshake_timeout,
         );
         self.bundle_cv.notify_all();
-        refuse(conn, Some(hello), status, why);
+        self.refuse(conn, Some(hello), status, why);
         for c in rest {
-            refuse(&c, Some(hello), status, why);
+            self.refuse(&c, Some(hello), status, why);
         }
     }
 
     fn start_session(&self, hello: &Hello, tunnels: Vec<Wire>) {
         if self.sessions_tx.is_full() {
             for c in &tunnels {
-                refuse(c, Some(hello), Status::Busy, "accept backlog full");
+                self.refuse(c, Some(hello), Status::Busy, "accept backlog full");
             }
             return;
         }
         let mut server_nonce = [0u8; NONCE_LEN];
         if sys::random_bytes(&mut server_nonce).is_err() {
             for c in &tunnels {
-                refuse(c, Some(hello), Status::Busy, "no randomness available");
+                self.refuse(c, Some(hello), Status::Busy, "no randomness available");
             }
             return;
         }
@@ -511,7 +596,12 @@ impl ListenerInner {
             role: Role::Server,
             peer: hello.params,
             bundle: hello.bundle,
-            secret: Secret::derive(None, &hello.bundle, &hello.nonce, &server_nonce),
+            secret: Secret::derive(
+                self.cfg.key.as_ref().map(|k| k.bytes()),
+                &hello.bundle,
+                &hello.nonce,
+                &server_nonce,
+            ),
             redial: None,
             resumable: rejoins && !self.cfg.resume_timeout.is_zero(),
         };

@@ -2,7 +2,7 @@
 //! makes a re-joining client prove it holds the session's secret before the session is
 //! touched. A refused attempt leaves the session as it was (and is counted).
 
-use super::{read_by, refuse, ListenerInner};
+use super::{read_by, ListenerInner};
 use crate::proto::auth::RejoinNonces;
 use crate::proto::handshake::{BundleId, Hello, Reply, Status, NONCE_LEN, PROOF_LEN};
 use crate::session::tunnel::Conn;
@@ -36,7 +36,7 @@ impl Registry {
 /// Handle a REJOIN HELLO on `conn` (the handshake thread of the listener).
 pub(super) fn serve(li: &ListenerInner, conn: Wire, hello: &Hello, deadline: Instant) {
     let Some(inner) = li.registry.get(&hello.bundle) else {
-        refuse(
+        li.refuse(
             &conn,
             Some(hello),
             Status::UnknownSession,
@@ -46,7 +46,7 @@ pub(super) fn serve(li: &ListenerInner, conn: Wire, hello: &Hello, deadline: Ins
     };
     if let Err((status, why)) = challenge(&inner, &conn, hello, deadline) {
         inner.rejoin_refused();
-        refuse(&conn, Some(hello), status, &why);
+        li.refuse(&conn, Some(hello), status, &why);
         return;
     }
     let accepted = (&conn).write_all(&Reply::accept(hello, inner.cfg().params(), [0; NONCE_LEN]).encode());

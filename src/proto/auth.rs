@@ -1,5 +1,22 @@
-//! The session secret and the re-join proofs (HMAC-SHA256 from RustCrypto; no hand-written
-//! cryptography).
+//! The pre-shared key challenge, the session secret and the re-join proofs (HMAC-SHA256 from
+//! RustCrypto; constant-time verification; no hand-written cryptography).
+//!
+//! **Key challenge.** With a pre-shared key, every JOIN HELLO carries [`HELLO_FLAG_KEY`] and
+//! the server answers it, before the tunnel joins any bundle, with a challenge: a fresh
+//! 16-byte nonce `sn` of its own (new for every connection) and its proof; the client checks
+//! it and sends its own proof; the server checks that and only then adds the tunnel to its
+//! bundle:
+//!
+//! ```text
+//! proof = HMAC-SHA256(key, label ‖ HELLO (64 bytes, as sent) ‖ sn)
+//! ```
+//!
+//! with label "mtmux v2 key server" or "mtmux v2 key client". The HELLO carries the client's
+//! nonce, so both sides contribute freshness; a recorded exchange is worthless on a new
+//! connection (new `sn`), a proof for one tunnel index, bundle or parameter set does not fit
+//! another, and the server's proof is not the client's (no reflection).
+//!
+//! [`HELLO_FLAG_KEY`]: super::handshake::HELLO_FLAG_KEY
 //!
 //! At JOIN each side contributes a fresh 16-byte nonce (the client's in every HELLO of the
 //! bundle, the server's in every accepting REPLY). Both derive
@@ -22,7 +39,7 @@
 //! Without a pre-shared key, someone who recorded the first handshake has both nonces and can
 //! compute the secret; a pre-shared key closes that gap (the key is never sent).
 
-use super::handshake::{BundleId, NONCE_LEN, PROOF_LEN};
+use super::handshake::{BundleId, HELLO_LEN, NONCE_LEN, PROOF_LEN};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -83,6 +100,36 @@ impl Secret {
     }
 }
 
+fn key_mac(key: &[u8], server: bool, hello: &[u8; HELLO_LEN], nonce: &[u8; NONCE_LEN]) -> HmacSha256 {
+    let mut m = mac(key);
+    m.update(if server { b"mtmux v2 key server" } else { b"mtmux v2 key client" });
+    m.update(hello);
+    m.update(nonce);
+    m
+}
+
+/// The proof of the pre-shared `key` one side sends in a JOIN's key challenge (`server`: the
+/// server's, else the client's), over the `hello` as sent and the server's challenge `nonce`.
+pub fn key_proof(
+    key: &[u8],
+    server: bool,
+    hello: &[u8; HELLO_LEN],
+    nonce: &[u8; NONCE_LEN],
+) -> [u8; PROOF_LEN] {
+    key_mac(key, server, hello, nonce).finalize().into_bytes().into()
+}
+
+/// Check the other side's key proof, in constant time.
+pub fn verify_key_proof(
+    key: &[u8],
+    server: bool,
+    hello: &[u8; HELLO_LEN],
+    nonce: &[u8; NONCE_LEN],
+    proof: &[u8],
+) -> bool {
+    key_mac(key, server, hello, nonce).verify_slice(proof).is_ok()
+}
+
 /// What a re-join proof covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RejoinNonces {
@@ -101,6 +148,23 @@ pub struct RejoinNonces {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_proofs_bind_key_role_hello_and_nonce() {
+        let key = b"0123456789abcdef";
+        let hello = [7u8; HELLO_LEN];
+        let sn = [9u8; NONCE_LEN];
+        let p = key_proof(key, true, &hello, &sn);
+        assert!(verify_key_proof(key, true, &hello, &sn, &p));
+        assert!(!verify_key_proof(key, false, &hello, &sn, &p), "no reflection");
+        assert!(!verify_key_proof(b"0123456789abcdeF", true, &hello, &sn, &p), "another key");
+        assert!(!verify_key_proof(key, true, &hello, &[8; NONCE_LEN], &p), "another challenge");
+        let mut h2 = hello;
+        h2[7] ^= 1;
+        assert!(!verify_key_proof(key, true, &h2, &sn, &p), "another HELLO");
+        assert!(!verify_key_proof(key, true, &hello, &sn, &p[..31]), "truncated");
+        assert!(!verify_key_proof(key, true, &hello, &sn, &[0; PROOF_LEN]));
+    }
 
     fn nonces() -> RejoinNonces {
         RejoinNonces { bundle: BundleId([1; 16]), index: 2, generation: 3, client: [4; 16], server: [5; 16] }

@@ -52,6 +52,13 @@ pub const PROOF_LEN: usize = 32;
 /// HELLO flag: the client re-dials lost tunnels, so the server should keep the session
 /// through an outage (for `resume_timeout`) rather than end it with its last tunnel.
 pub const HELLO_FLAG_REJOIN: u16 = 0x0001;
+/// HELLO flag: the client holds a pre-shared key. A JOIN then runs the key challenge (see
+/// [`super::auth`]) before the tunnel joins its bundle; a server without a key refuses it
+/// ([`Status::NoKey`]), and a server with a key refuses a HELLO without the flag
+/// ([`Status::KeyRequired`]).
+pub const HELLO_FLAG_KEY: u16 = 0x0002;
+/// Every HELLO flag this implementation knows.
+pub const HELLO_FLAGS: u16 = HELLO_FLAG_REJOIN | HELLO_FLAG_KEY;
 
 /// A random identifier shared by all tunnels of one bundle.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,7 +112,7 @@ pub struct Hello {
     pub index: u16,
     /// Number of tunnels in the bundle.
     pub count: u16,
-    /// Feature flags ([`HELLO_FLAG_REJOIN`]).
+    /// Feature flags ([`HELLO_FLAG_REJOIN`], [`HELLO_FLAG_KEY`]).
     pub flags: u16,
     /// The client's parameters.
     pub params: Params,
@@ -140,7 +147,8 @@ pub enum Status {
     Unsupported = 8,
     /// The server is shutting down.
     Closing = 9,
-    /// REJOIN: prove knowledge of the session secret (the trailer is the server's proof).
+    /// Prove knowledge of the pre-shared key (JOIN with [`HELLO_FLAG_KEY`]) or of the session
+    /// secret (REJOIN); the trailer is the server's proof.
     Challenge = 10,
     /// REJOIN: the server has no such session (it ended, expired, or the server restarted).
     UnknownSession = 11,
@@ -148,6 +156,10 @@ pub enum Status {
     BadProof = 12,
     /// REJOIN: the generation is not newer than the slot's current one.
     StaleGeneration = 13,
+    /// The server requires a pre-shared key and the HELLO lacks [`HELLO_FLAG_KEY`].
+    KeyRequired = 14,
+    /// The HELLO has [`HELLO_FLAG_KEY`] but the server has no pre-shared key.
+    NoKey = 15,
 }
 
 impl Status {
@@ -167,6 +179,8 @@ impl Status {
             11 => Status::UnknownSession,
             12 => Status::BadProof,
             13 => Status::StaleGeneration,
+            14 => Status::KeyRequired,
+            15 => Status::NoKey,
             _ => Status::Malformed,
         }
     }
@@ -304,7 +318,7 @@ impl Hello {
             k => return Err(HandshakeError::BadKind(k)),
         };
         let flags = BigEndian::read_u16(&b[10..12]);
-        if flags & !HELLO_FLAG_REJOIN != 0 {
+        if flags & !HELLO_FLAGS != 0 {
             return Err(HandshakeError::Malformed("unknown flags"));
         }
         if b[44..48] != [0; 4] {
@@ -351,7 +365,7 @@ impl Reply {
         Reply::new(Some(hello), Status::Accept, params, nonce)
     }
 
-    /// A re-join challenge: the server's nonce and its own proof.
+    /// A challenge (key or re-join): the server's fresh nonce and its own proof.
     pub fn challenge(hello: &Hello, nonce: [u8; NONCE_LEN], proof: [u8; PROOF_LEN]) -> Reply {
         let zero = Params { max_frame: 0, stream_window: 0, session_window: 0 };
         let mut r = Reply::new(Some(hello), Status::Challenge, zero, nonce);
@@ -458,6 +472,30 @@ mod tests {
         r.set_ext(bytes[COMMON_LEN..HELLO_LEN].try_into().unwrap());
         r.trailer = bytes[HELLO_LEN..HELLO_LEN + n].to_vec();
         r
+    }
+
+    /// The byte-for-byte example of docs/PROTOCOL.md §2.3 (a keyed JOIN and its challenge).
+    #[test]
+    fn keyed_join_bytes_match_the_protocol_document() {
+        let d = crate::Config::default().params();
+        let h = Hello {
+            kind: HelloKind::Join,
+            bundle: BundleId([0xbb; 16]),
+            index: 0,
+            count: 1,
+            flags: HELLO_FLAG_REJOIN | HELLO_FLAG_KEY,
+            params: d,
+            generation: 0,
+            nonce: [0xcc; 16],
+        };
+        let b = h.encode();
+        assert_eq!(b[..12], [0x4d, 0x54, 0x4d, 0x58, 2, 1, 0, 0, 0, 1, 0, 3]);
+        assert_eq!(b[28..48], [0, 1, 0, 0, 0, 0x10, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let c = Reply::challenge(&h, [0xdd; 16], [0xee; 32]).encode();
+        assert_eq!(c[..12], [0x4d, 0x54, 0x4d, 0x58, 2, 0x0a, 0, 0, 0, 1, 0, 0x20]);
+        assert_eq!(c[28..48], [0; 20]);
+        assert_eq!(c[48..64], [0xdd; 16]);
+        assert_eq!(c[64..], [0xee; 32]);
     }
 
     #[test]

@@ -275,13 +275,20 @@ impl Stream {
 
     /// Close both directions: FIN to the peer (after the data written so far), and no more
     /// reading. Data that arrives afterwards makes the peer's writes fail with a reset, as TCP
-    /// does. Never blocks. Dropping the stream does the same.
+    /// does; so does closing with received data still unread while the peer is still
+    /// sending (then the stream is reset at once, with
+    /// [`ResetCode::StreamClosed`], dropping what this side had queued, as TCP's RST does:
+    /// a peer blocked on flow control learns at once instead of waiting for credit that never
+    /// comes). Never blocks. Dropping the stream does the same.
     pub fn close(&self) -> Result<()> {
         match self.close_write() {
             Ok(()) | Err(Error::StreamReset { .. }) | Err(Error::SessionClosed(_)) => {}
             Err(e) => return Err(e),
         }
-        self.close_read();
+        let (discarded, peer_done) = self.close_read();
+        if discarded > 0 && !peer_done {
+            self.abort(ResetCode::StreamClosed);
+        }
         Ok(())
     }
 
@@ -289,6 +296,13 @@ impl Stream {
     /// [`Error::StreamReset`]. Local reads and writes fail the same way.
     pub fn reset(&self) -> Result<()> {
         self.abort(ResetCode::Cancelled);
+        Ok(())
+    }
+
+    /// [`reset`](Stream::reset) with a reason for the peer, e.g. [`ResetCode::TooManyStreams`]
+    /// for a stream an application turns away at its own limit.
+    pub fn reset_with(&self, code: ResetCode) -> Result<()> {
+        self.abort(code);
         Ok(())
     }
 
@@ -317,20 +331,22 @@ impl Stream {
         });
     }
 
-    fn close_read(&self) {
+    /// Shut the receive side; returns the charge of the unread data dropped and whether the
+    /// peer had finished sending.
+    fn close_read(&self) -> (u64, bool) {
         self.inner().close_read(self.id());
         self.discard_receive(|p| {
             if matches!(p, RecvPhase::Open) {
                 *p = RecvPhase::Closed;
             }
-        });
+        })
     }
 
     /// Drop everything received and not read, returning its charge to the session, and to the
     /// stream's window if the stream lives on shut for reading only (a peer still writing to
     /// it keeps going). A stream closed both ways or aborted grants nothing more: late data
     /// gets a RESET instead.
-    fn discard_receive(&self, set_phase: impl FnOnce(&mut RecvPhase)) {
+    fn discard_receive(&self, set_phase: impl FnOnce(&mut RecvPhase)) -> (u64, bool) {
         let mut r = self.recv.lock();
         set_phase(&mut r.phase);
         let mut released = r.reorder.discard();
@@ -342,8 +358,10 @@ impl Stream {
             RecvPhase::Closed if writing => r.window.consume(released, Instant::now(), None),
             _ => None,
         };
+        let peer_done = r.reorder.fin_received();
         drop(r);
         self.inner().release(self.id(), released, stream_limit);
+        (released, peer_done)
     }
 
     /// Send the bare OPEN of a local stream that has sent nothing yet (before it blocks in a

@@ -565,10 +565,11 @@ static void test_bad_config(void) {
     CHECK_EQ(cfg.tunnels, 8);
     CHECK_EQ(cfg.keepalive_interval_ms, 10000);
     CHECK_EQ(cfg.stream_window, 1 << 20);
+    CHECK_EQ(cfg.max_handshakes_per_source, 0); /* derived from tunnels and the total */
     CHECK_OK(mtmux_config_validate(&cfg));
 
     /* Each change alone makes the config invalid, with a message naming the field. */
-    for (int i = 0; i < 11; i++) {
+    for (int i = 0; i < 12; i++) {
         mtmux_config c = cfg;
         const char *field = "";
         int32_t want = MTMUX_ERR_INVALID_CONFIG;
@@ -584,6 +585,10 @@ static void test_bad_config(void) {
         case 8: c.accept_backlog = MTMUX_BACKLOG_MAX + 1; field = "accept_backlog"; break;
         case 9: c.max_streams = 0; field = "max_streams"; break;
         case 10: c.size = 8; field = "sizeof(mtmux_config)"; want = MTMUX_ERR_INVALID_ARGUMENT; break;
+        case 11:
+            c.max_handshakes_per_source = MTMUX_BACKLOG_MAX + 1;
+            field = "max_handshakes_per_source";
+            break;
         }
         CHECK_EQ(mtmux_config_validate(&c), want);
         if (!check(strstr(mtmux_last_error(), field) != NULL, field, __FILE__, __LINE__))

@@ -14,7 +14,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub fn mtmux() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mtmux"));
-    c.env_remove("MTMUX_LOG");
+    c.env_remove("MTMUX_LOG").env_remove("MTMUX_KEY");
     c
 }
 
@@ -35,8 +35,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
+        Proc::start_env(args, &[])
+    }
+
+    /// [`start`](Proc::start) with environment variables set.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = mtmux()
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -129,6 +135,11 @@ impl Proc {
         self.seen.iter().map(|(Line::Out(l) | Line::Err(l))| l.clone()).collect()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stop the process now.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -219,4 +230,76 @@ pub fn client(server: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
     let mut p = Proc::start(&args);
     let addr = p.listening_addr();
     (p, addr)
+}
+
+/// Threads of process `pid` now (`Threads:` of /proc/PID/status).
+pub fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("Threads:")).expect("a Threads: line");
+    line["Threads:".len()..].trim().parse().expect("a number of threads")
+}
+
+/// Open file descriptors of process `pid` now.
+pub fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count()
+}
+
+/// Wait until `pred` holds for process `pid`'s (threads, fds), polling; panics at the deadline
+/// with the last values.
+pub fn wait_for_counts(pid: u32, what: &str, mut pred: impl FnMut(usize, usize) -> bool) -> (usize, usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (t, f) = (threads(pid), fds(pid));
+        if pred(t, f) {
+            return (t, f);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {t} threads and {f} descriptors after {WAIT:?}; threads: {:?}",
+            thread_names(pid)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("mtmux-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    /// Write a key file readable by its owner only; returns its path.
+    pub fn key_file(&self, name: &str, key: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The names of process `pid`'s threads (for failure messages).
+pub fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }

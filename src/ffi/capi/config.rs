@@ -14,7 +14,7 @@ use crate::Key;
 /// Growth: new fields are only ever appended. A config whose `size` is that of an earlier
 /// published layout is still accepted: the first one (everything up to
 /// `max_pending_handshakes`; the fields from `rejoin` on came with tunnel failover) and the
-/// one that ended with `key_len` (the `tls_` fields came after). mtmux reads only those bytes
+/// one that ended with `max_handshakes_per_source` (the `tls_` fields came after). mtmux reads only those bytes
 /// and uses the defaults for the later fields. Any other `size` is refused with
 /// `MTMUX_ERR_INVALID_ARGUMENT`. `mtmux_config_init` writes the whole current struct, so a
 /// program built against an older header must be recompiled before it calls
@@ -90,6 +90,13 @@ pub struct mtmux_config {
     pub key: *const u8,
     /// Length of `key` in bytes (0 when `key` is NULL).
     pub key_len: usize,
+    /// Listener only: most of the `max_pending_handshakes` from one source address (an IPv4
+    /// address, or an IPv6 /64), so that one address trickling half-finished handshakes
+    /// cannot take every slot; more from it are refused at once ("busy"). 0 (the default):
+    /// derived, max(2 x `tunnels`, `max_pending_handshakes` / 4), never above
+    /// `max_pending_handshakes` (32 with the defaults). Otherwise 1..=`MTMUX_BACKLOG_MAX`;
+    /// set it to at least `tunnels`, and higher when many clients share one address (NAT).
+    pub max_handshakes_per_source: u32,
     /// TLS certificate chain, a PEM file (this side's certificate first, then intermediate
     /// CAs). Listener: required for TLS, with `tls_key_file`. Dialing: the client certificate
     /// for mutual TLS (optional). NULL: none.
@@ -113,8 +120,10 @@ pub struct mtmux_config {
 pub(super) const CONFIG_FIELDS_V1: usize = offset_of!(mtmux_config, rejoin);
 /// `sizeof` of the first published `mtmux_config`: its fields rounded up to its alignment.
 pub(super) const CONFIG_SIZE_V1: usize = CONFIG_FIELDS_V1.next_multiple_of(align_of::<mtmux_config>());
-/// Bytes of the layout that ended with `key_len` (before the `tls_` fields).
-pub(super) const CONFIG_FIELDS_V2: usize = offset_of!(mtmux_config, tls_cert_file);
+/// Bytes of the layout that ended with `max_handshakes_per_source` (before the `tls_`
+/// fields).
+pub(super) const CONFIG_FIELDS_V2: usize =
+    offset_of!(mtmux_config, max_handshakes_per_source) + size_of::<u32>();
 /// `sizeof` of that layout.
 pub(super) const CONFIG_SIZE_V2: usize = CONFIG_FIELDS_V2.next_multiple_of(align_of::<mtmux_config>());
 
@@ -221,6 +230,10 @@ pub(super) fn config_from_c(c: Option<&mtmux_config>, use_: Use<'_>) -> Res<Conf
         accept_backlog: c.accept_backlog as usize,
         handshake_timeout: ms(c.handshake_timeout_ms, "handshake_timeout_ms")?,
         max_pending_handshakes: c.max_pending_handshakes as usize,
+        max_handshakes_per_source: match c.max_handshakes_per_source {
+            0 => None,
+            n => Some(n as usize),
+        },
         rejoin,
         stale_timeout,
         resume_timeout: ms(c.resume_timeout_ms, "resume_timeout_ms")?,
@@ -269,6 +282,7 @@ pub(super) fn config_to_c(c: &Config) -> mtmux_config {
         rejoin_backoff_max_ms: ms(c.rejoin_backoff_max),
         key: std::ptr::null(),
         key_len: 0,
+        max_handshakes_per_source: c.max_handshakes_per_source.map_or(0, |n| n as u32),
         tls_cert_file: std::ptr::null(),
         tls_key_file: std::ptr::null(),
         tls_ca_file: std::ptr::null(),

@@ -533,6 +533,7 @@ mod tests {
             stale_timeout: Some(Duration::from_millis(300)),
             resume_timeout: Duration::ZERO,
             rejoin_backoff_max: Duration::from_millis(700),
+            max_handshakes_per_source: Some(12),
             ..Config::default()
         };
         assert_eq!(config_from_c(Some(&config_to_c(&custom)), tls::Use::Check).ok(), Some(custom));
@@ -565,8 +566,9 @@ mod tests {
 
     #[test]
     fn a_config_of_the_layout_before_tls_reads_no_tls_fields() {
-        // A program built against the header that ended with `key_len`: the bytes after it
-        // (where `tls_cert_file` now is) are not the caller's and must not be read.
+        // A program built against the header that ended with `max_handshakes_per_source`: the
+        // bytes after it (where `tls_cert_file` now is) are not the caller's and must not be
+        // read.
         let mut v2 = MaybeUninit::<mtmux_config>::uninit();
         let mut c = config_to_c(&Config { tunnels: 5, ..Config::default() });
         c.size = CONFIG_SIZE_V2;
