@@ -65,7 +65,7 @@ fn tls_server_and_client_carry_bytes_intact() {
 #[test]
 fn a_client_with_the_wrong_ca_fails_with_a_clear_message() {
     let f = files("wrong-ca");
-    let (_srv, srv_addr) =
+    let (mut srv, srv_addr) =
         server(closed_port(), &["--tunnels", "2", "--tls-cert", &f.cert, "--tls-key", &f.key]);
     let addr = srv_addr.to_string();
     let args =
@@ -74,10 +74,13 @@ fn a_client_with_the_wrong_ca_fails_with_a_clear_message() {
     assert_eq!(status.code(), Some(1), "{err:#?}");
     let last = err.last().expect("an error line");
     assert!(
-        last.contains("mtmux: error: cannot reach the server")
+        last.contains("mtmux: error: cannot start a session with the server")
             && last.contains("the server's certificate is not signed by a trusted CA (check --tls-ca)"),
         "{err:#?}"
     );
+    // The server logs the refusal with the client's address.
+    let line = srv.wait_for("refused 127.0.0.1:");
+    assert!(line.contains("TLS") && line.contains("does not trust"), "{line}");
 }
 
 #[test]
