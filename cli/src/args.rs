@@ -8,7 +8,9 @@ use std::time::Duration;
 /// Carry TCP connections over a bundle of N TCP connections ("tunnels"), striping each
 /// connection's bytes across all of them, and measure what that gains.
 #[derive(Parser, Debug)]
-#[command(name = "mtmux", version, propagate_version = true, max_term_width = 100)]
+// A flag given twice keeps its last value: the settings of --config FILE come first, so the
+// command line overrides them.
+#[command(name = "mtmux", version, propagate_version = true, max_term_width = 100, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -51,6 +53,16 @@ pub enum Command {
                             mtmux bench --server 0.0.0.0:7000 --tunnels 8            (on one host)\n  \
                             mtmux bench --client 203.0.113.5:7000 --tunnels 8 --bytes 1G   (on the other)")]
     Bench(BenchArgs),
+    /// Carry standard input and output as one stream of a forward (for ssh's ProxyCommand).
+    ///
+    /// Dials a session to SERVER, opens one stream named FORWARD (the server maps the name
+    /// to its target, as for `[forward.FORWARD]` in its config), copies standard input into it
+    /// and the stream to standard output, and exits when both directions have ended: 0 when
+    /// both ended cleanly, 1 when the stream or session failed. Logs warnings only (on
+    /// standard error) unless --verbose.
+    #[command(after_help = "Example (ssh over 8 tunnels, no local port):\n  \
+                            ssh -o ProxyCommand='mtmux connect --stdio 203.0.113.5:7000 ssh --key-file ~/.mtmux.key' user@host")]
+    Connect(ConnectArgs),
 }
 
 /// Session settings shared by every subcommand.
@@ -117,12 +129,19 @@ pub struct LogArgs {
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    /// Read settings and forwards from a TOML file: keys are the long flags (`tunnels = 8`,
+    /// `key-file = "..."`), `[forward.NAME] target = "HOST:PORT"` names a target, and
+    /// `[reverse.NAME] listen = "HOST:PORT"` accepts connections carried to the client's
+    /// `[reverse.NAME] target`. Flags override the file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to accept tunnels on (HOST:PORT)
     #[arg(short, long, value_name = "HOST:PORT")]
     pub listen: String,
-    /// The one address every stream is connected to (HOST:PORT)
+    /// The target of the forward named "default", the one a client with only --local uses
+    /// (HOST:PORT); more forwards go in --config
     #[arg(short, long, value_name = "HOST:PORT")]
-    pub target: String,
+    pub target: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Listen on an address other hosts can reach without a key or TLS: anyone who can reach
@@ -172,12 +191,19 @@ pub struct ServerArgs {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
+    /// Read settings and forwards from a TOML file: keys are the long flags (`server =
+    /// "HOST:PORT"`, `tunnels = 8`), `[forward.NAME] local = "HOST:PORT"` accepts connections
+    /// for the server's forward NAME, `[reverse.NAME] target = "HOST:PORT"` is where the
+    /// server's reverse forward NAME goes. Flags override the file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The mtmux server (HOST:PORT, the first port of its range)
     #[arg(short, long, value_name = "HOST:PORT")]
     pub server: String,
-    /// Local address to accept connections on (HOST:PORT)
+    /// Local address to accept connections on for the forward named "default" (HOST:PORT);
+    /// more forwards go in --config
     #[arg(short = 'L', long, value_name = "HOST:PORT")]
-    pub local: String,
+    pub local: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Most local connections carried at once
@@ -253,6 +279,30 @@ pub struct BenchArgs {
     pub tcp_port: Option<u16>,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Read settings from a TOML file (as `client --config`; its forwards are ignored)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Carry standard input and output (the only mode so far; required)
+    #[arg(long, required = true)]
+    pub stdio: bool,
+    /// The mtmux server (HOST:PORT, the first port of its range)
+    #[arg(value_name = "SERVER")]
+    pub server: String,
+    /// The name of the server's forward to connect to ("default": its --target)
+    #[arg(value_name = "FORWARD")]
+    pub forward: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub failover: FailoverArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -11,7 +11,9 @@
 //! [`pipe`] (two threads); an optional stats thread.
 
 use crate::args::ClientArgs;
+use crate::config::{self, ClientForward, ClientReverse};
 use crate::events::{expired_line, log_events};
+use crate::forward;
 use crate::pipe::{abort_tcp, pipe_and_log};
 use crate::security::{load_key, KEY_ENV};
 use crate::stats::Meter;
@@ -19,6 +21,7 @@ use crate::units::fmt_duration;
 use crate::{end_reason, expired, spawn, validated, Fatal};
 use log::{debug, info, warn};
 use mtmux::{Config, Error, Session, Stream};
+use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,17 +35,34 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const STABLE: Duration = Duration::from_secs(10);
 
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.
-pub fn run(a: ClientArgs) -> Result<(), Fatal> {
+/// `file`: the `--config` file, whose forwards join `--local` (named "default").
+pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
+    let (file_forwards, reverses) = match &file {
+        Some(f) => f.forwards::<ClientForward, ClientReverse>()?,
+        None => Default::default(),
+    };
+    let file_forwards = file_forwards.into_iter().map(|(n, f)| (n, f.local)).collect();
+    let forwards = config::merge(file_forwards, a.local.as_deref());
+    let reverses: BTreeMap<String, String> = reverses.into_iter().map(|(n, r)| (n, r.target)).collect();
+    if forwards.is_empty() && reverses.is_empty() {
+        return Err(Fatal::usage(
+            "nothing to forward: give --local HOST:PORT, or [forward.NAME] local = \"HOST:PORT\" in --config",
+        ));
+    }
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
     let cfg =
         validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(a.max_streams as usize)) })?;
     for w in &key.warnings {
         warn!("{w}");
     }
-    let local =
-        TcpListener::bind(&a.local).map_err(|e| Fatal::new(format!("cannot listen on {}: {e}", a.local)))?;
+    let mut locals = Vec::new();
+    for (name, addr) in &forwards {
+        let l = TcpListener::bind(addr).map_err(|e| Fatal::new(format!("cannot listen on {addr}: {e}")))?;
+        locals.push((name.clone(), l));
+    }
     let keeper = Arc::new(Keeper {
         server: a.server,
+        reverses,
         cfg,
         max_backoff: a.max_backoff.max(FIRST_BACKOFF),
         current: Mutex::new(None),
@@ -58,26 +78,28 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
         let k = keeper.clone();
         spawn("stats", move || k.log_stats(a.stats_interval));
     }
-    let addr = local.local_addr().map_err(|e| Fatal::new(format!("local listener: {e}")))?;
-    info!(
-        "listening on {addr}; every connection becomes a stream to {} over {} tunnels",
-        keeper.server, keeper.cfg.tunnels
-    );
+    for (name, local) in &locals {
+        let addr = local.local_addr().map_err(|e| Fatal::new(format!("local listener: {e}")))?;
+        info!(
+            "listening on {addr}; every connection becomes a stream of forward {name:?} to {} over {} tunnels",
+            keeper.server, keeper.cfg.tunnels
+        );
+    }
+    for (name, target) in &keeper.reverses {
+        info!("reverse forward {name:?}: streams the server opens go to {target}");
+    }
     if let Some(source) = &key.source {
         info!("proving the pre-shared key ({source}) to the server");
     }
+    let mut accepting = Vec::new();
+    for (name, local) in locals {
+        let k = keeper.clone();
+        let l = Arc::new(local);
+        accepting.push(l.clone());
+        spawn(&format!("accept-{name}"), move || k.accept_loop(&name, &l));
+    }
     loop {
-        match local.accept() {
-            Ok((conn, _)) => {
-                let k = keeper.clone();
-                spawn("conn", move || k.serve(conn));
-            }
-            Err(e) => {
-                // Out of descriptors or similar: back off rather than spin.
-                warn!("accepting a local connection failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        std::thread::park();
     }
 }
 
@@ -104,6 +126,8 @@ struct Current {
 
 struct Keeper {
     server: String,
+    /// Reverse forward name → target on this side.
+    reverses: BTreeMap<String, String>,
     cfg: Config,
     max_backoff: Duration,
     /// The session in use, `None` while re-dialing.
@@ -114,6 +138,28 @@ struct Keeper {
 }
 
 impl Keeper {
+    /// Accept local connections of forward `name` until the listener fails for good.
+    fn accept_loop(self: &Arc<Self>, name: &str, local: &TcpListener) {
+        loop {
+            match local.accept() {
+                Ok((conn, _)) => {
+                    let k = self.clone();
+                    let name = name.to_string();
+                    spawn("conn", move || k.serve(conn, &name));
+                }
+                Err(e) if crate::signals::draining() => {
+                    debug!("forward {name:?}: no longer accepting ({e})");
+                    return;
+                }
+                Err(e) => {
+                    // Out of descriptors or similar: back off rather than spin.
+                    warn!("accepting a local connection failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
     fn current(&self) -> MutexGuard<'_, Option<Current>> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -132,7 +178,7 @@ impl Keeper {
 
     /// Keep a session up for ever: watch the current one, dial a new one with backoff when it
     /// ends (lost tunnels and outages the library handles within the session).
-    fn keep(&self) {
+    fn keep(self: &Arc<Self>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let current = self.current().clone();
@@ -166,14 +212,16 @@ impl Keeper {
         }
     }
 
-    /// Block until the session ends (through tunnel losses and outages it survives). The
-    /// server never opens streams here; any it opens is reset.
-    fn watch(&self, id: u64, session: &Session) {
+    /// Block until the session ends (through tunnel losses and outages it survives). Streams
+    /// the server opens are its reverse forwards.
+    fn watch(self: &Arc<Self>, id: u64, session: &Session) {
         let err = loop {
             match session.accept_stream() {
                 Ok(s) => {
-                    debug!("session {id}: the server opened stream {}; refused", s.id());
-                    let _ = s.reset();
+                    let k = self.clone();
+                    spawn(&format!("reverse-{id}-{}", s.id()), move || {
+                        crate::reverse::serve_incoming(id, s, &k.reverses, k.cfg.handshake_timeout)
+                    });
                 }
                 Err(e) => break e,
             }
@@ -227,8 +275,8 @@ impl Keeper {
         None
     }
 
-    /// Carry one local connection.
-    fn serve(&self, conn: TcpStream) {
+    /// Carry one local connection of forward `name`.
+    fn serve(&self, conn: TcpStream, name: &str) {
         let from = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
         let _ = conn.set_nodelay(true);
         let Some((id, stream)) = self.open(&from) else {
@@ -236,7 +284,12 @@ impl Keeper {
             return;
         };
         let sid = stream.id();
-        info!("session {id} stream {sid}: opened for {from}");
+        if let Err(e) = forward::write_header(&stream, name) {
+            warn!("session {id} stream {sid}: cannot send the forward header: {}", Error::from(e));
+            abort_tcp(&conn);
+            return;
+        }
+        info!("session {id} stream {sid}: opened for {from} (forward {name:?})");
         pipe_and_log(&conn, "local connection", &stream, &format!("session {id} stream {sid}"));
     }
 

@@ -17,7 +17,9 @@
 //! 2 × `--max-streams-total`.
 
 use crate::args::ServerArgs;
+use crate::config::{self, ServerForward, ServerReverse};
 use crate::events::{count, expired_line, log_events};
+use crate::forward::{self, names};
 use crate::limits::{Budget, Limit, Ticket};
 use crate::net::{connect, port_layout, resolve};
 use crate::pipe::pipe_and_log;
@@ -34,19 +36,39 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Run `mtmux server` until the process is stopped; returns only on a failure to start.
-pub fn run(a: ServerArgs) -> Result<(), Fatal> {
+/// `file`: the `--config` file, whose forwards join `--target` (named "default").
+pub fn run(a: ServerArgs, file: Option<config::File>) -> Result<(), Fatal> {
+    let (file_forwards, reverses) = match &file {
+        Some(f) => f.forwards::<ServerForward, ServerReverse>()?,
+        None => Default::default(),
+    };
+    let file_forwards = file_forwards.into_iter().map(|(n, f)| (n, f.target)).collect();
+    let forwards = config::merge(file_forwards, a.target.as_deref());
+    if forwards.is_empty() && reverses.is_empty() {
+        return Err(Fatal::usage(
+            "nothing to forward: give --target HOST:PORT, or [forward.NAME] target = \"HOST:PORT\" in --config",
+        ));
+    }
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
     let cfg = validated(mtmux::Config { key: key.key.clone(), ..a.config() })?;
     if a.connect_timeout.is_zero() {
         return Err(Fatal::usage("--connect-timeout must be greater than zero"));
     }
     // Resolved now to catch typos, and again for every stream (the target may move).
-    resolve(&a.target).map_err(|e| Fatal::new(format!("bad --target {}: {e}", a.target)))?;
+    for (name, target) in &forwards {
+        let what = if name == forward::DEFAULT && a.target.is_some() {
+            "--target".to_string()
+        } else {
+            format!("[forward.{name}] target")
+        };
+        resolve(target).map_err(|e| Fatal::new(format!("bad {what} {target}: {e}")))?;
+    }
+    let targets = forwards.values().cloned().collect::<Vec<_>>().join(", ");
     let listen: Vec<_> =
         a.listen.to_socket_addrs().map_err(|e| Fatal::new(format!("--listen {}: {e}", a.listen)))?.collect();
     // TLS (another flag set) plugs in here as the second protection.
     let Some(protected) = protection(&listen, cfg.key.is_some(), false, a.insecure) else {
-        return Err(Fatal::usage(unprotected_line(&a.listen, &a.target)));
+        return Err(Fatal::usage(unprotected_line(&a.listen, &targets)));
     };
     for w in &key.warnings {
         warn!("{w}");
@@ -56,24 +78,25 @@ pub fn run(a: ServerArgs) -> Result<(), Fatal> {
     );
     let addrs = listener.local_addrs();
     info!(
-        "listening on {} ({}, up to {} tunnels per client); forwarding every stream to {}",
+        "listening on {} ({}, up to {} tunnels per client); forwarding streams to {}",
         addrs[0],
         port_layout(addrs),
         cfg.tunnels,
-        a.target
+        forwards.iter().map(|(n, t)| format!("{t} (forward {n:?})")).collect::<Vec<_>>().join(", ")
     );
     match (protected, &key.source) {
         (Protection::Key, Some(source)) => info!("clients must prove the pre-shared key ({source})"),
         (Protection::Insecure, _) => warn!(
             "no key or TLS (--insecure): anyone who can reach {} gets a session with {}",
-            addrs[0], a.target
+            addrs[0], targets
         ),
         _ => {}
     }
     let l = listener.clone();
     spawn("refusals", move || crate::refusals::log_refusals(&l));
+    let reverse_listeners = crate::reverse::bind_all(&reverses)?;
     let server = Arc::new(Server {
-        target: a.target.clone(),
+        forwards,
         connect_timeout: a.connect_timeout,
         resume_timeout: cfg.resume_timeout,
         max_sessions: a.max_sessions as usize,
@@ -85,6 +108,12 @@ pub fn run(a: ServerArgs) -> Result<(), Fatal> {
         let s = server.clone();
         spawn("stats", move || s.log_stats(a.stats_interval));
     }
+    for (name, l) in reverse_listeners {
+        let s = server.clone();
+        spawn(&format!("reverse-{name}"), move || {
+            crate::reverse::accept_loop(&name, &l, || s.newest_session(), s.connect_timeout)
+        });
+    }
     loop {
         match listener.accept() {
             Ok(session) => server.admit(session),
@@ -94,7 +123,8 @@ pub fn run(a: ServerArgs) -> Result<(), Fatal> {
 }
 
 struct Server {
-    target: String,
+    /// Forward name → target.
+    forwards: BTreeMap<String, String>,
     connect_timeout: Duration,
     /// How long a session without tunnels is kept (for the line when one expires).
     resume_timeout: Duration,
@@ -107,6 +137,12 @@ struct Server {
 }
 
 impl Server {
+    /// The newest open session (reverse forwards go to it).
+    fn newest_session(&self) -> Option<(u64, Session)> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.iter().rev().find(|(_, (s, _))| !s.is_closed()).map(|(id, (s, _))| (*id, s.clone()))
+    }
+
     /// Take a new session, or close it at once when at the limit.
     fn admit(self: &Arc<Self>, session: Session) {
         let peer = peer_of(&session);
@@ -181,20 +217,49 @@ impl Server {
     /// its share of the budget, given back when this returns.
     fn serve_stream(&self, session: u64, stream: Stream, mut ticket: Ticket) {
         let sid = stream.id();
-        let connected = connect(&self.target, self.connect_timeout);
+        let Some((name, target)) = self.forward_of(session, &stream) else { return };
+        let connected = connect(target, self.connect_timeout);
         ticket.connected();
         let tcp = match connected {
             Ok(tcp) => tcp,
             Err(e) => {
-                warn!("session {session} stream {sid}: cannot connect to target {}: {e}", self.target);
+                warn!("session {session} stream {sid} (forward {name:?}): cannot connect to target {target}: {e}");
                 let _ = stream.reset();
                 return;
             }
         };
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        info!("session {session} stream {sid}: opened, connected to {} from {local}", self.target);
+        info!(
+            "session {session} stream {sid}: opened, connected to {target} from {local} (forward {name:?})"
+        );
         pipe_and_log(&tcp, "target", &stream, &format!("session {session} stream {sid}"));
+    }
+
+    /// Read the stream's forward header and find its target; reset the stream (and log why)
+    /// when there is no header or no such forward.
+    fn forward_of(&self, session: u64, stream: &Stream) -> Option<(String, &String)> {
+        let sid = stream.id();
+        let name = match forward::read_header(stream, self.connect_timeout) {
+            Ok(name) => name,
+            Err(e) => {
+                warn!("session {session} stream {sid}: {e}; reset");
+                forward::refuse(stream, &e);
+                return None;
+            }
+        };
+        match self.forwards.get(&name) {
+            Some(target) => Some((name, target)),
+            None => {
+                warn!(
+                    "session {session} stream {sid}: the client asked for forward {name:?}, which this server \
+                     does not have (it has {}); reset",
+                    names(self.forwards.keys())
+                );
+                forward::refuse_unknown(stream);
+                None
+            }
+        }
     }
 
     fn log_stats(&self, every: Duration) {
