@@ -75,9 +75,7 @@ struct Tables<F, R> {
 
 impl File {
     /// The `[forward.*]` and `[reverse.*]` tables as `F` and `R`, names checked.
-    pub fn forwards<F: DeserializeOwned, R: DeserializeOwned>(
-        &self,
-    ) -> Result<Named<F, R>, Fatal> {
+    pub fn forwards<F: DeserializeOwned, R: DeserializeOwned>(&self) -> Result<Named<F, R>, Fatal> {
         let t: Tables<F, R> = toml::Value::Table(self.tables.clone())
             .try_into()
             .map_err(|e| Fatal::usage(format!("--config {}: {}", self.path.display(), one_line(&e))))?;
