@@ -116,6 +116,33 @@ pub struct KeyArgs {
     pub key_file: Option<PathBuf>,
 }
 
+/// Operations flags of `server` and `client`: shutdown, stats output, metrics.
+#[derive(Args, Debug, Clone)]
+pub struct OpsArgs {
+    /// On SIGTERM/SIGINT, stop accepting and let streams in progress finish for at most this
+    /// long, then close and exit 0 (a second signal exits at once)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Stats (--stats-interval) as log lines (`text`) or as one JSON object per line and
+    /// interval on standard output or --stats-file (`json`)
+    #[arg(long, value_enum, default_value_t = StatsFormat::Text)]
+    pub stats_format: StatsFormat,
+    /// Append JSON stats to this file instead of standard output
+    #[arg(long, value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (text format, plain HTTP) on HOST:PORT, e.g.
+    /// 127.0.0.1:9477; any path answers
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+}
+
+/// How stats are written.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsFormat {
+    Text,
+    Json,
+}
+
 /// Logging flags.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct LogArgs {
@@ -182,6 +209,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub stats_interval: Duration,
     #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
     pub tunnel: TunnelArgs,
     #[command(flatten)]
     pub failover: FailoverArgs,
@@ -218,6 +247,8 @@ pub struct ClientArgs {
     /// Log a stats line this often (0: never)
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub stats_interval: Duration,
+    #[command(flatten)]
+    pub ops: OpsArgs,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
     #[command(flatten)]

@@ -98,9 +98,17 @@ pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
         accepting.push(l.clone());
         spawn(&format!("accept-{name}"), move || k.accept_loop(&name, &l));
     }
-    loop {
-        std::thread::park();
-    }
+    let (drain_tx, drain_rx) = std::sync::mpsc::channel();
+    crate::signals::install(move || {
+        for l in &accepting {
+            crate::signals::shut_listener(l);
+        }
+        let _ = drain_tx.send(());
+    })?;
+    // Runs until a signal.
+    let _ = drain_rx.recv();
+    keeper.drain(a.ops.drain_timeout);
+    Ok(())
 }
 
 /// One line for a failed dial: the server refused us (wrong key, busy, ...) or could not be
@@ -291,6 +299,17 @@ impl Keeper {
         }
         info!("session {id} stream {sid}: opened for {from} (forward {name:?})");
         pipe_and_log(&conn, "local connection", &stream, &format!("session {id} stream {sid}"));
+    }
+
+    /// After a signal: local listeners are shut; let the streams finish for at most
+    /// `timeout`, then close the session.
+    fn drain(&self, timeout: Duration) {
+        let current = || self.current().as_ref().map(|c| c.session.clone());
+        crate::signals::wait_drained(timeout, || current().map_or(0, |s| s.num_streams()));
+        if let Some(s) = current() {
+            let _ = s.close();
+        }
+        info!("drained; exiting");
     }
 
     fn log_stats(&self, every: Duration) {

@@ -24,6 +24,7 @@ use crate::limits::{Budget, Limit, Ticket};
 use crate::net::{connect, port_layout, resolve};
 use crate::pipe::pipe_and_log;
 use crate::security::{load_key, protection, unprotected_line, Protection, KEY_ENV};
+use crate::signals;
 use crate::stats::Meter;
 use crate::units::fmt_duration;
 use crate::{end_reason, expired, spawn, validated, Fatal};
@@ -108,15 +109,26 @@ pub fn run(a: ServerArgs, file: Option<config::File>) -> Result<(), Fatal> {
         let s = server.clone();
         spawn("stats", move || s.log_stats(a.stats_interval));
     }
+    let mut reverse_arcs = Vec::new();
     for (name, l) in reverse_listeners {
         let s = server.clone();
+        let l = Arc::new(l);
+        reverse_arcs.push(l.clone());
         spawn(&format!("reverse-{name}"), move || {
             crate::reverse::accept_loop(&name, &l, || s.newest_session(), s.connect_timeout)
         });
     }
+    let l = listener.clone();
+    signals::install(move || {
+        l.close();
+        for r in &reverse_arcs {
+            signals::shut_listener(r);
+        }
+    })?;
     loop {
         match listener.accept() {
             Ok(session) => server.admit(session),
+            Err(_) if signals::draining() => return server.drain(a.ops.drain_timeout),
             Err(e) => return Err(Fatal::new(format!("listener stopped: {e}"))),
         }
     }
@@ -260,6 +272,25 @@ impl Server {
                 None
             }
         }
+    }
+
+    /// After a signal: the listeners are closed; let the streams finish for at most
+    /// `timeout`, then close every session (in parallel: each may wait for its peer).
+    fn drain(&self, timeout: Duration) -> Result<(), Fatal> {
+        let live = || -> Vec<Session> {
+            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.values().map(|(s, _)| s.clone()).collect()
+        };
+        signals::wait_drained(timeout, || live().iter().map(Session::num_streams).sum());
+        let sessions = live();
+        info!("closing {}", count(sessions.len() as u64, "session"));
+        std::thread::scope(|sc| {
+            for s in &sessions {
+                sc.spawn(move || s.close());
+            }
+        });
+        info!("drained; exiting");
+        Ok(())
     }
 
     fn log_stats(&self, every: Duration) {
