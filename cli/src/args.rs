@@ -304,6 +304,10 @@ pub struct BenchArgs {
     /// Skip the plain TCP comparison
     #[arg(long)]
     pub no_baseline: bool,
+    /// Print one JSON object with the results instead of the table and summary (bytes,
+    /// seconds and MB/s each way, per-tunnel bytes, the baseline and the ratio)
+    #[arg(long)]
+    pub json: bool,
     /// Bench server: the port of the plain TCP baseline [default: the port after the tunnel
     /// ports, or any free port]
     #[arg(long, requires = "server")]

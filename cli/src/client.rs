@@ -74,9 +74,22 @@ pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
     }
     let k = keeper.clone();
     spawn("keeper", move || k.keep());
+    let k = keeper.clone();
+    let sessions: crate::metrics::Sessions =
+        Arc::new(move || k.current().as_ref().map(|c| (c.id, c.session.clone())).into_iter().collect());
     if !a.stats_interval.is_zero() {
-        let k = keeper.clone();
-        spawn("stats", move || k.log_stats(a.stats_interval));
+        if a.ops.stats_format == crate::args::StatsFormat::Json {
+            let (sessions, file) = (sessions.clone(), a.ops.stats_file.clone());
+            spawn("stats", move || {
+                crate::metrics::json_stats_loop("client", sessions, a.stats_interval, file)
+            });
+        } else {
+            let k = keeper.clone();
+            spawn("stats", move || k.log_stats(a.stats_interval));
+        }
+    }
+    if let Some(addr) = &a.ops.metrics {
+        crate::metrics::serve(addr, sessions)?;
     }
     for (name, local) in &locals {
         let addr = local.local_addr().map_err(|e| Fatal::new(format!("local listener: {e}")))?;
@@ -320,8 +333,8 @@ impl Keeper {
             if meter.as_ref().is_none_or(|(m, _)| *m != id) {
                 meter = Some((id, Meter::since(since, &session)));
             }
-            if let Some((_, m)) = &mut meter {
-                info!("session {id} stats: {}", m.line(&session));
+            if let Some(line) = meter.as_mut().and_then(|(_, m)| m.line(&session)) {
+                info!("session {id} stats: {line}");
             }
         }
     }

@@ -10,6 +10,7 @@ mod events;
 mod forward;
 mod limits;
 mod logging;
+mod metrics;
 mod net;
 mod pipe;
 mod refusals;

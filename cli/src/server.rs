@@ -105,9 +105,21 @@ pub fn run(a: ServerArgs, file: Option<config::File>) -> Result<(), Fatal> {
         sessions: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
     });
+    let s = server.clone();
+    let sessions: crate::metrics::Sessions = Arc::new(move || s.all_sessions());
     if !a.stats_interval.is_zero() {
-        let s = server.clone();
-        spawn("stats", move || s.log_stats(a.stats_interval));
+        if a.ops.stats_format == crate::args::StatsFormat::Json {
+            let (sessions, file) = (sessions.clone(), a.ops.stats_file.clone());
+            spawn("stats", move || {
+                crate::metrics::json_stats_loop("server", sessions, a.stats_interval, file)
+            });
+        } else {
+            let s = server.clone();
+            spawn("stats", move || s.log_stats(a.stats_interval));
+        }
+    }
+    if let Some(addr) = &a.ops.metrics {
+        crate::metrics::serve(addr, sessions)?;
     }
     let mut reverse_arcs = Vec::new();
     for (name, l) in reverse_listeners {
@@ -149,6 +161,12 @@ struct Server {
 }
 
 impl Server {
+    /// Every session, by number.
+    fn all_sessions(&self) -> Vec<(u64, Session)> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.iter().map(|(id, (s, _))| (*id, s.clone())).collect()
+    }
+
     /// The newest open session (reverse forwards go to it).
     fn newest_session(&self) -> Option<(u64, Session)> {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -294,15 +312,24 @@ impl Server {
     }
 
     fn log_stats(&self, every: Duration) {
+        let mut last_totals = None;
         loop {
             std::thread::sleep(every);
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             for (id, (session, meter)) in sessions.iter_mut() {
-                info!("session {id} stats: {}", meter.line(session));
+                if let Some(line) = meter.line(session) {
+                    info!("session {id} stats: {line}");
+                }
             }
             drop(sessions);
             let t = self.budget.totals();
-            info!("streams: {} carried, {} of them being connected to the target", t.streams, t.connecting);
+            if last_totals != Some(t) {
+                info!(
+                    "streams: {} carried, {} of them being connected to the target",
+                    t.streams, t.connecting
+                );
+                last_totals = Some(t);
+            }
         }
     }
 }

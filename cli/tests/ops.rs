@@ -110,3 +110,85 @@ fn a_second_signal_exits_at_once() {
     let (status, _, _) = srv.finish();
     assert_eq!(status.code(), Some(128 + libc::SIGTERM));
 }
+
+#[test]
+fn json_stats_are_one_object_per_line_and_idle_intervals_print_nothing() {
+    let echo = echo_service();
+    let (_srv, srv_addr) = server(echo, &["--tunnels", "2"]);
+    let (mut cli, local) =
+        client(srv_addr, &["--tunnels", "2", "--stats-interval", "100ms", "--stats-format", "json"]);
+    assert!(exchange(local, &data(300_000, 6)).unwrap().len() == 300_000);
+    // The line that saw the transfer.
+    let line = cli.wait_for("\"bytes_sent\":");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["role"], "client");
+    let s = &v["sessions"][0];
+    assert_eq!(s["session"], 1);
+    assert_eq!(s["tunnels"].as_array().unwrap().len(), 2);
+    let sent: u64 = s["tunnels"].as_array().unwrap().iter().map(|t| t["bytes_sent"].as_u64().unwrap()).sum();
+    assert!(sent > 0, "{line}");
+    // Once the stream is closed, watch ten idle intervals: at most one more line (the
+    // last acknowledgements of the transfer).
+    cli.wait_for("\"streams\":0");
+    let seen = |p: &mut Proc| p.output().into_iter().filter(|l| l.starts_with('{')).collect::<Vec<_>>();
+    let before = seen(&mut cli).len();
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = seen(&mut cli);
+    assert!(after.len() <= before + 1, "{} lines while idle: {:#?}", after.len() - before, &after[before..]);
+    for l in cli.output().iter().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+}
+
+#[test]
+fn the_metrics_endpoint_answers_with_session_and_tunnel_metrics() {
+    let echo = echo_service();
+    let (mut srv, srv_addr) = server(echo, &["--tunnels", "3", "--metrics", "127.0.0.1:0"]);
+    let line = srv.wait_for("metrics on http://");
+    let addr: SocketAddr =
+        line[line.find("http://").unwrap() + 7..].trim_end_matches("/metrics").parse().unwrap();
+    let (_cli, local) = client(srv_addr, &["--tunnels", "3"]);
+    assert!(exchange(local, &data(100_000, 7)).unwrap().len() == 100_000);
+    let mut conn = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.0 200 OK\r\n"), "{body}");
+    assert!(body.contains("Content-Type: text/plain; version=0.0.4"), "{body}");
+    for want in [
+        "# TYPE mtmux_sessions gauge",
+        "mtmux_sessions 1",
+        "mtmux_session_streams{session=\"1\"}",
+        "# HELP mtmux_tunnel_bytes_sent_total",
+        "# TYPE mtmux_tunnel_bytes_received_total counter",
+        "mtmux_tunnel_frames_sent_total{session=\"1\",tunnel=\"2\"}",
+        "mtmux_tunnel_frames_resent_total{session=\"1\",tunnel=\"0\"} 0",
+        "mtmux_tunnel_rejoins_total{session=\"1\",tunnel=\"1\"} 0",
+        "mtmux_tunnel_up{session=\"1\",tunnel=\"0\",state=\"live\"} 1",
+        "# TYPE mtmux_tunnel_rtt_seconds gauge",
+    ] {
+        assert!(body.contains(want), "missing {want:?} in:\n{body}");
+    }
+    // The received bytes add up to what the client sent (the echo payload and headers).
+    let received: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("mtmux_tunnel_bytes_received_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(received >= 100_000.0, "{received}");
+}
+
+#[test]
+fn bench_json_prints_one_parseable_result() {
+    let (status, out, err) = run(&["bench", "--tunnels", "2", "--bytes", "2M", "--json"]);
+    assert!(status.success(), "{err:#?}");
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let v: serde_json::Value = serde_json::from_str(&out[0]).unwrap_or_else(|e| panic!("{e}: {}", out[0]));
+    assert_eq!(v["tunnels"], 2);
+    assert_eq!(v["mtmux"]["up_bytes"], 2_000_000);
+    assert!(v["mtmux"]["up_mb_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["baseline"]["up_bytes"], 2_000_000);
+    assert!(v["ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["per_tunnel_bytes"]["up"].as_array().unwrap().len(), 2);
+}
