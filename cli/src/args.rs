@@ -238,7 +238,8 @@ pub struct ClientArgs {
     /// Most local connections carried at once
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
-    /// Longest wait between two attempts to re-dial the server
+    /// Longest wait between two attempts to re-dial the server (capped at half of
+    /// --handshake-timeout; a new local connection during an outage re-dials at once)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub max_backoff: Duration,
     /// Keep trying when the server is unreachable at start (default: exit with an error)

@@ -64,7 +64,9 @@ pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
         server: a.server,
         reverses,
         cfg,
-        max_backoff: a.max_backoff.max(FIRST_BACKOFF),
+        max_backoff: backoff_cap(a.max_backoff, a.tunnel.handshake_timeout),
+        wake: Mutex::new(false),
+        woken: Condvar::new(),
         current: Mutex::new(None),
         changed: Condvar::new(),
         next_id: AtomicU64::new(1),
@@ -124,6 +126,13 @@ pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// The longest wait between two dials: `--max-backoff`, but below half the handshake timeout,
+/// so that a local connection waiting for a session (up to the handshake timeout) sees at
+/// least one more dial before it is given up.
+fn backoff_cap(max_backoff: Duration, handshake_timeout: Duration) -> Duration {
+    max_backoff.min(handshake_timeout / 2).max(FIRST_BACKOFF)
+}
+
 /// One line for a failed dial: the server refused us (wrong key, busy, ...) or could not be
 /// reached.
 fn dial_failure(server: &str, e: &Error) -> String {
@@ -151,6 +160,10 @@ struct Keeper {
     reverses: BTreeMap<String, String>,
     cfg: Config,
     max_backoff: Duration,
+    /// Set (and `woken` notified) by a local connection that finds no session: the keeper
+    /// re-dials at once instead of finishing its backoff.
+    wake: Mutex<bool>,
+    woken: Condvar,
     /// The session in use, `None` while re-dialing.
     current: Mutex<Option<Current>>,
     /// Notified when `current` gets a new session.
@@ -218,14 +231,14 @@ impl Keeper {
                             "session {id} lived only {}; re-dialing in {backoff:?}",
                             fmt_duration(since.elapsed())
                         );
-                        std::thread::sleep(backoff);
+                        self.nap(backoff);
                         backoff = (backoff * 2).min(self.max_backoff);
                     }
                 }
                 None => {
                     if let Err(e) = self.dial() {
                         warn!("{}; retrying in {backoff:?}", dial_failure(&self.server, &e));
-                        std::thread::sleep(backoff);
+                        self.nap(backoff);
                         backoff = (backoff * 2).min(self.max_backoff);
                     }
                 }
@@ -255,15 +268,34 @@ impl Keeper {
         warn!("session {id} ended: {reason}; re-dialing");
     }
 
-    /// The current session if it is open, waiting up to `wait` for one.
+    /// Wait `d` before the next dial, or less when a local connection asks for a session.
+    fn nap(&self, d: Duration) {
+        let mut woken = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken {
+            woken = self.woken.wait_timeout(woken, d).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        if *woken {
+            debug!("a local connection is waiting: re-dialing now");
+        }
+        *woken = false;
+    }
+
+    /// The current session if it is open, waiting up to `wait` for one (and waking the
+    /// keeper to re-dial at once when there is none).
     fn session(&self, wait: Duration) -> Option<(u64, Session)> {
         let deadline = Instant::now() + wait;
         let mut cur = self.current();
+        let mut asked = false;
         loop {
             if let Some(c) = cur.as_ref() {
                 if !c.session.is_closed() {
                     return Some((c.id, c.session.clone()));
                 }
+            }
+            if !asked {
+                asked = true;
+                *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.woken.notify_all();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -337,5 +369,18 @@ impl Keeper {
                 info!("session {id} stats: {line}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_stays_below_half_the_handshake_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff_cap(s(30), s(10)), s(5));
+        assert_eq!(backoff_cap(s(2), s(10)), s(2));
+        assert_eq!(backoff_cap(Duration::ZERO, s(10)), FIRST_BACKOFF);
     }
 }

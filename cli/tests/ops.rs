@@ -192,3 +192,47 @@ fn bench_json_prints_one_parseable_result() {
     assert!(v["ratio"].as_f64().unwrap() > 0.0);
     assert_eq!(v["per_tunnel_bytes"]["up"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn make_install_puts_every_file_under_destdir_and_prefix() {
+    if std::process::Command::new("make").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no make on this machine");
+        return;
+    }
+    let dir = TempDir::new("install");
+    // The library files of a release build may not exist in a test build: stand-ins with the
+    // right names (what is checked is where `make` puts them).
+    let libdir = dir.0.join("lib-built");
+    std::fs::create_dir_all(&libdir).unwrap();
+    for f in ["libmtmux.so", "libmtmux.a"] {
+        std::fs::write(libdir.join(f), b"stand-in").unwrap();
+    }
+    let dest = dir.0.join("dest");
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = std::process::Command::new("make")
+        .args(["-C", repo, "install-files", "PREFIX=/opt/mtmux"])
+        .arg(format!("DESTDIR={}", dest.display()))
+        .arg(format!("MTMUX_BIN={}", env!("CARGO_BIN_EXE_mtmux")))
+        .arg(format!("C_LIBDIR={}", libdir.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = dest.join("opt/mtmux");
+    for f in [
+        "bin/mtmux",
+        "lib/libmtmux.so",
+        "lib/libmtmux.a",
+        "include/mtmux.h",
+        "lib/systemd/system/mtmux-server.service",
+        "share/doc/mtmux/README.md",
+        "share/doc/mtmux/CLI-PROTOCOL.md",
+    ] {
+        assert!(root.join(f).is_file(), "{f} not installed under {}", root.display());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root.join("bin/mtmux")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+    // The installed binary runs.
+    let v = std::process::Command::new(root.join("bin/mtmux")).arg("--version").output().unwrap();
+    assert!(v.status.success() && String::from_utf8_lossy(&v.stdout).starts_with("mtmux "));
+}
