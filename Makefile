@@ -146,6 +146,29 @@ test-cli:
 speedtest: cli
 	$(MTMUX_BIN) bench $(SPEEDTEST_ARGS)
 
+## ---- Install -------------------------------------------------------------
+# `make install` (PREFIX=/usr/local, DESTDIR for packaging): the mtmux binary, libmtmux.so
+# and .a, include/mtmux.h, and the systemd unit example. `install-files` copies without
+# building (MTMUX_BIN and C_LIBDIR say where the built files are).
+PREFIX ?= /usr/local
+DESTDIR ?=
+INSTALL ?= install
+
+.PHONY: install install-files
+
+install: cli lib-c
+	$(MAKE) install-files
+
+install-files:
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/doc/mtmux
+	$(INSTALL) -m 755 $(MTMUX_BIN) $(DESTDIR)$(PREFIX)/bin/mtmux
+	$(INSTALL) -m 755 $(C_LIBDIR)/libmtmux.so $(DESTDIR)$(PREFIX)/lib/libmtmux.so
+	$(INSTALL) -m 644 $(C_LIBDIR)/libmtmux.a $(DESTDIR)$(PREFIX)/lib/libmtmux.a
+	$(INSTALL) -m 644 include/mtmux.h $(DESTDIR)$(PREFIX)/include/mtmux.h
+	$(INSTALL) -m 644 docs/mtmux-server.service $(DESTDIR)$(PREFIX)/lib/systemd/system/mtmux-server.service
+	$(INSTALL) -m 644 README.md docs/CLI-PROTOCOL.md $(DESTDIR)$(PREFIX)/share/doc/mtmux/
+
 ## ---- Benchmarks (issue 5) -------------------------------------------------
 # The suite prints one table (ratios against raw TCP measured in the same run, medians of
 # interleaved rounds) and writes it to benches/RESULTS.md. Link emulation needs root (network

@@ -8,7 +8,9 @@ use std::time::Duration;
 /// Carry TCP connections over a bundle of N TCP connections ("tunnels"), striping each
 /// connection's bytes across all of them, and measure what that gains.
 #[derive(Parser, Debug)]
-#[command(name = "mtmux", version, propagate_version = true, max_term_width = 100)]
+// A flag given twice keeps its last value: the settings of --config FILE come first, so the
+// command line overrides them.
+#[command(name = "mtmux", version, propagate_version = true, max_term_width = 100, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -51,6 +53,16 @@ pub enum Command {
                             mtmux bench --server 0.0.0.0:7000 --tunnels 8            (on one host)\n  \
                             mtmux bench --client 203.0.113.5:7000 --tunnels 8 --bytes 1G   (on the other)")]
     Bench(BenchArgs),
+    /// Carry standard input and output as one stream of a forward (for ssh's ProxyCommand).
+    ///
+    /// Dials a session to SERVER, opens one stream named FORWARD (the server maps the name
+    /// to its target, as for `[forward.FORWARD]` in its config), copies standard input into it
+    /// and the stream to standard output, and exits when both directions have ended: 0 when
+    /// both ended cleanly, 1 when the stream or session failed. Logs warnings only (on
+    /// standard error) unless --verbose.
+    #[command(after_help = "Example (ssh over 8 tunnels, no local port):\n  \
+                            ssh -o ProxyCommand='mtmux connect --stdio 203.0.113.5:7000 ssh --key-file ~/.mtmux.key' user@host")]
+    Connect(ConnectArgs),
 }
 
 /// Session settings shared by every subcommand.
@@ -104,6 +116,33 @@ pub struct KeyArgs {
     pub key_file: Option<PathBuf>,
 }
 
+/// Operations flags of `server` and `client`: shutdown, stats output, metrics.
+#[derive(Args, Debug, Clone)]
+pub struct OpsArgs {
+    /// On SIGTERM/SIGINT, stop accepting and let streams in progress finish for at most this
+    /// long, then close and exit 0 (a second signal exits at once)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Stats (--stats-interval) as log lines (`text`) or as one JSON object per line and
+    /// interval on standard output or --stats-file (`json`)
+    #[arg(long, value_enum, default_value_t = StatsFormat::Text)]
+    pub stats_format: StatsFormat,
+    /// Append JSON stats to this file instead of standard output
+    #[arg(long, value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (text format, plain HTTP) on HOST:PORT, e.g.
+    /// 127.0.0.1:9477; any path answers
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+}
+
+/// How stats are written.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsFormat {
+    Text,
+    Json,
+}
+
 /// Logging flags.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct LogArgs {
@@ -117,12 +156,19 @@ pub struct LogArgs {
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    /// Read settings and forwards from a TOML file: keys are the long flags (`tunnels = 8`,
+    /// `key-file = "..."`), `[forward.NAME] target = "HOST:PORT"` names a target, and
+    /// `[reverse.NAME] listen = "HOST:PORT"` accepts connections carried to the client's
+    /// `[reverse.NAME] target`. Flags override the file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to accept tunnels on (HOST:PORT)
     #[arg(short, long, value_name = "HOST:PORT")]
     pub listen: String,
-    /// The one address every stream is connected to (HOST:PORT)
+    /// The target of the forward named "default", the one a client with only --local uses
+    /// (HOST:PORT); more forwards go in --config
     #[arg(short, long, value_name = "HOST:PORT")]
-    pub target: String,
+    pub target: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Listen on an address other hosts can reach without a key or TLS client certificates:
@@ -164,6 +210,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub stats_interval: Duration,
     #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
     pub tunnel: TunnelArgs,
     #[command(flatten)]
     pub failover: FailoverArgs,
@@ -175,18 +223,26 @@ pub struct ServerArgs {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
+    /// Read settings and forwards from a TOML file: keys are the long flags (`server =
+    /// "HOST:PORT"`, `tunnels = 8`), `[forward.NAME] local = "HOST:PORT"` accepts connections
+    /// for the server's forward NAME, `[reverse.NAME] target = "HOST:PORT"` is where the
+    /// server's reverse forward NAME goes. Flags override the file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The mtmux server (HOST:PORT, the first port of its range)
     #[arg(short, long, value_name = "HOST:PORT")]
     pub server: String,
-    /// Local address to accept connections on (HOST:PORT)
+    /// Local address to accept connections on for the forward named "default" (HOST:PORT);
+    /// more forwards go in --config
     #[arg(short = 'L', long, value_name = "HOST:PORT")]
-    pub local: String,
+    pub local: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Most local connections carried at once
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
-    /// Longest wait between two attempts to re-dial the server
+    /// Longest wait between two attempts to re-dial the server (capped at half of
+    /// --handshake-timeout; a new local connection during an outage re-dials at once)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub max_backoff: Duration,
     /// Keep trying when the server is unreachable at start (default: exit with an error)
@@ -195,6 +251,8 @@ pub struct ClientArgs {
     /// Log a stats line this often (0: never)
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub stats_interval: Duration,
+    #[command(flatten)]
+    pub ops: OpsArgs,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
     #[command(flatten)]
@@ -292,12 +350,40 @@ pub struct BenchArgs {
     /// Skip the plain TCP comparison
     #[arg(long)]
     pub no_baseline: bool,
+    /// Print one JSON object with the results instead of the table and summary (bytes,
+    /// seconds and MB/s each way, per-tunnel bytes, the baseline and the ratio)
+    #[arg(long)]
+    pub json: bool,
     /// Bench server: the port of the plain TCP baseline [default: the port after the tunnel
     /// ports, or any free port]
     #[arg(long, requires = "server")]
     pub tcp_port: Option<u16>,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Read settings from a TOML file (as `client --config`; its forwards are ignored)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Carry standard input and output (the only mode so far; required)
+    #[arg(long, required = true)]
+    pub stdio: bool,
+    /// The mtmux server (HOST:PORT, the first port of its range)
+    #[arg(value_name = "SERVER")]
+    pub server: String,
+    /// The name of the server's forward to connect to ("default": its --target)
+    #[arg(value_name = "FORWARD")]
+    pub forward: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub failover: FailoverArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }

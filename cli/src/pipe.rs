@@ -124,7 +124,7 @@ impl Pair<'_> {
                 }
             };
             if let Err(e) = stream.write_all(&buf[..n]) {
-                self.abort(format!("stream: {}", mtmux::Error::from(e)));
+                self.abort(format!("stream: {}", crate::forward::explain(&mtmux::Error::from(e))));
                 return total;
             }
             total += n as u64;
@@ -149,7 +149,7 @@ impl Pair<'_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
-                    self.abort(format!("stream: {}", mtmux::Error::from(e)));
+                    self.abort(format!("stream: {}", crate::forward::explain(&mtmux::Error::from(e))));
                     return total;
                 }
             };
