@@ -140,7 +140,7 @@ enum mtmux_result
     /**
      * An argument is out of range (a zero length, an unknown `how`, a timeout above
      * `MTMUX_TIMEOUT_MAX_MS`, a config whose `size` is neither `sizeof(mtmux_config)` nor
-     * that of its first published layout).
+     * that of an earlier published layout).
      */
     MTMUX_ERR_INVALID_ARGUMENT = -2,
     /**
@@ -398,13 +398,23 @@ typedef struct mtmux_stream mtmux_stream;
  * (`MTMUX_ERR_INVALID_CONFIG` and a message naming the field); passing NULL means the
  * defaults (also to `mtmux_config_validate`, which then returns `MTMUX_OK`).
  *
- * Growth: new fields are only ever appended. A config whose `size` is that of the first
- * published layout (everything up to `max_pending_handshakes`; the fields from `rejoin` on
- * came with tunnel failover) is still accepted: mtmux reads only those bytes and uses the
- * defaults for the later fields. Any other `size` than the two is refused with
+ * Growth: new fields are only ever appended. A config whose `size` is that of an earlier
+ * published layout is still accepted: the first one (everything up to
+ * `max_pending_handshakes`; the fields from `rejoin` on came with tunnel failover) and the
+ * one that ended with `max_handshakes_per_source` (the `tls_` fields came after). mtmux reads only those bytes
+ * and uses the defaults for the later fields. Any other `size` is refused with
  * `MTMUX_ERR_INVALID_ARGUMENT`. `mtmux_config_init` writes the whole current struct, so a
  * program built against an older header must be recompiled before it calls
  * `mtmux_config_init` with this library (the source needs no change).
+ *
+ * TLS (the `tls_` fields): file names and strings, NULL for unset (the default: plain TCP).
+ * mtmux reads the files, and copies the strings, when the config is used (`mtmux_listen`,
+ * `mtmux_dial`, `mtmux_config_validate`); the caller may free them once that call returns.
+ * A listener uses `tls_cert_file` + `tls_key_file`, and `tls_ca_file` to require client
+ * certificates (mutual TLS); dialing uses `tls_ca_file` or `tls_fingerprint` to check the
+ * server, `tls_server_name`, and `tls_cert_file` + `tls_key_file` for mutual TLS. Problems
+ * with the files are `MTMUX_ERR_INVALID_CONFIG` naming the file; a library built without
+ * TLS refuses any `tls_` field with `MTMUX_ERR_INVALID_CONFIG` ("built without TLS").
  */
 typedef struct mtmux_config {
     /**
@@ -522,6 +532,33 @@ typedef struct mtmux_config {
      * set it to at least `tunnels`, and higher when many clients share one address (NAT).
      */
     uint32_t max_handshakes_per_source;
+    /**
+     * TLS certificate chain, a PEM file (this side's certificate first, then intermediate
+     * CAs). Listener: required for TLS, with `tls_key_file`. Dialing: the client certificate
+     * for mutual TLS (optional). NULL: none.
+     */
+    const char *tls_cert_file;
+    /**
+     * The private key of `tls_cert_file`, a PEM file (PKCS#8, RSA or EC). NULL: none.
+     */
+    const char *tls_key_file;
+    /**
+     * A PEM file of CA certificates. Dialing: the server's certificate must be signed by one
+     * of them (and valid for `tls_server_name`); turns TLS on. Listener: mutual TLS, every
+     * client must present a certificate signed by one of them. NULL: none.
+     */
+    const char *tls_ca_file;
+    /**
+     * Dialing, instead of `tls_ca_file`: trust exactly the server certificate with this
+     * SHA-256 fingerprint (64 hex digits, plain or colon-separated, as `openssl x509 -noout
+     * -fingerprint -sha256` prints); its CA, names and dates are then not checked. NULL: none.
+     */
+    const char *tls_fingerprint;
+    /**
+     * Dialing: the name the server's certificate must be valid for (DNS name or IP address).
+     * NULL: the host part of the address dialed.
+     */
+    const char *tls_server_name;
 } mtmux_config;
 
 /**

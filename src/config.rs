@@ -101,6 +101,11 @@ pub struct Config {
     /// [`Error::Auth`]); both ends must set the same key. Default `None`: anyone who can
     /// reach the listener may open a session.
     pub key: Option<Key>,
+    /// TLS 1.3 on every tunnel (cargo feature `tls`): a server's certificate on a listener, a
+    /// client's trust (CA or pinned fingerprint) when dialing; see [`crate::tls`]. Both ends
+    /// must agree on using it. Default `None`: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for Config {
@@ -125,6 +130,8 @@ impl Default for Config {
             resume_timeout: Duration::from_secs(30),
             rejoin_backoff_max: Duration::from_secs(5),
             key: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

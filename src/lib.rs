@@ -32,7 +32,8 @@
 //!
 //! The layout follows "pure core, thin I/O": [`proto`] (codec, handshake) and [`core`]
 //! (reorder buffer, windows, ids, scheduler, bundle assembly) are plain data structures;
-//! `session` and `listener` hold the threads and sockets.
+//! `session` and `listener` hold the threads and sockets; `wire` is the transport under each
+//! tunnel (plain TCP, or TLS 1.3 with the cargo feature `tls`: see `tls`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -44,6 +45,9 @@ mod key;
 mod listener;
 pub mod proto;
 mod session;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod wire;
 
 pub use config::{Config, MAX_TUNNELS, MIN_REJOIN_BACKOFF, MIN_STALE_TIMEOUT};
 pub use error::{CloseReason, Error, ResetCode, Result};

@@ -12,9 +12,14 @@ pub const WRITE: usize = 64 * 1024;
 
 /// A connected session pair over loopback.
 pub fn pair(cfg: &Config) -> (Session, Session) {
-    let l = Listener::bind("127.0.0.1:0", cfg).expect("bind");
+    pair_with(cfg, cfg)
+}
+
+/// A connected session pair over loopback, each end with its own configuration.
+pub fn pair_with(server: &Config, client: &Config) -> (Session, Session) {
+    let l = Listener::bind("127.0.0.1:0", server).expect("bind");
     let addr = l.local_addr();
-    let c = cfg.clone();
+    let c = client.clone();
     let client = thread::spawn(move || mtmux::dial(addr, &c).expect("dial"));
     let server = l.accept().expect("accept");
     (client.join().expect("dial thread"), server)
@@ -79,6 +84,15 @@ pub fn stream_pair(client: &Session, server: &Session) -> (Stream, Stream) {
 /// 1. bulk over one mtmux stream of a session with `tunnels` tunnels (MB/s).
 pub fn bulk_mux(tunnels: usize, total: u64) -> f64 {
     let (client, server) = pair(&Config { tunnels, ..Default::default() });
+    let (a, b) = stream_pair(&client, &server);
+    let speed = timed_transfer(a, b, total);
+    drop((client, server));
+    speed
+}
+
+/// Bulk over one stream of a session between `server` and `client` configurations (MB/s).
+pub fn bulk_mux_with(server: &Config, client: &Config, total: u64) -> f64 {
+    let (client, server) = pair_with(server, client);
     let (a, b) = stream_pair(&client, &server);
     let speed = timed_transfer(a, b, total);
     drop((client, server));

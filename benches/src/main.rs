@@ -4,9 +4,10 @@
 //! ```text
 //! mtmux-bench [--quick] [--rounds N] [--only NAME[,NAME..]] [--out FILE]
 //! mtmux-bench --compare-with OTHER_MTMUX_BENCH [--quick] [--rounds N] [--out FILE]
+//! mtmux-bench tls [--quick] [--rounds N] [--out FILE]
 //! ```
 //! The second form compares the loopback rows with another build of the suite (see
-//! `compare.rs`).
+//! `compare.rs`); the third measures TLS tunnels against plain ones (see `tls.rs`).
 //! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency,
 //! failover. The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need
 //! root; without it they are skipped with a message.
@@ -17,11 +18,14 @@ mod failover;
 mod linkemu;
 mod loopback;
 mod report;
+mod tls;
 
 use report::{median, percentile, Better, Figure};
 use std::process::Command;
 
 struct Opts {
+    /// `tls`: the TLS cost instead of the suite.
+    tls: bool,
     quick: bool,
     /// Another build of this suite to compare the loopback rows with (`--compare-with`).
     compare_with: Option<String>,
@@ -32,6 +36,7 @@ struct Opts {
 
 fn parse() -> Result<Opts, String> {
     let mut o = Opts {
+        tls: false,
         quick: false,
         compare_with: None,
         rounds: 5,
@@ -41,6 +46,7 @@ fn parse() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "tls" => o.tls = true,
             "--quick" => o.quick = true,
             "--rounds" => {
                 o.rounds = args.next().and_then(|v| v.parse().ok()).ok_or("--rounds needs a number")?
@@ -55,6 +61,7 @@ fn parse() -> Result<Opts, String> {
                 println!(
                     "       mtmux-bench --compare-with OTHER_MTMUX_BENCH [--quick] [--rounds N] [--out FILE]"
                 );
+                println!("       mtmux-bench tls [--quick] [--rounds N] [--out FILE]");
                 println!(
                     "names: bulk many pingpong churn fairness memory scaling heterogeneous latency failover"
                 );
@@ -205,6 +212,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if o.tls {
+        tls::run(o.rounds.max(1), o.quick, &o.out);
+        return;
+    }
     if let Some(other) = &o.compare_with {
         compare::run(other, o.rounds.max(1), o.quick, &o.out);
         return;

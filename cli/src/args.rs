@@ -1,14 +1,16 @@
 //! The command line: subcommands, flags and their defaults.
 
 use crate::units::{parse_duration, parse_size};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Carry TCP connections over a bundle of N TCP connections ("tunnels"), striping each
 /// connection's bytes across all of them, and measure what that gains.
 #[derive(Parser, Debug)]
-#[command(name = "mtmux", version, propagate_version = true, max_term_width = 100)]
+// A flag given twice keeps its last value: the settings of --config FILE come first, so the
+// command line overrides them.
+#[command(name = "mtmux", version, propagate_version = true, max_term_width = 100, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -23,8 +25,8 @@ pub enum Command {
     /// --target; the server never connects anywhere else.
     ///
     /// On an address other hosts can reach, the server needs a pre-shared key (--key-file or
-    /// MTMUX_KEY) or TLS, or --insecure: without one, anyone who can reach it gets a session
-    /// with --target.
+    /// MTMUX_KEY) or TLS client certificates (--tls-client-ca), or --insecure: without one,
+    /// anyone who can reach it gets a session with --target.
     #[command(
         after_help = "Example:\n  head -c 32 /dev/urandom | base64 > mtmux.key; chmod 600 mtmux.key\n  \
                             mtmux server --listen 0.0.0.0:7000 --tunnels 8 --target 127.0.0.1:5201 --key-file mtmux.key"
@@ -51,6 +53,16 @@ pub enum Command {
                             mtmux bench --server 0.0.0.0:7000 --tunnels 8            (on one host)\n  \
                             mtmux bench --client 203.0.113.5:7000 --tunnels 8 --bytes 1G   (on the other)")]
     Bench(BenchArgs),
+    /// Carry standard input and output as one stream of a forward (for ssh's ProxyCommand).
+    ///
+    /// Dials a session to SERVER, opens one stream named FORWARD (the server maps the name
+    /// to its target, as for `[forward.FORWARD]` in its config), copies standard input into it
+    /// and the stream to standard output, and exits when both directions have ended: 0 when
+    /// both ended cleanly, 1 when the stream or session failed. Logs warnings only (on
+    /// standard error) unless --verbose.
+    #[command(after_help = "Example (ssh over 8 tunnels, no local port):\n  \
+                            ssh -o ProxyCommand='mtmux connect --stdio 203.0.113.5:7000 ssh --key-file ~/.mtmux.key' user@host")]
+    Connect(ConnectArgs),
 }
 
 /// Session settings shared by every subcommand.
@@ -104,6 +116,33 @@ pub struct KeyArgs {
     pub key_file: Option<PathBuf>,
 }
 
+/// Operations flags of `server` and `client`: shutdown, stats output, metrics.
+#[derive(Args, Debug, Clone)]
+pub struct OpsArgs {
+    /// On SIGTERM/SIGINT, stop accepting and let streams in progress finish for at most this
+    /// long, then close and exit 0 (a second signal exits at once)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Stats (--stats-interval) as log lines (`text`) or as one JSON object per line and
+    /// interval on standard output or --stats-file (`json`)
+    #[arg(long, value_enum, default_value_t = StatsFormat::Text)]
+    pub stats_format: StatsFormat,
+    /// Append JSON stats to this file instead of standard output
+    #[arg(long, value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (text format, plain HTTP) on HOST:PORT, e.g.
+    /// 127.0.0.1:9477; any path answers
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+}
+
+/// How stats are written.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsFormat {
+    Text,
+    Json,
+}
+
 /// Logging flags.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct LogArgs {
@@ -117,16 +156,24 @@ pub struct LogArgs {
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    /// Read settings and forwards from a TOML file: keys are the long flags (`tunnels = 8`,
+    /// `key-file = "..."`), `[forward.NAME] target = "HOST:PORT"` names a target, and
+    /// `[reverse.NAME] listen = "HOST:PORT"` accepts connections carried to the client's
+    /// `[reverse.NAME] target`. Flags override the file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to accept tunnels on (HOST:PORT)
     #[arg(short, long, value_name = "HOST:PORT")]
     pub listen: String,
-    /// The one address every stream is connected to (HOST:PORT)
+    /// The target of the forward named "default", the one a client with only --local uses
+    /// (HOST:PORT); more forwards go in --config
     #[arg(short, long, value_name = "HOST:PORT")]
-    pub target: String,
+    pub target: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Listen on an address other hosts can reach without a key or TLS: anyone who can reach
-    /// it gets a session with --target (without this flag the server refuses to start)
+    /// Listen on an address other hosts can reach without a key or TLS client certificates:
+    /// anyone who can reach it gets a session with --target (without this flag the server
+    /// refuses to start)
     #[arg(long)]
     pub insecure: bool,
     /// Most client sessions at once; more are closed at once. A bundle that never completes
@@ -163,27 +210,39 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub stats_interval: Duration,
     #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
     pub tunnel: TunnelArgs,
     #[command(flatten)]
     pub failover: FailoverArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
+    /// Read settings and forwards from a TOML file: keys are the long flags (`server =
+    /// "HOST:PORT"`, `tunnels = 8`), `[forward.NAME] local = "HOST:PORT"` accepts connections
+    /// for the server's forward NAME, `[reverse.NAME] target = "HOST:PORT"` is where the
+    /// server's reverse forward NAME goes. Flags override the file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The mtmux server (HOST:PORT, the first port of its range)
     #[arg(short, long, value_name = "HOST:PORT")]
     pub server: String,
-    /// Local address to accept connections on (HOST:PORT)
+    /// Local address to accept connections on for the forward named "default" (HOST:PORT);
+    /// more forwards go in --config
     #[arg(short = 'L', long, value_name = "HOST:PORT")]
-    pub local: String,
+    pub local: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Most local connections carried at once
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
-    /// Longest wait between two attempts to re-dial the server
+    /// Longest wait between two attempts to re-dial the server (capped at half of
+    /// --handshake-timeout; a new local connection during an outage re-dials at once)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub max_backoff: Duration,
     /// Keep trying when the server is unreachable at start (default: exit with an error)
@@ -193,11 +252,55 @@ pub struct ClientArgs {
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub stats_interval: Duration,
     #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
     pub tunnel: TunnelArgs,
     #[command(flatten)]
     pub failover: FailoverArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// TLS flags of `server`: TLS 1.3 on every tunnel.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "TLS (every tunnel; clients need --tls-ca or --tls-fingerprint)")]
+pub struct ServerTlsArgs {
+    /// Serve TLS with this certificate chain (PEM: the server's certificate first, then any
+    /// intermediate CAs)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: accept only clients whose certificate this CA signed (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// TLS flags of `client`: TLS 1.3 on every tunnel.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "TLS (every tunnel; the server needs --tls-cert and --tls-key)")]
+#[command(group(ArgGroup::new("tls_trust").args(["tls_ca", "tls_fingerprint"])))]
+pub struct ClientTlsArgs {
+    /// Use TLS and trust a server whose certificate this CA signed (PEM) and names the server
+    /// (see --tls-server-name)
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Use TLS and trust exactly the server certificate with this SHA-256 fingerprint (hex,
+    /// plain or colon-separated: what `openssl x509 -noout -fingerprint -sha256` prints)
+    #[arg(long, value_name = "HEX")]
+    pub tls_fingerprint: Option<String>,
+    /// The name the server's certificate must hold [default: the host of --server]
+    #[arg(long, value_name = "NAME", requires = "tls_trust")]
+    pub tls_server_name: Option<String>,
+    /// Mutual TLS: present this certificate chain to the server (PEM)
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_trust"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Which way the bench sends data.
@@ -247,12 +350,40 @@ pub struct BenchArgs {
     /// Skip the plain TCP comparison
     #[arg(long)]
     pub no_baseline: bool,
+    /// Print one JSON object with the results instead of the table and summary (bytes,
+    /// seconds and MB/s each way, per-tunnel bytes, the baseline and the ratio)
+    #[arg(long)]
+    pub json: bool,
     /// Bench server: the port of the plain TCP baseline [default: the port after the tunnel
     /// ports, or any free port]
     #[arg(long, requires = "server")]
     pub tcp_port: Option<u16>,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Read settings from a TOML file (as `client --config`; its forwards are ignored)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Carry standard input and output (the only mode so far; required)
+    #[arg(long, required = true)]
+    pub stdio: bool,
+    /// The mtmux server (HOST:PORT, the first port of its range)
+    #[arg(value_name = "SERVER")]
+    pub server: String,
+    /// The name of the server's forward to connect to ("default": its --target)
+    #[arg(value_name = "FORWARD")]
+    pub forward: String,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub failover: FailoverArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }

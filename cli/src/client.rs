@@ -11,7 +11,9 @@
 //! [`pipe`] (two threads); an optional stats thread.
 
 use crate::args::ClientArgs;
+use crate::config::{self, ClientForward, ClientReverse};
 use crate::events::{expired_line, log_events};
+use crate::forward;
 use crate::pipe::{abort_tcp, pipe_and_log};
 use crate::security::{load_key, KEY_ENV};
 use crate::stats::Meter;
@@ -19,6 +21,7 @@ use crate::units::fmt_duration;
 use crate::{end_reason, expired, spawn, validated, Fatal};
 use log::{debug, info, warn};
 use mtmux::{Config, Error, Session, Stream};
+use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,19 +35,39 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const STABLE: Duration = Duration::from_secs(10);
 
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.
-pub fn run(a: ClientArgs) -> Result<(), Fatal> {
+/// `file`: the `--config` file, whose forwards join `--local` (named "default").
+pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
+    let (file_forwards, reverses) = match &file {
+        Some(f) => f.forwards::<ClientForward, ClientReverse>()?,
+        None => Default::default(),
+    };
+    let file_forwards = file_forwards.into_iter().map(|(n, f)| (n, f.local)).collect();
+    let forwards = config::merge(file_forwards, a.local.as_deref());
+    let reverses: BTreeMap<String, String> = reverses.into_iter().map(|(n, r)| (n, r.target)).collect();
+    if forwards.is_empty() && reverses.is_empty() {
+        return Err(Fatal::usage(
+            "nothing to forward: give --local HOST:PORT, or [forward.NAME] local = \"HOST:PORT\" in --config",
+        ));
+    }
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
     let cfg =
         validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(a.max_streams as usize)) })?;
     for w in &key.warnings {
         warn!("{w}");
     }
-    let local =
-        TcpListener::bind(&a.local).map_err(|e| Fatal::new(format!("cannot listen on {}: {e}", a.local)))?;
+    let cfg = crate::tls::client(&a.tls, &a.server, cfg)?;
+    let mut locals = Vec::new();
+    for (name, addr) in &forwards {
+        let l = TcpListener::bind(addr).map_err(|e| Fatal::new(format!("cannot listen on {addr}: {e}")))?;
+        locals.push((name.clone(), l));
+    }
     let keeper = Arc::new(Keeper {
         server: a.server,
+        reverses,
         cfg,
-        max_backoff: a.max_backoff.max(FIRST_BACKOFF),
+        max_backoff: backoff_cap(a.max_backoff, a.tunnel.handshake_timeout),
+        wake: Mutex::new(false),
+        woken: Condvar::new(),
         current: Mutex::new(None),
         changed: Condvar::new(),
         next_id: AtomicU64::new(1),
@@ -54,31 +77,61 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
     }
     let k = keeper.clone();
     spawn("keeper", move || k.keep());
+    let k = keeper.clone();
+    let sessions: crate::metrics::Sessions =
+        Arc::new(move || k.current().as_ref().map(|c| (c.id, c.session.clone())).into_iter().collect());
     if !a.stats_interval.is_zero() {
-        let k = keeper.clone();
-        spawn("stats", move || k.log_stats(a.stats_interval));
+        if a.ops.stats_format == crate::args::StatsFormat::Json {
+            let (sessions, file) = (sessions.clone(), a.ops.stats_file.clone());
+            spawn("stats", move || {
+                crate::metrics::json_stats_loop("client", sessions, a.stats_interval, file)
+            });
+        } else {
+            let k = keeper.clone();
+            spawn("stats", move || k.log_stats(a.stats_interval));
+        }
     }
-    let addr = local.local_addr().map_err(|e| Fatal::new(format!("local listener: {e}")))?;
-    info!(
-        "listening on {addr}; every connection becomes a stream to {} over {} tunnels",
-        keeper.server, keeper.cfg.tunnels
-    );
+    if let Some(addr) = &a.ops.metrics {
+        crate::metrics::serve(addr, sessions)?;
+    }
+    for (name, local) in &locals {
+        let addr = local.local_addr().map_err(|e| Fatal::new(format!("local listener: {e}")))?;
+        info!(
+            "listening on {addr}; every connection becomes a stream of forward {name:?} to {} over {} tunnels",
+            keeper.server, keeper.cfg.tunnels
+        );
+    }
+    for (name, target) in &keeper.reverses {
+        info!("reverse forward {name:?}: streams the server opens go to {target}");
+    }
     if let Some(source) = &key.source {
         info!("proving the pre-shared key ({source}) to the server");
     }
-    loop {
-        match local.accept() {
-            Ok((conn, _)) => {
-                let k = keeper.clone();
-                spawn("conn", move || k.serve(conn));
-            }
-            Err(e) => {
-                // Out of descriptors or similar: back off rather than spin.
-                warn!("accepting a local connection failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+    let mut accepting = Vec::new();
+    for (name, local) in locals {
+        let k = keeper.clone();
+        let l = Arc::new(local);
+        accepting.push(l.clone());
+        spawn(&format!("accept-{name}"), move || k.accept_loop(&name, &l));
     }
+    let (drain_tx, drain_rx) = std::sync::mpsc::channel();
+    crate::signals::install(move || {
+        for l in &accepting {
+            crate::signals::shut_listener(l);
+        }
+        let _ = drain_tx.send(());
+    })?;
+    // Runs until a signal.
+    let _ = drain_rx.recv();
+    keeper.drain(a.ops.drain_timeout);
+    Ok(())
+}
+
+/// The longest wait between two dials: `--max-backoff`, but below half the handshake timeout,
+/// so that a local connection waiting for a session (up to the handshake timeout) sees at
+/// least one more dial before it is given up.
+fn backoff_cap(max_backoff: Duration, handshake_timeout: Duration) -> Duration {
+    max_backoff.min(handshake_timeout / 2).max(FIRST_BACKOFF)
 }
 
 /// One line for a failed dial: the server refused us (wrong key, busy, ...) or could not be
@@ -104,8 +157,14 @@ struct Current {
 
 struct Keeper {
     server: String,
+    /// Reverse forward name → target on this side.
+    reverses: BTreeMap<String, String>,
     cfg: Config,
     max_backoff: Duration,
+    /// Set (and `woken` notified) by a local connection that finds no session: the keeper
+    /// re-dials at once instead of finishing its backoff.
+    wake: Mutex<bool>,
+    woken: Condvar,
     /// The session in use, `None` while re-dialing.
     current: Mutex<Option<Current>>,
     /// Notified when `current` gets a new session.
@@ -114,6 +173,28 @@ struct Keeper {
 }
 
 impl Keeper {
+    /// Accept local connections of forward `name` until the listener fails for good.
+    fn accept_loop(self: &Arc<Self>, name: &str, local: &TcpListener) {
+        loop {
+            match local.accept() {
+                Ok((conn, _)) => {
+                    let k = self.clone();
+                    let name = name.to_string();
+                    spawn("conn", move || k.serve(conn, &name));
+                }
+                Err(e) if crate::signals::draining() => {
+                    debug!("forward {name:?}: no longer accepting ({e})");
+                    return;
+                }
+                Err(e) => {
+                    // Out of descriptors or similar: back off rather than spin.
+                    warn!("accepting a local connection failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
     fn current(&self) -> MutexGuard<'_, Option<Current>> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -132,7 +213,7 @@ impl Keeper {
 
     /// Keep a session up for ever: watch the current one, dial a new one with backoff when it
     /// ends (lost tunnels and outages the library handles within the session).
-    fn keep(&self) {
+    fn keep(self: &Arc<Self>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let current = self.current().clone();
@@ -151,14 +232,14 @@ impl Keeper {
                             "session {id} lived only {}; re-dialing in {backoff:?}",
                             fmt_duration(since.elapsed())
                         );
-                        std::thread::sleep(backoff);
+                        self.nap(backoff);
                         backoff = (backoff * 2).min(self.max_backoff);
                     }
                 }
                 None => {
                     if let Err(e) = self.dial() {
                         warn!("{}; retrying in {backoff:?}", dial_failure(&self.server, &e));
-                        std::thread::sleep(backoff);
+                        self.nap(backoff);
                         backoff = (backoff * 2).min(self.max_backoff);
                     }
                 }
@@ -166,14 +247,16 @@ impl Keeper {
         }
     }
 
-    /// Block until the session ends (through tunnel losses and outages it survives). The
-    /// server never opens streams here; any it opens is reset.
-    fn watch(&self, id: u64, session: &Session) {
+    /// Block until the session ends (through tunnel losses and outages it survives). Streams
+    /// the server opens are its reverse forwards.
+    fn watch(self: &Arc<Self>, id: u64, session: &Session) {
         let err = loop {
             match session.accept_stream() {
                 Ok(s) => {
-                    debug!("session {id}: the server opened stream {}; refused", s.id());
-                    let _ = s.reset();
+                    let k = self.clone();
+                    spawn(&format!("reverse-{id}-{}", s.id()), move || {
+                        crate::reverse::serve_incoming(id, s, &k.reverses, k.cfg.handshake_timeout)
+                    });
                 }
                 Err(e) => break e,
             }
@@ -186,15 +269,34 @@ impl Keeper {
         warn!("session {id} ended: {reason}; re-dialing");
     }
 
-    /// The current session if it is open, waiting up to `wait` for one.
+    /// Wait `d` before the next dial, or less when a local connection asks for a session.
+    fn nap(&self, d: Duration) {
+        let mut woken = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken {
+            woken = self.woken.wait_timeout(woken, d).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        if *woken {
+            debug!("a local connection is waiting: re-dialing now");
+        }
+        *woken = false;
+    }
+
+    /// The current session if it is open, waiting up to `wait` for one (and waking the
+    /// keeper to re-dial at once when there is none).
     fn session(&self, wait: Duration) -> Option<(u64, Session)> {
         let deadline = Instant::now() + wait;
         let mut cur = self.current();
+        let mut asked = false;
         loop {
             if let Some(c) = cur.as_ref() {
                 if !c.session.is_closed() {
                     return Some((c.id, c.session.clone()));
                 }
+            }
+            if !asked {
+                asked = true;
+                *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.woken.notify_all();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -227,8 +329,8 @@ impl Keeper {
         None
     }
 
-    /// Carry one local connection.
-    fn serve(&self, conn: TcpStream) {
+    /// Carry one local connection of forward `name`.
+    fn serve(&self, conn: TcpStream, name: &str) {
         let from = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
         let _ = conn.set_nodelay(true);
         let Some((id, stream)) = self.open(&from) else {
@@ -236,8 +338,24 @@ impl Keeper {
             return;
         };
         let sid = stream.id();
-        info!("session {id} stream {sid}: opened for {from}");
+        if let Err(e) = forward::write_header(&stream, name) {
+            warn!("session {id} stream {sid}: cannot send the forward header: {}", Error::from(e));
+            abort_tcp(&conn);
+            return;
+        }
+        info!("session {id} stream {sid}: opened for {from} (forward {name:?})");
         pipe_and_log(&conn, "local connection", &stream, &format!("session {id} stream {sid}"));
+    }
+
+    /// After a signal: local listeners are shut; let the streams finish for at most
+    /// `timeout`, then close the session.
+    fn drain(&self, timeout: Duration) {
+        let current = || self.current().as_ref().map(|c| c.session.clone());
+        crate::signals::wait_drained(timeout, || current().map_or(0, |s| s.num_streams()));
+        if let Some(s) = current() {
+            let _ = s.close();
+        }
+        info!("drained; exiting");
     }
 
     fn log_stats(&self, every: Duration) {
@@ -248,9 +366,22 @@ impl Keeper {
             if meter.as_ref().is_none_or(|(m, _)| *m != id) {
                 meter = Some((id, Meter::since(since, &session)));
             }
-            if let Some((_, m)) = &mut meter {
-                info!("session {id} stats: {}", m.line(&session));
+            if let Some(line) = meter.as_mut().and_then(|(_, m)| m.line(&session)) {
+                info!("session {id} stats: {line}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_stays_below_half_the_handshake_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff_cap(s(30), s(10)), s(5));
+        assert_eq!(backoff_cap(s(2), s(10)), s(2));
+        assert_eq!(backoff_cap(Duration::ZERO, s(10)), FIRST_BACKOFF);
     }
 }

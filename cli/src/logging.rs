@@ -8,13 +8,22 @@ use std::io::Write;
 
 /// Install the logger for the whole process.
 pub fn init(args: LogArgs) {
-    let level = if args.quiet {
+    install(if args.quiet {
         LevelFilter::Warn
     } else if args.verbose {
         LevelFilter::Debug
     } else {
         LevelFilter::Info
-    };
+    })
+}
+
+/// The same for a command whose standard error another program shows (`connect --stdio`
+/// under ssh): warnings only, unless --verbose.
+pub fn init_quiet_by_default(args: LogArgs) {
+    install(if args.verbose { LevelFilter::Debug } else { LevelFilter::Warn })
+}
+
+fn install(level: LevelFilter) {
     env_logger::Builder::new()
         .filter_level(level)
         .parse_env("MTMUX_LOG")

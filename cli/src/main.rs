@@ -4,18 +4,25 @@
 mod args;
 mod bench;
 mod client;
+mod config;
+mod connect;
 mod events;
+mod forward;
 mod limits;
 mod logging;
+mod metrics;
 mod net;
 mod pipe;
 mod refusals;
+mod reverse;
 mod security;
 mod server;
+mod signals;
 mod stats;
+mod tls;
 mod units;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::fmt;
 use std::process::ExitCode;
 
@@ -100,18 +107,27 @@ fn main() -> ExitCode {
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("mtmux: internal error{at}: {what}");
     }));
-    let cli = match args::Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+    let (argv, file) = match config::expand(std::env::args_os().collect(), long_flags) {
+        Ok(x) => x,
+        Err(e) => return fatal(e),
     };
+    let cli =
+        match args::Cli::command().try_get_matches_from(argv).and_then(|m| args::Cli::from_arg_matches(&m)) {
+            Ok(cli) => cli,
+            Err(e) => return usage_error(e),
+        };
     let result = match cli.command {
         args::Command::Server(a) => {
             logging::init(a.log);
-            server::run(a)
+            server::run(a, file)
         }
         args::Command::Client(a) => {
             logging::init(a.log);
-            client::run(a)
+            client::run(a, file)
+        }
+        args::Command::Connect(a) => {
+            logging::init_quiet_by_default(a.log);
+            connect::run(a)
         }
         args::Command::Bench(a) => {
             logging::init(a.log);
@@ -120,11 +136,21 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mtmux: error: {e}");
-            ExitCode::from(if e.usage { 2 } else { 1 })
-        }
+        Err(e) => fatal(e),
     }
+}
+
+fn fatal(e: Fatal) -> ExitCode {
+    eprintln!("mtmux: error: {e}");
+    ExitCode::from(if e.usage { 2 } else { 1 })
+}
+
+/// The long flags of subcommand `sub` (what a config file may set).
+fn long_flags(sub: &str) -> Vec<String> {
+    let cmd = args::Cli::command();
+    cmd.find_subcommand(sub)
+        .map(|c| c.get_arguments().filter_map(|a| a.get_long()).map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// Help and version go to stdout with success; a misuse is one line on stderr and exit code 2.
@@ -144,7 +170,8 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let first = first.join(" ");
     let first = first.strip_prefix("error: ").unwrap_or(&first);
     // Point at the subcommand's help when there is one.
-    let sub = std::env::args().nth(1).filter(|s| ["server", "client", "bench"].contains(&s.as_str()));
+    let sub =
+        std::env::args().nth(1).filter(|s| ["server", "client", "bench", "connect"].contains(&s.as_str()));
     let help = match sub {
         Some(s) => format!("mtmux {s} --help"),
         None => "mtmux --help".into(),

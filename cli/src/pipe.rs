@@ -124,7 +124,7 @@ impl Pair<'_> {
                 }
             };
             if let Err(e) = stream.write_all(&buf[..n]) {
-                self.abort(format!("stream: {}", mtmux::Error::from(e)));
+                self.abort(format!("stream: {}", crate::forward::explain(&mtmux::Error::from(e))));
                 return total;
             }
             total += n as u64;
@@ -132,7 +132,8 @@ impl Pair<'_> {
         // A read of 0 also ends the loop when the other direction aborted.
         if !self.aborted() {
             if let Err(e) = self.stream.close_write() {
-                self.abort(format!("stream: {e}"));
+                // The peer's reset may come first here (e.g. an unknown forward name).
+                self.abort(format!("stream: {}", crate::forward::explain(&e)));
             }
         }
         total
@@ -149,7 +150,7 @@ impl Pair<'_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
-                    self.abort(format!("stream: {}", mtmux::Error::from(e)));
+                    self.abort(format!("stream: {}", crate::forward::explain(&mtmux::Error::from(e))));
                     return total;
                 }
             };

@@ -1,7 +1,7 @@
 //! Who may use a server: the pre-shared key (`--key-file PATH` or the `MTMUX_KEY` environment
 //! variable, never a key on the command line, where `ps` shows it to every user), and the
-//! check that a server other hosts can reach is protected by a key or TLS unless the operator
-//! says `--insecure`.
+//! check that a server other hosts can reach is protected by a key or TLS client certificates
+//! unless the operator says `--insecure`.
 
 use crate::Fatal;
 use mtmux::Key;
@@ -72,7 +72,7 @@ fn readable_by_others(path: &Path) -> Option<String> {
 pub enum Protection {
     /// A pre-shared key (and maybe TLS).
     Key,
-    /// TLS without a key.
+    /// TLS that checks client certificates (mutual TLS), without a key.
     Tls,
     /// Nothing, but only this host can reach the listener.
     LoopbackOnly,
@@ -81,7 +81,9 @@ pub enum Protection {
 }
 
 /// Whether a server listening on `addrs` (`--listen`, resolved) may start with what it has:
-/// `None` when other hosts could reach it with neither a key nor TLS, and no `--insecure`.
+/// `None` when other hosts could reach it with neither a key nor TLS that checks client
+/// certificates (`has_tls`; TLS that only authenticates the server lets anyone in), and no
+/// `--insecure`.
 pub fn protection(addrs: &[SocketAddr], has_key: bool, has_tls: bool, insecure: bool) -> Option<Protection> {
     if has_key {
         return Some(Protection::Key);
@@ -98,8 +100,8 @@ pub fn protection(addrs: &[SocketAddr], has_key: bool, has_tls: bool, insecure: 
 /// The one line a server refused by [`protection`] prints.
 pub fn unprotected_line(listen: &str, target: &str) -> String {
     format!(
-        "refusing to listen on {listen} without --key-file/{KEY_ENV} or TLS: anyone who can reach it gets \
-         a session with {target}; add a key, TLS, or --insecure"
+        "refusing to listen on {listen} without --key-file/{KEY_ENV} or --tls-client-ca: anyone who can reach it gets \
+         a session with {target}; add a key, TLS client certificates, or --insecure"
     )
 }
 

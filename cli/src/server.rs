@@ -4,7 +4,7 @@
 //! their target connections wait) so that the client can re-join it.
 //!
 //! Who gets in: on an address other hosts can reach, the server starts only with a
-//! pre-shared key or TLS, or `--insecure` ([`protection`]). Connections the listener refuses
+//! pre-shared key or TLS client certificates, or `--insecure` ([`protection`]). Connections the listener refuses
 //! during their handshake are logged with their address ([`refusals`](crate::refusals)).
 //!
 //! Threads: the main thread accepts sessions; one logs refusals; per session, one thread
@@ -17,11 +17,14 @@
 //! 2 × `--max-streams-total`.
 
 use crate::args::ServerArgs;
+use crate::config::{self, ServerForward, ServerReverse};
 use crate::events::{count, expired_line, log_events};
+use crate::forward::{self, names};
 use crate::limits::{Budget, Limit, Ticket};
 use crate::net::{connect, port_layout, resolve};
 use crate::pipe::pipe_and_log;
 use crate::security::{load_key, protection, unprotected_line, Protection, KEY_ENV};
+use crate::signals;
 use crate::stats::Meter;
 use crate::units::fmt_duration;
 use crate::{end_reason, expired, spawn, validated, Fatal};
@@ -34,19 +37,42 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Run `mtmux server` until the process is stopped; returns only on a failure to start.
-pub fn run(a: ServerArgs) -> Result<(), Fatal> {
+/// `file`: the `--config` file, whose forwards join `--target` (named "default").
+pub fn run(a: ServerArgs, file: Option<config::File>) -> Result<(), Fatal> {
+    let (file_forwards, reverses) = match &file {
+        Some(f) => f.forwards::<ServerForward, ServerReverse>()?,
+        None => Default::default(),
+    };
+    let file_forwards = file_forwards.into_iter().map(|(n, f)| (n, f.target)).collect();
+    let forwards = config::merge(file_forwards, a.target.as_deref());
+    if forwards.is_empty() && reverses.is_empty() {
+        return Err(Fatal::usage(
+            "nothing to forward: give --target HOST:PORT, or [forward.NAME] target = \"HOST:PORT\" in --config",
+        ));
+    }
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
     let cfg = validated(mtmux::Config { key: key.key.clone(), ..a.config() })?;
+    let cfg = crate::tls::server(&a.tls, cfg)?;
     if a.connect_timeout.is_zero() {
         return Err(Fatal::usage("--connect-timeout must be greater than zero"));
     }
     // Resolved now to catch typos, and again for every stream (the target may move).
-    resolve(&a.target).map_err(|e| Fatal::new(format!("bad --target {}: {e}", a.target)))?;
+    for (name, target) in &forwards {
+        let what = if name == forward::DEFAULT && a.target.is_some() {
+            "--target".to_string()
+        } else {
+            format!("[forward.{name}] target")
+        };
+        resolve(target).map_err(|e| Fatal::new(format!("bad {what} {target}: {e}")))?;
+    }
+    let targets = forwards.values().cloned().collect::<Vec<_>>().join(", ");
     let listen: Vec<_> =
         a.listen.to_socket_addrs().map_err(|e| Fatal::new(format!("--listen {}: {e}", a.listen)))?.collect();
-    // TLS (another flag set) plugs in here as the second protection.
-    let Some(protected) = protection(&listen, cfg.key.is_some(), false, a.insecure) else {
-        return Err(Fatal::usage(unprotected_line(&a.listen, &a.target)));
+    // TLS keeps strangers out only when it checks their certificates (--tls-client-ca):
+    // anyone can complete a handshake that only authenticates the server.
+    let client_certs = a.tls.tls_client_ca.is_some();
+    let Some(protected) = protection(&listen, cfg.key.is_some(), client_certs, a.insecure) else {
+        return Err(Fatal::usage(unprotected_line(&a.listen, &targets)));
     };
     for w in &key.warnings {
         warn!("{w}");
@@ -56,24 +82,25 @@ pub fn run(a: ServerArgs) -> Result<(), Fatal> {
     );
     let addrs = listener.local_addrs();
     info!(
-        "listening on {} ({}, up to {} tunnels per client); forwarding every stream to {}",
+        "listening on {} ({}, up to {} tunnels per client); forwarding streams to {}",
         addrs[0],
         port_layout(addrs),
         cfg.tunnels,
-        a.target
+        forwards.iter().map(|(n, t)| format!("{t} (forward {n:?})")).collect::<Vec<_>>().join(", ")
     );
     match (protected, &key.source) {
         (Protection::Key, Some(source)) => info!("clients must prove the pre-shared key ({source})"),
         (Protection::Insecure, _) => warn!(
-            "no key or TLS (--insecure): anyone who can reach {} gets a session with {}",
-            addrs[0], a.target
+            "no key or client certificates (--insecure): anyone who can reach {} gets a session with {}",
+            addrs[0], targets
         ),
         _ => {}
     }
     let l = listener.clone();
     spawn("refusals", move || crate::refusals::log_refusals(&l));
+    let reverse_listeners = crate::reverse::bind_all(&reverses)?;
     let server = Arc::new(Server {
-        target: a.target.clone(),
+        forwards,
         connect_timeout: a.connect_timeout,
         resume_timeout: cfg.resume_timeout,
         max_sessions: a.max_sessions as usize,
@@ -81,20 +108,50 @@ pub fn run(a: ServerArgs) -> Result<(), Fatal> {
         sessions: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
     });
+    let s = server.clone();
+    let sessions: crate::metrics::Sessions = Arc::new(move || s.all_sessions());
     if !a.stats_interval.is_zero() {
-        let s = server.clone();
-        spawn("stats", move || s.log_stats(a.stats_interval));
+        if a.ops.stats_format == crate::args::StatsFormat::Json {
+            let (sessions, file) = (sessions.clone(), a.ops.stats_file.clone());
+            spawn("stats", move || {
+                crate::metrics::json_stats_loop("server", sessions, a.stats_interval, file)
+            });
+        } else {
+            let s = server.clone();
+            spawn("stats", move || s.log_stats(a.stats_interval));
+        }
     }
+    if let Some(addr) = &a.ops.metrics {
+        crate::metrics::serve(addr, sessions)?;
+    }
+    let mut reverse_arcs = Vec::new();
+    for (name, l) in reverse_listeners {
+        let s = server.clone();
+        let l = Arc::new(l);
+        reverse_arcs.push(l.clone());
+        spawn(&format!("reverse-{name}"), move || {
+            crate::reverse::accept_loop(&name, &l, || s.newest_session(), s.connect_timeout)
+        });
+    }
+    let l = listener.clone();
+    signals::install(move || {
+        l.close();
+        for r in &reverse_arcs {
+            signals::shut_listener(r);
+        }
+    })?;
     loop {
         match listener.accept() {
             Ok(session) => server.admit(session),
+            Err(_) if signals::draining() => return server.drain(a.ops.drain_timeout),
             Err(e) => return Err(Fatal::new(format!("listener stopped: {e}"))),
         }
     }
 }
 
 struct Server {
-    target: String,
+    /// Forward name → target.
+    forwards: BTreeMap<String, String>,
     connect_timeout: Duration,
     /// How long a session without tunnels is kept (for the line when one expires).
     resume_timeout: Duration,
@@ -107,6 +164,18 @@ struct Server {
 }
 
 impl Server {
+    /// Every session, by number.
+    fn all_sessions(&self) -> Vec<(u64, Session)> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.iter().map(|(id, (s, _))| (*id, s.clone())).collect()
+    }
+
+    /// The newest open session (reverse forwards go to it).
+    fn newest_session(&self) -> Option<(u64, Session)> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.iter().rev().find(|(_, (s, _))| !s.is_closed()).map(|(id, (s, _))| (*id, s.clone()))
+    }
+
     /// Take a new session, or close it at once when at the limit.
     fn admit(self: &Arc<Self>, session: Session) {
         let peer = peer_of(&session);
@@ -181,32 +250,89 @@ impl Server {
     /// its share of the budget, given back when this returns.
     fn serve_stream(&self, session: u64, stream: Stream, mut ticket: Ticket) {
         let sid = stream.id();
-        let connected = connect(&self.target, self.connect_timeout);
+        let Some((name, target)) = self.forward_of(session, &stream) else { return };
+        let connected = connect(target, self.connect_timeout);
         ticket.connected();
         let tcp = match connected {
             Ok(tcp) => tcp,
             Err(e) => {
-                warn!("session {session} stream {sid}: cannot connect to target {}: {e}", self.target);
+                warn!("session {session} stream {sid} (forward {name:?}): cannot connect to target {target}: {e}");
                 let _ = stream.reset();
                 return;
             }
         };
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        info!("session {session} stream {sid}: opened, connected to {} from {local}", self.target);
+        info!(
+            "session {session} stream {sid}: opened, connected to {target} from {local} (forward {name:?})"
+        );
         pipe_and_log(&tcp, "target", &stream, &format!("session {session} stream {sid}"));
     }
 
+    /// Read the stream's forward header and find its target; reset the stream (and log why)
+    /// when there is no header or no such forward.
+    fn forward_of(&self, session: u64, stream: &Stream) -> Option<(String, &String)> {
+        let sid = stream.id();
+        let name = match forward::read_header(stream, self.connect_timeout) {
+            Ok(name) => name,
+            Err(e) => {
+                warn!("session {session} stream {sid}: {e}; reset");
+                forward::refuse(stream, &e);
+                return None;
+            }
+        };
+        match self.forwards.get(&name) {
+            Some(target) => Some((name, target)),
+            None => {
+                warn!(
+                    "session {session} stream {sid}: the client asked for forward {name:?}, which this server \
+                     does not have (it has {}); reset",
+                    names(self.forwards.keys())
+                );
+                forward::refuse_unknown(stream);
+                None
+            }
+        }
+    }
+
+    /// After a signal: the listeners are closed; let the streams finish for at most
+    /// `timeout`, then close every session (in parallel: each may wait for its peer).
+    fn drain(&self, timeout: Duration) -> Result<(), Fatal> {
+        let live = || -> Vec<Session> {
+            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.values().map(|(s, _)| s.clone()).collect()
+        };
+        signals::wait_drained(timeout, || live().iter().map(Session::num_streams).sum());
+        let sessions = live();
+        info!("closing {}", count(sessions.len() as u64, "session"));
+        std::thread::scope(|sc| {
+            for s in &sessions {
+                sc.spawn(move || s.close());
+            }
+        });
+        info!("drained; exiting");
+        Ok(())
+    }
+
     fn log_stats(&self, every: Duration) {
+        let mut last_totals = None;
         loop {
             std::thread::sleep(every);
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             for (id, (session, meter)) in sessions.iter_mut() {
-                info!("session {id} stats: {}", meter.line(session));
+                if let Some(line) = meter.line(session) {
+                    info!("session {id} stats: {line}");
+                }
             }
             drop(sessions);
             let t = self.budget.totals();
-            info!("streams: {} carried, {} of them being connected to the target", t.streams, t.connecting);
+            if last_totals != Some(t) {
+                info!(
+                    "streams: {} carried, {} of them being connected to the target",
+                    t.streams, t.connecting
+                );
+                last_totals = Some(t);
+            }
         }
     }
 }

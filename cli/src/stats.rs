@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 pub struct Meter {
     last: Vec<TunnelStats>,
     at: Instant,
+    /// Streams at the previous line (`None`: no line yet).
+    streams: Option<usize>,
 }
 
 impl Meter {
     /// Start measuring from now.
     pub fn new(session: &Session) -> Meter {
-        Meter { last: session.tunnel_stats(), at: Instant::now() }
+        Meter { last: session.tunnel_stats(), at: Instant::now(), streams: None }
     }
 
     /// Start measuring from `at`, when the session started (every counter was zero).
@@ -35,19 +37,31 @@ impl Meter {
             bytes_resent: 0,
             rejoins: 0,
         };
-        Meter { last: (0..session.num_tunnels()).map(zero).collect(), at }
+        Meter { last: (0..session.num_tunnels()).map(zero).collect(), at, streams: None }
     }
 
-    /// The stats line for the time since the previous call (or since `new`).
-    pub fn line(&mut self, session: &Session) -> String {
+    /// The stats line for the time since the previous call (or since `new`); `None` when
+    /// nothing changed since the previous line (no bytes, same streams and tunnel states).
+    pub fn line(&mut self, session: &Session) -> Option<String> {
         let now = Instant::now();
         let stats = session.stats();
-        let line =
-            format_line(&self.last, &stats.tunnels, now - self.at, session.num_streams(), stats.outage);
+        let streams = session.num_streams();
+        if self.streams == Some(streams) && stats.outage.is_none() && idle(&self.last, &stats.tunnels) {
+            self.at = now;
+            return None;
+        }
+        let line = format_line(&self.last, &stats.tunnels, now - self.at, streams, stats.outage);
         self.last = stats.tunnels;
         self.at = now;
-        line
+        self.streams = Some(streams);
+        Some(line)
     }
+}
+
+/// Whether nothing but the round trips changed between two snapshots.
+pub fn idle(prev: &[TunnelStats], cur: &[TunnelStats]) -> bool {
+    prev.len() == cur.len()
+        && prev.iter().zip(cur).all(|(p, c)| TunnelStats { rtt: p.rtt, ..c.clone() } == *p)
 }
 
 /// `3 streams, tx 12.3 MB/s, rx 0.1 MB/s; per tunnel tx/rx: t0 3.1/0.0 MB/s (1.20 GB/3.4 MB, rtt 0.3 ms), ...`;

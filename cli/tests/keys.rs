@@ -80,7 +80,7 @@ fn a_server_on_a_reachable_address_needs_a_key_tls_or_insecure() {
     assert_one_line(
         &err,
         &[
-            "refusing to listen on 0.0.0.0:0 without --key-file/MTMUX_KEY or TLS",
+            "refusing to listen on 0.0.0.0:0 without --key-file/MTMUX_KEY or --tls-client-ca",
             "127.0.0.1:5201",
             "--insecure",
         ],
@@ -88,7 +88,7 @@ fn a_server_on_a_reachable_address_needs_a_key_tls_or_insecure() {
     // --insecure starts it, with a warning; so does a key.
     let mut p = Proc::start(&["server", "--listen", "0.0.0.0:0", "--target", "127.0.0.1:5201", "--insecure"]);
     p.listening_addr();
-    p.wait_for("no key or TLS (--insecure): anyone who can reach");
+    p.wait_for("no key or client certificates (--insecure): anyone who can reach");
     drop(p);
     let dir = TempDir::new("keys");
     let key = dir.key_file("mtmux.key", KEY);

@@ -54,6 +54,10 @@ impl Sampler {
     }
 }
 
+/// An idle server's threads: main, the listener's acceptor, the refusal logger and the signal
+/// handler.
+const IDLE_THREADS: usize = 4;
+
 /// How one flooded stream ended up: carried (the echo came back), reset at once (with its
 /// code), or still waiting when the read timed out.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,10 +67,11 @@ enum Fate {
     Waiting,
 }
 
-/// Open a stream, send one byte (the OPEN), and see what becomes of it within `wait`.
+/// Open a stream, send the forward header of the "default" forward and one byte (docs/
+/// CLI-PROTOCOL.md; its first frame is the OPEN), and see what becomes of it within `wait`.
 fn open_one(session: &Session) -> Stream {
     let mut s = session.open_stream().expect("open a stream");
-    s.write_all(b"x").expect("write the first byte");
+    s.write_all(b"\x01\x07defaultx").expect("write the first bytes");
     s
 }
 
@@ -113,7 +118,7 @@ fn an_open_flood_keeps_threads_and_descriptors_under_the_bound_and_both_come_bac
     );
     let pid = srv.pid();
     // Idle: the main thread, the acceptor of the one port, the refusal logger.
-    let (t0, f0) = wait_for_counts(pid, "idle server", |t, _| t == 3);
+    let (t0, f0) = wait_for_counts(pid, "idle server", |t, _| t == IDLE_THREADS);
     let sessions: Vec<Session> = (0..SESSIONS).map(|_| dial(addr)).collect();
     srv.wait_for(&format!("session {SESSIONS} from"));
     // Each session's threads, then the flood may add at most two per carried stream.
@@ -215,7 +220,7 @@ fn streams_that_cannot_connect_to_the_target_are_bounded_per_session_and_in_tota
         ],
     );
     let pid = srv.pid();
-    let (t0, f0) = wait_for_counts(pid, "idle server", |t, _| t == 3);
+    let (t0, f0) = wait_for_counts(pid, "idle server", |t, _| t == IDLE_THREADS);
     let sessions: Vec<Session> = (0..SESSIONS).map(|_| dial(addr)).collect();
     srv.wait_for(&format!("session {SESSIONS} from"));
     let (t1, f1) = wait_for_counts(pid, "sessions up", |t, _| t == t0 + SESSIONS * THREADS_PER_SESSION);
@@ -338,7 +343,7 @@ fn measure_the_issues_open_flood_against_the_default_limits() {
     let echo = echo_service();
     let (mut srv, addr) = server(echo, &["--tunnels", "1"]);
     let pid = srv.pid();
-    let (t0, f0) = wait_for_counts(pid, "idle server", |t, _| t == 3);
+    let (t0, f0) = wait_for_counts(pid, "idle server", |t, _| t == IDLE_THREADS);
     let sessions: Vec<Session> = (0..SESSIONS).map(|_| dial(addr)).collect();
     let (t1, f1) = wait_for_counts(pid, "sessions up", |t, _| t == t0 + SESSIONS * THREADS_PER_SESSION);
     let rss = |what: &str| {

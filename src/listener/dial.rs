@@ -14,6 +14,7 @@ use crate::proto::handshake::{
 };
 use crate::session::supervisor::Redial;
 use crate::session::{Session, Setup};
+use crate::wire::Wire;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 /// addresses and re-joined to the session.
 pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
     cfg.validate()?;
+    Wire::check_side(cfg, false)?;
     let base = resolve(addr)?;
     let deadline = Instant::now() + cfg.handshake_timeout;
     let targets: Vec<SocketAddr> = (0..cfg.tunnels)
@@ -33,25 +35,28 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
                 .ok_or_else(|| Error::InvalidConfig(format!("tunnel {i} would use port {port} > 65535")))
         })
         .collect::<Result<_>>()?;
-    // Connect all tunnels at once: over a long path, one after another would cost a round
-    // trip each.
-    let conns: Vec<io::Result<TcpStream>> = std::thread::scope(|scope| {
+    // Connect all tunnels at once (and run their TLS handshakes): over a long path, one after
+    // another would cost round trips each.
+    let conns: Vec<Result<Wire>> = std::thread::scope(|scope| {
         let handles: Vec<_> = targets
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 scope.spawn(move || {
                     let left =
                         deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                    TcpStream::connect_timeout(a, left)
+                    let sock = TcpStream::connect_timeout(a, left)
+                        .map_err(|e| context(e, format!("tunnel {i} to {a}")))?;
+                    Wire::client(sock, cfg, *a, deadline)
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::ErrorKind::Other.into()))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::Other).into())))
+            .collect()
     });
-    let mut tunnels = Vec::with_capacity(conns.len());
-    for (i, c) in conns.into_iter().enumerate() {
-        tunnels.push(c.map_err(|e| context(e, format!("tunnel {i} to {}", targets[i])))?);
-    }
+    let tunnels = conns.into_iter().collect::<Result<Vec<_>>>()?;
     client_handshake(tunnels, cfg, deadline, cfg.rejoin.then_some(targets))
 }
 
@@ -59,18 +64,56 @@ impl Session {
     /// Run the client handshake over connections the caller made (tunnel `i` is
     /// `tunnels[i]`) and start the session. Such a session cannot re-dial a lost tunnel: the
     /// others carry on without it (nothing is lost), and losing the last ends the session.
+    ///
+    /// With `cfg.tls` (feature `tls`), each connection starts with a TLS handshake.
     pub fn client(tunnels: Vec<TcpStream>, cfg: &Config) -> Result<Session> {
         cfg.validate()?;
-        client_handshake(tunnels, cfg, Instant::now() + cfg.handshake_timeout, None)
+        Wire::check_side(cfg, false)?;
+        let deadline = Instant::now() + cfg.handshake_timeout;
+        let wires = secure_all(tunnels, |s| {
+            let target = s.peer_addr()?;
+            Wire::client(s, cfg, target, deadline)
+        })?;
+        client_handshake(wires, cfg, deadline, None)
     }
 
     /// Run the server handshake over connections the caller accepted (in any order; the
     /// HELLOs say which tunnel each is) and start the session. Without a listener it cannot
     /// take re-joins: losing the last tunnel ends the session.
+    ///
+    /// With `cfg.tls` (feature `tls`), each connection starts with a TLS handshake.
     pub fn server(tunnels: Vec<TcpStream>, cfg: &Config) -> Result<Session> {
         cfg.validate()?;
-        server_handshake(tunnels, cfg, Instant::now() + cfg.handshake_timeout)
+        Wire::check_side(cfg, true)?;
+        let deadline = Instant::now() + cfg.handshake_timeout;
+        let wires = secure_all(tunnels, |s| {
+            Wire::server(s, cfg, deadline).map_err(|r| {
+                if let Some(plain) = r.plain {
+                    let why = "this server requires TLS; the client connected without it";
+                    refuse(&plain.into(), None, Status::Unsupported, why);
+                }
+                r.error
+            })
+        })?;
+        server_handshake(wires, cfg, deadline)
     }
+}
+
+/// Each of `socks` through `secure` (their TLS handshakes, all at once: the peer may run
+/// them in any order).
+fn secure_all(socks: Vec<TcpStream>, secure: impl Fn(TcpStream) -> Result<Wire> + Sync) -> Result<Vec<Wire>> {
+    #[cfg(feature = "tls")]
+    if socks.len() > 1 {
+        let secure = &secure;
+        return std::thread::scope(|scope| {
+            let handles: Vec<_> = socks.into_iter().map(|s| scope.spawn(move || secure(s))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::Other).into())))
+                .collect()
+        });
+    }
+    socks.into_iter().map(secure).collect()
 }
 
 fn left(deadline: Instant) -> Result<Duration> {
@@ -109,7 +152,7 @@ fn random_nonce() -> Result<[u8; NONCE_LEN]> {
 }
 
 /// Read a REPLY (version 2, or a version 1 server's refusal) within `deadline`.
-fn read_reply(mut conn: &TcpStream, deadline: Instant, i: usize) -> Result<Reply> {
+fn read_reply(mut conn: &Wire, deadline: Instant, i: usize) -> Result<Reply> {
     let mut read = |buf: &mut [u8]| -> Result<()> {
         conn.set_read_timeout(Some(left(deadline)?))?;
         conn.read_exact(buf).map_err(|e| match e.kind() {
@@ -142,7 +185,7 @@ fn read_reply(mut conn: &TcpStream, deadline: Instant, i: usize) -> Result<Reply
 }
 
 fn client_handshake(
-    tunnels: Vec<TcpStream>,
+    tunnels: Vec<Wire>,
     cfg: &Config,
     deadline: Instant,
     redial: Option<Vec<SocketAddr>>,
@@ -171,15 +214,15 @@ fn client_handshake(
         c.write_all(&raw).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
         sent.push(raw);
     }
-    let read = |c: &TcpStream, i: usize| read_reply(c, deadline, i);
-    let abort = |c: &TcpStream| drop(c.shutdown(std::net::Shutdown::Both));
+    let read = |c: &Wire, i: usize| read_reply(c, deadline, i);
+    let abort = |c: &Wire| drop(c.shutdown(std::net::Shutdown::Both));
     let expect = |want: Status| {
         move |_: usize, r: &Reply| if r.status == want { Ok(()) } else { Err(keyauth::refusal(r)) }
     };
     if let Some(key) = &cfg.key {
         // Every tunnel answers its key challenge (as soon as it comes: a server may send them
         // one after the other) before the server completes the bundle.
-        let answer = |c: &TcpStream, i: usize| {
+        let answer = |c: &Wire, i: usize| {
             let challenge = read(c, i)?;
             client_answer(key, c, &sent[i], &challenge, i).map(|()| challenge)
         };
@@ -278,10 +321,11 @@ pub(crate) fn rejoin(
     index: u16,
     count: u16,
     generation: u32,
-) -> Result<TcpStream> {
+) -> Result<Wire> {
     let deadline = Instant::now() + cfg.handshake_timeout;
-    let mut conn = TcpStream::connect_timeout(&target, cfg.handshake_timeout)
+    let sock = TcpStream::connect_timeout(&target, cfg.handshake_timeout)
         .map_err(|e| context(e, format!("re-dialing tunnel {index} at {target}")))?;
+    let mut conn = Wire::client(sock, cfg, target, deadline)?;
     conn.set_write_timeout(Some(left(deadline)?))?;
     let nonce = random_nonce()?;
     let hello = Hello {
@@ -326,7 +370,7 @@ pub(crate) fn rejoin(
     Ok(conn)
 }
 
-fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) -> Result<Session> {
+fn server_handshake(tunnels: Vec<Wire>, cfg: &Config, deadline: Instant) -> Result<Session> {
     check_count(tunnels.len())?;
     // Any failure refuses every connection, so that no client is left with a bare EOF.
     let fail = |hello: Option<&Hello>, status, why: String| {
@@ -365,8 +409,8 @@ fn server_handshake(tunnels: Vec<TcpStream>, cfg: &Config, deadline: Instant) ->
     };
     let f = hellos[0];
     let server_nonce = random_nonce()?;
-    let mut slots: Vec<Option<TcpStream>> = tunnels.into_iter().map(Some).collect();
-    let ordered: Vec<TcpStream> = order.iter().map(|&i| slots[i].take().expect("each once")).collect();
+    let mut slots: Vec<Option<Wire>> = tunnels.into_iter().map(Some).collect();
+    let ordered: Vec<Wire> = order.iter().map(|&i| slots[i].take().expect("each once")).collect();
     for (i, mut c) in ordered.iter().enumerate() {
         let mut h = f;
         h.index = i as u16;

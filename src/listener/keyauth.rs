@@ -9,8 +9,8 @@ use crate::proto::auth::{key_proof, verify_key_proof};
 use crate::proto::handshake::{
     Hello, HelloKind, Reply, Status, HELLO_FLAG_KEY, HELLO_LEN, NONCE_LEN, PROOF_LEN,
 };
+use crate::wire::Wire;
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::Instant;
 
 /// What the client is told when its key and the server's disagree.
@@ -23,7 +23,7 @@ pub(super) const WRONG_KEY: &str = "the client proved a different pre-shared key
 /// secret instead, which the key feeds. `Err` carries the refusal.
 pub(super) fn server_check(
     key: Option<&Key>,
-    mut conn: &TcpStream,
+    mut conn: &Wire,
     hello: &Hello,
     raw: &[u8; HELLO_LEN],
     deadline: Instant,
@@ -58,7 +58,7 @@ pub(super) fn server_check(
 /// can report the mismatch too; then the call fails at once.
 pub(super) fn client_answer(
     key: &Key,
-    mut conn: &TcpStream,
+    mut conn: &Wire,
     raw: &[u8; HELLO_LEN],
     reply: &Reply,
     i: usize,

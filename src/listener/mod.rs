@@ -18,6 +18,7 @@ mod incoming;
 mod keyauth;
 mod refusals;
 mod rejoin;
+mod secure;
 mod slots;
 
 pub use dial::dial;
@@ -36,6 +37,7 @@ use crate::proto::handshake::{
     HELLO_LEN, NONCE_LEN,
 };
 use crate::session::{Session, Setup};
+use crate::wire::Wire;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, Read, Write};
@@ -54,7 +56,7 @@ struct ListenerInner {
     cfg: Config,
     sockets: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
-    assembler: Mutex<Assembler<TcpStream>>,
+    assembler: Mutex<Assembler<Wire>>,
     /// Handshake threads waiting for their bundle to complete wait here.
     bundle_cv: Condvar,
     /// Connections between accept and the end of their handshake thread, in total and by
@@ -179,6 +181,7 @@ impl Listener {
     /// [`local_addrs`](Listener::local_addrs).
     pub fn bind(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Listener> {
         cfg.validate()?;
+        Wire::check_side(cfg, true)?;
         let base = resolve(addr)?;
         let sockets = if cfg.single_port {
             vec![TcpListener::bind(base).map_err(|e| context(e, format!("cannot listen on {base}")))?]
@@ -308,7 +311,7 @@ impl Drop for Slot {
 }
 
 /// Fill `buf` from `conn` before `deadline` (however the bytes trickle in).
-fn read_by(mut conn: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+fn read_by(mut conn: &Wire, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
     let mut got = 0;
     while got < buf.len() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -327,7 +330,7 @@ fn read_by(mut conn: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Resul
 }
 
 /// Write a refusal (best effort: the peer may be gone or not an mtmux client at all).
-fn refuse(mut conn: &TcpStream, hello: Option<&Hello>, status: Status, reason: &str) {
+fn refuse(mut conn: &Wire, hello: Option<&Hello>, status: Status, reason: &str) {
     let _ = conn.set_write_timeout(Some(Duration::from_millis(500)));
     let _ = conn.write_all(&Reply::refuse(hello, status, reason).encode());
     let _ = conn.shutdown(std::net::Shutdown::Both);
@@ -335,7 +338,7 @@ fn refuse(mut conn: &TcpStream, hello: Option<&Hello>, status: Status, reason: &
 
 impl ListenerInner {
     /// Refuse `conn` and note it (with the peer's address) for `Listener::next_refusal`.
-    fn refuse(&self, conn: &TcpStream, hello: Option<&Hello>, status: Status, reason: &str) {
+    fn refuse(&self, conn: &Wire, hello: Option<&Hello>, status: Status, reason: &str) {
         self.refusals.note(conn.peer_addr().ok(), reason);
         refuse(conn, hello, status, reason);
     }
@@ -368,7 +371,9 @@ impl ListenerInner {
         for _ in 0..self.cfg.max_pending_handshakes {
             let Ok((conn, _)) = sock.accept() else { return };
             let _ = conn.set_nonblocking(false);
-            self.refuse(&conn, None, Status::Closing, "server is shutting down");
+            // As `accept_loop` refuses once closed: in the clear (a TLS client reads garbage,
+            // and fails at once as well).
+            self.refuse(&conn.into(), None, Status::Closing, "server is shutting down");
         }
     }
 
@@ -388,7 +393,7 @@ impl ListenerInner {
                 }
             };
             if self.closed.load(Relaxed) {
-                self.refuse(&conn, None, Status::Closing, "server is shutting down");
+                self.refuse(&conn.into(), None, Status::Closing, "server is shutting down");
                 return;
             }
             let taken = self.handshakes.lock().take(peer.ip());
@@ -406,7 +411,7 @@ impl ListenerInner {
                         ),
                     ),
                 };
-                refuse(&conn, None, Status::Busy, &told);
+                refuse(&conn.into(), None, Status::Busy, &told);
                 self.refusals.note(Some(peer), noted);
                 continue;
             }
@@ -441,8 +446,10 @@ impl ListenerInner {
     /// Read one tunnel's HELLO and add the tunnel to its bundle.
     fn handshake(&self, conn: TcpStream, port_index: usize) {
         let timeout = self.cfg.handshake_timeout;
-        // The deadline covers the whole HELLO, however slowly its bytes come.
+        // The deadline covers the whole HELLO (and the TLS handshake before it), however
+        // slowly its bytes come.
         let deadline = Instant::now() + timeout;
+        let Some(conn) = self.secure(conn, deadline) else { return };
         let mut raw = [0u8; HELLO_LEN];
         if read_by(&conn, &mut raw[..COMMON_LEN], deadline).is_err() {
             self.refuse(&conn, None, Status::Malformed, "incomplete handshake");
@@ -465,7 +472,7 @@ impl ListenerInner {
                 return;
             }
             Err(e) => {
-                self.refuse(&conn, None, Status::Malformed, &e.to_string());
+                self.refuse(&conn, None, Status::Malformed, &secure::not_mtmux(&raw, e));
                 return;
             }
         }
@@ -558,7 +565,7 @@ impl ListenerInner {
     }
 
     /// Refuse `conn` and every tunnel already waiting in its bundle.
-    fn refuse_bundle(&self, conn: &TcpStream, hello: &Hello, status: Status, why: &str) {
+    fn refuse_bundle(&self, conn: &Wire, hello: &Hello, status: Status, why: &str) {
         let rest = self.assembler.lock().refuse(
             &hello.bundle,
             status,
@@ -573,7 +580,7 @@ impl ListenerInner {
         }
     }
 
-    fn start_session(&self, hello: &Hello, tunnels: Vec<TcpStream>) {
+    fn start_session(&self, hello: &Hello, tunnels: Vec<Wire>) {
         if self.sessions_tx.is_full() {
             for c in &tunnels {
                 self.refuse(c, Some(hello), Status::Busy, "accept backlog full");

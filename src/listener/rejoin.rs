@@ -7,10 +7,10 @@ use crate::proto::auth::RejoinNonces;
 use crate::proto::handshake::{BundleId, Hello, Reply, Status, NONCE_LEN, PROOF_LEN};
 use crate::session::tunnel::Conn;
 use crate::session::{Inner, Session};
+use crate::wire::Wire;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -34,7 +34,7 @@ impl Registry {
 }
 
 /// Handle a REJOIN HELLO on `conn` (the handshake thread of the listener).
-pub(super) fn serve(li: &ListenerInner, conn: TcpStream, hello: &Hello, deadline: Instant) {
+pub(super) fn serve(li: &ListenerInner, conn: Wire, hello: &Hello, deadline: Instant) {
     let Some(inner) = li.registry.get(&hello.bundle) else {
         li.refuse(
             &conn,
@@ -64,7 +64,7 @@ pub(super) fn serve(li: &ListenerInner, conn: TcpStream, hello: &Hello, deadline
 /// Check the REJOIN against the session, prove our side, and check the client's proof.
 fn challenge(
     inner: &Inner,
-    mut conn: &TcpStream,
+    mut conn: &Wire,
     hello: &Hello,
     deadline: Instant,
 ) -> Result<(), (Status, String)> {

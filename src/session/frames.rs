@@ -1,11 +1,10 @@
-//! Frame decoding on a tunnel's reader thread: an incremental decoder over a blocking socket
-//! with a read timeout.
+//! Frame decoding on a tunnel's reader thread: an incremental decoder over a blocking
+//! connection (plain or TLS) with a read timeout.
 
 use super::pool::BufPool;
-use crate::ffi::sys;
 use crate::proto::frame::{Cmd, Control, FrameError, Header, CONTROL_MAX_LEN, HEADER_LEN};
+use crate::wire::Wire;
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -64,7 +63,7 @@ impl FrameReader {
     /// Read the next frame. `Ok(None)`: end of stream at a frame boundary.
     pub(crate) fn next(
         &mut self,
-        sock: &TcpStream,
+        wire: &Wire,
         max_frame: u32,
         counted: &AtomicU64,
         pool: &BufPool,
@@ -78,7 +77,7 @@ impl FrameReader {
                 if payload.len() < h.len as usize {
                     // Large payloads go straight from the socket into their own buffer.
                     let left = h.len as usize - payload.len();
-                    match sys::read_into_spare(sock, payload, left) {
+                    match wire.read_into_spare(payload, left) {
                         Ok(0) => return Err(ReadEnd::Io(io::ErrorKind::UnexpectedEof.into())),
                         Ok(n) => {
                             counted.fetch_add(n as u64, Relaxed);
@@ -115,7 +114,7 @@ impl FrameReader {
                 self.start = 0;
             }
             debug_assert!(self.buf.len() < CONTROL_MAX_LEN.max(HEADER_LEN) + READ_BUF);
-            match sys::read_into_spare(sock, &mut self.buf, READ_BUF) {
+            match wire.read_into_spare(&mut self.buf, READ_BUF) {
                 Ok(0) if self.buf.is_empty() => return Ok(None),
                 Ok(0) => return Err(ReadEnd::Io(io::ErrorKind::UnexpectedEof.into())),
                 Ok(n) => {

@@ -67,10 +67,10 @@ use crate::core::window::{RecvWindow, SharedSendWindow};
 use crate::error::{CloseReason, Error, Result};
 use crate::proto::auth::Secret;
 use crate::proto::handshake::{BundleId, Params};
+use crate::wire::Wire;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -241,7 +241,7 @@ pub(crate) struct Setup {
 impl Session {
     /// Start a session over tunnels whose handshake is complete. `tunnels` are in index
     /// order, all of generation 0.
-    pub(crate) fn start(tunnels: Vec<TcpStream>, cfg: &Config, setup: Setup) -> Result<Session> {
+    pub(crate) fn start(tunnels: Vec<Wire>, cfg: &Config, setup: Setup) -> Result<Session> {
         let Setup { role, peer, bundle, secret, redial, resumable } = setup;
         let conns = tunnels
             .into_iter()

@@ -9,7 +9,6 @@
 use super::tunnel::TunnelTx;
 use super::Inner;
 use crate::core::replay::Pushed;
-use crate::ffi::sys;
 use crate::proto::frame::Control;
 use std::io::IoSlice;
 use std::sync::atomic::Ordering::Relaxed;
@@ -153,16 +152,20 @@ impl Inner {
     /// its rest left for the writer).
     fn send_locked(&self, t: usize, tx: &mut TunnelTx, frame: &[u8], counted: bool) -> bool {
         let tun = &self.tunnels[t];
-        if !tx.pending.is_empty() {
+        let Some(conn) = tx.conn.clone() else { return false };
+        if !tx.pending.is_empty() || conn.wire.has_unsent() {
             return false;
         }
-        let Some(conn) = tx.conn.clone() else { return false };
         if counted {
             self.announce(t, conn.generation, 1);
         }
-        let taken = match sys::send_vectored(&conn.sock, &[IoSlice::new(frame)], true) {
+        let taken = match conn.wire.send_vectored(&[IoSlice::new(frame)], true) {
             Ok(sent) if sent == frame.len() => {
                 tun.count_sent(sent, 1);
+                // TLS keeps the ciphertext the socket did not take: the writer sends it.
+                if conn.wire.has_unsent() && self.sched.lock().push_flush(t) {
+                    tun.wake.notify_one();
+                }
                 true
             }
             Ok(sent) => {

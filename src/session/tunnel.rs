@@ -21,9 +21,10 @@ use crate::core::sched::Batch;
 use crate::ffi::sys;
 use crate::proto::frame::Control;
 use crate::session::stats::TunnelState;
+use crate::wire::Wire;
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, IoSlice};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,9 +34,9 @@ pub(crate) const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// Most bytes a writer takes from the scheduler at once.
 const BATCH_BUDGET: usize = 64 * 1024;
 
-/// One TCP connection filling a tunnel slot.
+/// One TCP connection (plain or TLS) filling a tunnel slot.
 pub(crate) struct Conn {
-    pub(crate) sock: TcpStream,
+    pub(crate) wire: Wire,
     /// Which connection of the slot this is.
     pub(crate) generation: u32,
     /// Addresses, recorded at start (a socket that has been shut down no longer reports its
@@ -48,20 +49,17 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Wrap a connection whose handshake is done, with the socket options a tunnel needs.
-    pub(crate) fn new(
-        sock: TcpStream,
-        generation: u32,
-        keepalive_timeout: Duration,
-    ) -> io::Result<Arc<Conn>> {
+    pub(crate) fn new(wire: Wire, generation: u32, keepalive_timeout: Duration) -> io::Result<Arc<Conn>> {
+        let sock = wire.sock();
         sock.set_nodelay(true)?;
         sock.set_write_timeout(None)?;
-        sys::set_notsent_lowat(&sock, NOTSENT_LOWAT)?;
+        sys::set_notsent_lowat(sock, NOTSENT_LOWAT)?;
         // Without it the kernel retries unacknowledged data for about 15 minutes.
-        sys::set_user_timeout(&sock, keepalive_timeout)?;
+        sys::set_user_timeout(sock, keepalive_timeout)?;
         Ok(Arc::new(Conn {
-            local: sock.local_addr()?,
-            peer: sock.peer_addr()?,
-            sock,
+            local: wire.local_addr()?,
+            peer: wire.peer_addr()?,
+            wire,
             generation,
             killed: Mutex::new(None),
         }))
@@ -71,7 +69,7 @@ impl Conn {
     /// promptly); the first reason given is the one reported.
     pub(crate) fn kill(&self, why: &str) {
         self.killed.lock().get_or_insert_with(|| why.to_string());
-        let _ = self.sock.shutdown(Shutdown::Both);
+        let _ = self.wire.shutdown(Shutdown::Both);
     }
 
     fn kill_reason(&self) -> Option<String> {
@@ -250,32 +248,19 @@ impl Tunnel {
     }
 }
 
-/// Write all of `bufs` (blocking), with `MSG_NOSIGNAL`.
-fn write_all_vectored(sock: &TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !bufs.is_empty() {
-        match sys::send_vectored(sock, bufs, false) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// The reader thread of tunnel `t`, generation `conn.generation`.
 pub(crate) fn reader(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
     let tun = &inner.tunnels[t];
     let cfg = &inner.cfg;
     let tick = (cfg.keepalive_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
     let mut timeout = tick;
-    let _ = conn.sock.set_read_timeout(Some(timeout));
+    let _ = conn.wire.set_read_timeout(Some(timeout));
     let max_frame = cfg.max_frame_size as u32;
     let mut fr = FrameReader::new();
     let mut last_heard = Instant::now();
     let mut heard = tun.counters.bytes_received.load(Relaxed);
     let end = loop {
-        match fr.next(&conn.sock, max_frame, &tun.counters.bytes_received, &inner.pool) {
+        match fr.next(&conn.wire, max_frame, &tun.counters.bytes_received, &inner.pool) {
             Ok(Some(frame)) => {
                 last_heard = Instant::now();
                 heard = tun.counters.bytes_received.load(Relaxed);
@@ -308,7 +293,7 @@ pub(crate) fn reader(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
                 let next = tick.min(cfg.keepalive_timeout - silence).max(Duration::from_millis(1));
                 if next != timeout {
                     timeout = next;
-                    let _ = conn.sock.set_read_timeout(Some(timeout));
+                    let _ = conn.wire.set_read_timeout(Some(timeout));
                 }
             }
             Err(end) => break end,
@@ -338,7 +323,7 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
         // Take work only when the socket has room, so the tunnel that can send soonest
         // takes the next frame.
         let until_ping = next_ping.saturating_duration_since(Instant::now());
-        match sys::wait_writable(&conn.sock, until_ping.max(Duration::from_millis(1))) {
+        match conn.wire.wait_writable(until_ping.max(Duration::from_millis(1))) {
             Ok(true) => {}
             Ok(false) => {
                 // Still full at ping time: the data in flight keeps the peer's keepalive
@@ -407,7 +392,8 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
             }
             slices.extend(batch.data.iter().map(|f| IoSlice::new(f)));
             let bytes: usize = slices.iter().map(|s| s.len()).sum();
-            let r = write_all_vectored(&conn.sock, &mut slices);
+            // Also what an earlier non-blocking TLS send left (it goes first).
+            let r = conn.wire.write_all_vectored(&mut slices);
             if r.is_ok() {
                 tun.count_sent(bytes, batch.frames());
             }
@@ -417,6 +403,12 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
         // Written, or perhaps partly written before an error: either way the frames wait for
         // the peer's acknowledgement (an error kills the generation, which re-sends them).
         inner.keep_for_replay(t, generation, batch.data.drain(..));
+        if finishing && result.is_ok() {
+            // Everything queued is out: half-close (with TLS after a close_notify, written
+            // under the write lock like every write) so the peer reads end-of-stream after the
+            // last frame, and keep reading until it closes too.
+            let _ = conn.wire.close_write();
+        }
         drop(tx);
         batch.clear();
         if let Err(e) = result {
@@ -424,9 +416,6 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
             return;
         }
         if finishing {
-            // Everything queued is out: half-close so the peer reads end-of-stream after
-            // the last frame, and keep reading until it closes too.
-            let _ = conn.sock.shutdown(Shutdown::Write);
             return;
         }
     }

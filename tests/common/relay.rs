@@ -12,6 +12,8 @@
 //!   blackholed connection stays open until `rst`/`fin` of its index or the relay is dropped:
 //!   like a real path, it does not pass on that an end closed;
 //! - [`FaultRelay::delay`]: add a one-way delay to every chunk (this and later connections);
+//! - [`FaultRelay::flip`]: invert one byte (the middle one) of the next chunk read in one
+//!   direction: bytes altered in transit, the connection otherwise intact;
 //! - [`FaultRelay::set_down`] / [`FaultRelay::down_for`]: reset every connection and refuse
 //!   new ones (accepted, then reset at once) while down: the whole bundle is cut off.
 //!
@@ -95,6 +97,9 @@ struct Slot {
     /// When bytes were last delivered (since `Shared::epoch`; 0 for never), per direction.
     last_ns: [AtomicU64; 2],
     delay_ns: AtomicU64,
+    /// Invert a byte of the next chunk read, per direction; and how many were inverted.
+    flip: [AtomicBool; 2],
+    flipped: [AtomicU64; 2],
 }
 
 struct Shared {
@@ -231,6 +236,10 @@ fn read_side(conn: Arc<Conn>, shared: Arc<Shared>, index: usize, dir: Dir, tx: S
         if mode == Mode::Fin {
             drop_bytes(n);
             continue;
+        }
+        if slot.flip[dir as usize].swap(false, SeqCst) {
+            buf[n / 2] ^= 0xFF;
+            slot.flipped[dir as usize].fetch_add(1, SeqCst);
         }
         let delay = Duration::from_nanos(slot.delay_ns.load(SeqCst));
         // A full queue blocks here (back-pressure); a send fails only once the deliverer
@@ -419,6 +428,17 @@ impl FaultRelay {
     /// Delay every chunk of tunnel `i` (open and later connections) by `d`, each way.
     pub fn delay(&self, i: usize, d: Duration) {
         self.shared.slots[i].delay_ns.store(d.as_nanos() as u64, SeqCst);
+    }
+
+    /// Invert one byte (the middle one) of the next chunk that any connection of tunnel `i`
+    /// reads in direction `dir`; see [`flipped`](FaultRelay::flipped) for when it happened.
+    pub fn flip(&self, i: usize, dir: Dir) {
+        self.shared.slots[i].flip[dir as usize].store(true, SeqCst);
+    }
+
+    /// Bytes of tunnel `i` inverted in direction `dir` so far.
+    pub fn flipped(&self, i: usize, dir: Dir) -> u64 {
+        self.shared.slots[i].flipped[dir as usize].load(SeqCst)
     }
 
     /// While down, every connection is reset and new ones are refused (accepted, then reset).

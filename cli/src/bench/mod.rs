@@ -62,6 +62,7 @@ pub fn run(a: BenchArgs) -> Result<(), Fatal> {
         },
         interval: a.interval,
         baseline: !a.no_baseline,
+        json: a.json,
     };
     match &a.client {
         Some(addr) => {
@@ -195,6 +196,8 @@ struct Plan {
     total: Limit,
     interval: Duration,
     baseline: bool,
+    /// One JSON object at the end instead of the table and summary.
+    json: bool,
 }
 
 /// Per-tunnel byte counters at one moment, in each direction.
@@ -212,6 +215,13 @@ struct Measured {
 }
 
 impl Plan {
+    /// Print a line of the human-readable report (nothing with --json).
+    fn say(&self, line: std::fmt::Arguments<'_>) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
     fn run(&self, session: &Session, server_side: Option<&Session>) -> Result<(), Fatal> {
         let tunnels = session.num_tunnels();
         let baseline_port = if self.baseline {
@@ -221,7 +231,7 @@ impl Plan {
         } else {
             0
         };
-        println!(
+        self.say(format_args!(
             "mtmux bench: {tunnels} tunnels to {}, {} stream{}, direction {}, {}",
             describe(&session.peer_addrs()),
             self.streams,
@@ -231,7 +241,7 @@ impl Plan {
                 Limit::Bytes(b) => format!("{} each way", fmt_bytes(b)),
                 Limit::Time(d) => format!("for {d:?}"),
             }
-        );
+        ));
         // Count at the receiver when it is in this process; a remote server's receiving
         // side cannot be seen, so up is then what the client's tunnels sent.
         let what = match (server_side, self.direction) {
@@ -249,7 +259,7 @@ impl Plan {
                 down: client.iter().map(|t| t.bytes_received).collect(),
             }
         };
-        println!("{}", report::table_header(tunnels, what));
+        self.say(format_args!("{}", report::table_header(tunnels, what)));
         let first = sample();
         let start = Instant::now();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -283,26 +293,46 @@ impl Plan {
         }
         let last = sample();
         let streams = format!("{} stream{}", self.streams, if self.streams == 1 { "" } else { "s" });
-        println!("summary (timed at the receiver):");
+        self.say(format_args!("summary (timed at the receiver):"));
         let label = format!("mtmux, {tunnels} tunnels, {streams}");
         let width = label.len().max(BASELINE_LABEL.len()) + ", down:".len();
         self.print_result(&label, width, &m);
         if matches!(self.direction, Direction::Up | Direction::Both) {
-            println!("    per tunnel, up:   {}", report::tunnel_shares(&first.up, &last.up));
+            self.say(format_args!("    per tunnel, up:   {}", report::tunnel_shares(&first.up, &last.up)));
         }
         if matches!(self.direction, Direction::Down | Direction::Both) {
-            println!("    per tunnel, down: {}", report::tunnel_shares(&first.down, &last.down));
+            self.say(format_args!(
+                "    per tunnel, down: {}",
+                report::tunnel_shares(&first.down, &last.down)
+            ));
         }
+        let mut baseline_json = None;
         if baseline_port != 0 {
             let ip = session.peer_addrs().first().map(|a| a.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
             let tcp = self.baseline(SocketAddr::new(ip, baseline_port))?;
             self.print_result(BASELINE_LABEL, width, &tcp);
             let rate = |m: &Measured| (m.up + m.down) as f64 / m.elapsed.as_secs_f64().max(1e-9);
             let ratio = rate(&m) / rate(&tcp);
-            println!("  mtmux / plain TCP: {ratio:.2}");
+            baseline_json = Some((measured_json(&tcp), ratio));
+            self.say(format_args!("  mtmux / plain TCP: {ratio:.2}"));
             if server_side.is_some() && ratio < 1.0 {
-                println!("  (over loopback nothing caps one TCP connection and both ends share the CPUs: see README)");
+                self.say(format_args!("  (over loopback nothing caps one TCP connection and both ends share the CPUs: see README)"));
             }
+        }
+        if self.json {
+            let shares =
+                |f: &[u64], l: &[u64]| l.iter().zip(f).map(|(l, f)| l - f.min(l)).collect::<Vec<u64>>();
+            let v = serde_json::json!({
+                "tunnels": tunnels,
+                "streams": self.streams,
+                "direction": self.direction.to_string(),
+                "peer": describe(&session.peer_addrs()),
+                "mtmux": measured_json(&m),
+                "per_tunnel_bytes": { "up": shares(&first.up, &last.up), "down": shares(&first.down, &last.down) },
+                "baseline": baseline_json.as_ref().map(|(b, _)| b.clone()),
+                "ratio": baseline_json.as_ref().map(|(_, r)| *r),
+            });
+            println!("{v}");
         }
         Ok(())
     }
@@ -327,10 +357,10 @@ impl Plan {
             let now = Instant::now();
             let (at, over) = (now - start, now - prev_at);
             if matches!(self.direction, Direction::Up | Direction::Both) {
-                println!("{}", report::table_row(at, "up", &prev.up, &cur.up, over));
+                self.say(format_args!("{}", report::table_row(at, "up", &prev.up, &cur.up, over)));
             }
             if matches!(self.direction, Direction::Down | Direction::Both) {
-                println!("{}", report::table_row(at, "down", &prev.down, &cur.down, over));
+                self.say(format_args!("{}", report::table_row(at, "down", &prev.down, &cur.down, over)));
             }
             prev = cur;
             prev_at = now;
@@ -360,7 +390,7 @@ impl Plan {
     /// One line per direction, labels padded to `width` so the numbers line up.
     fn print_result(&self, what: &str, width: usize, m: &Measured) {
         let line = |dir: &str, bytes| {
-            println!("  {}", report::result(&format!("{what}, {dir}"), width, bytes, m.elapsed))
+            self.say(format_args!("  {}", report::result(&format!("{what}, {dir}"), width, bytes, m.elapsed)))
         };
         if matches!(self.direction, Direction::Up | Direction::Both) {
             line("up", m.up);
@@ -369,4 +399,16 @@ impl Plan {
             line("down", m.down);
         }
     }
+}
+
+/// A transfer's totals as JSON: bytes each way, seconds, MB/s (10^6 bytes) each way.
+fn measured_json(m: &Measured) -> serde_json::Value {
+    let secs = m.elapsed.as_secs_f64();
+    serde_json::json!({
+        "up_bytes": m.up,
+        "down_bytes": m.down,
+        "seconds": secs,
+        "up_mb_per_s": crate::units::mb_per_s(m.up, m.elapsed),
+        "down_mb_per_s": crate::units::mb_per_s(m.down, m.elapsed),
+    })
 }

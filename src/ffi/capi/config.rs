@@ -1,5 +1,6 @@
 //! Configuration: `mtmux_config`, its defaults and validation.
 
+use super::tls::{tls_from_c, Use};
 use super::*;
 use crate::Key;
 
@@ -12,13 +13,23 @@ use crate::Key;
 /// (`MTMUX_ERR_INVALID_CONFIG` and a message naming the field); passing NULL means the
 /// defaults (also to `mtmux_config_validate`, which then returns `MTMUX_OK`).
 ///
-/// Growth: new fields are only ever appended. A config whose `size` is that of the first
-/// published layout (everything up to `max_pending_handshakes`; the fields from `rejoin` on
-/// came with tunnel failover) is still accepted: mtmux reads only those bytes and uses the
-/// defaults for the later fields. Any other `size` than the two is refused with
+/// Growth: new fields are only ever appended. A config whose `size` is that of an earlier
+/// published layout is still accepted: the first one (everything up to
+/// `max_pending_handshakes`; the fields from `rejoin` on came with tunnel failover) and the
+/// one that ended with `max_handshakes_per_source` (the `tls_` fields came after). mtmux reads only those bytes
+/// and uses the defaults for the later fields. Any other `size` is refused with
 /// `MTMUX_ERR_INVALID_ARGUMENT`. `mtmux_config_init` writes the whole current struct, so a
 /// program built against an older header must be recompiled before it calls
 /// `mtmux_config_init` with this library (the source needs no change).
+///
+/// TLS (the `tls_` fields): file names and strings, NULL for unset (the default: plain TCP).
+/// mtmux reads the files, and copies the strings, when the config is used (`mtmux_listen`,
+/// `mtmux_dial`, `mtmux_config_validate`); the caller may free them once that call returns.
+/// A listener uses `tls_cert_file` + `tls_key_file`, and `tls_ca_file` to require client
+/// certificates (mutual TLS); dialing uses `tls_ca_file` or `tls_fingerprint` to check the
+/// server, `tls_server_name`, and `tls_cert_file` + `tls_key_file` for mutual TLS. Problems
+/// with the files are `MTMUX_ERR_INVALID_CONFIG` naming the file; a library built without
+/// TLS refuses any `tls_` field with `MTMUX_ERR_INVALID_CONFIG` ("built without TLS").
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct mtmux_config {
@@ -95,12 +106,35 @@ pub struct mtmux_config {
     /// `max_pending_handshakes` (32 with the defaults). Otherwise 1..=`MTMUX_BACKLOG_MAX`;
     /// set it to at least `tunnels`, and higher when many clients share one address (NAT).
     pub max_handshakes_per_source: u32,
+    /// TLS certificate chain, a PEM file (this side's certificate first, then intermediate
+    /// CAs). Listener: required for TLS, with `tls_key_file`. Dialing: the client certificate
+    /// for mutual TLS (optional). NULL: none.
+    pub tls_cert_file: *const c_char,
+    /// The private key of `tls_cert_file`, a PEM file (PKCS#8, RSA or EC). NULL: none.
+    pub tls_key_file: *const c_char,
+    /// A PEM file of CA certificates. Dialing: the server's certificate must be signed by one
+    /// of them (and valid for `tls_server_name`); turns TLS on. Listener: mutual TLS, every
+    /// client must present a certificate signed by one of them. NULL: none.
+    pub tls_ca_file: *const c_char,
+    /// Dialing, instead of `tls_ca_file`: trust exactly the server certificate with this
+    /// SHA-256 fingerprint (64 hex digits, plain or colon-separated, as `openssl x509 -noout
+    /// -fingerprint -sha256` prints); its CA, names and dates are then not checked. NULL: none.
+    pub tls_fingerprint: *const c_char,
+    /// Dialing: the name the server's certificate must be valid for (DNS name or IP address).
+    /// NULL: the host part of the address dialed.
+    pub tls_server_name: *const c_char,
 }
 
 /// Bytes of the first published `mtmux_config` that hold fields (everything before `rejoin`).
 pub(super) const CONFIG_FIELDS_V1: usize = offset_of!(mtmux_config, rejoin);
 /// `sizeof` of the first published `mtmux_config`: its fields rounded up to its alignment.
 pub(super) const CONFIG_SIZE_V1: usize = CONFIG_FIELDS_V1.next_multiple_of(align_of::<mtmux_config>());
+/// Bytes of the layout that ended with `max_handshakes_per_source` (before the `tls_`
+/// fields).
+pub(super) const CONFIG_FIELDS_V2: usize =
+    offset_of!(mtmux_config, max_handshakes_per_source) + size_of::<u32>();
+/// `sizeof` of that layout.
+pub(super) const CONFIG_SIZE_V2: usize = CONFIG_FIELDS_V2.next_multiple_of(align_of::<mtmux_config>());
 
 /// Read the config C passes, of any layout `size` that mtmux accepts, as the current layout
 /// (fields the caller's layout lacks take their defaults); `None` for NULL.
@@ -119,18 +153,17 @@ pub(super) unsafe fn read_config(p: *const mtmux_config) -> Res<Option<mtmux_con
         // Safety: the caller's struct is the current layout, `size` bytes long.
         return Ok(Some(unsafe { p.read() }));
     }
-    if size == CONFIG_SIZE_V1 {
+    for (layout, fields) in [(CONFIG_SIZE_V1, CONFIG_FIELDS_V1), (CONFIG_SIZE_V2, CONFIG_FIELDS_V2)] {
+        if size != layout {
+            continue;
+        }
         let mut c = config_to_c(&Config::default());
-        // Safety: the caller's struct has `CONFIG_SIZE_V1 >= CONFIG_FIELDS_V1` readable bytes
-        // and `c` is a distinct local of the current layout, whose first `CONFIG_FIELDS_V1`
-        // bytes hold the same fields at the same offsets. The V1 padding is not copied: in
-        // the current layout it holds `rejoin`.
+        // Safety: the caller's struct has `layout >= fields` readable bytes and `c` is a
+        // distinct local of the current layout, whose first `fields` bytes hold the same
+        // fields at the same offsets. The old layout's padding is not copied: in the current
+        // layout it holds the next field.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                p.cast::<u8>(),
-                std::ptr::addr_of_mut!(c).cast::<u8>(),
-                CONFIG_FIELDS_V1,
-            );
+            std::ptr::copy_nonoverlapping(p.cast::<u8>(), std::ptr::addr_of_mut!(c).cast::<u8>(), fields);
         }
         c.size = current;
         return Ok(Some(c));
@@ -138,14 +171,15 @@ pub(super) unsafe fn read_config(p: *const mtmux_config) -> Res<Option<mtmux_con
     Err(failure(
         MTMUX_ERR_INVALID_ARGUMENT,
         format!(
-            "cfg->size is {size}, not sizeof(mtmux_config) = {current} (nor the earlier \
-             {CONFIG_SIZE_V1}): use mtmux_config_init"
+            "cfg->size is {size}, not sizeof(mtmux_config) = {current} (nor an earlier \
+             {CONFIG_SIZE_V1} or {CONFIG_SIZE_V2}): use mtmux_config_init"
         ),
     ))
 }
 
-/// The library config of a C config of the current layout (see `read_config`).
-pub(super) fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
+/// The library config of a C config of the current layout (see `read_config`), for `use_`
+/// (its TLS fields mean different things when listening and dialing).
+pub(super) fn config_from_c(c: Option<&mtmux_config>, use_: Use<'_>) -> Res<Config> {
     let Some(c) = c else {
         return Ok(Config::default());
     };
@@ -219,6 +253,16 @@ pub(super) fn config_from_c(c: Option<&mtmux_config>) -> Res<Config> {
             // Safety: the caller's contract: `key` points to `key_len` readable bytes.
             (false, n) => Some(Key::new(unsafe { std::slice::from_raw_parts(c.key, n) })?),
         },
+        #[cfg(feature = "tls")]
+        tls: None,
+    };
+    // Safety (both): the caller's contract: each `tls_` field is NULL or a NUL-terminated
+    // string.
+    #[cfg(feature = "tls")]
+    let cfg = Config { tls: unsafe { tls_from_c(c, use_)? }, ..cfg };
+    #[cfg(not(feature = "tls"))]
+    unsafe {
+        tls_from_c(c, use_)?
     };
     cfg.validate()?;
     Ok(cfg)
@@ -248,6 +292,11 @@ pub(super) fn config_to_c(c: &Config) -> mtmux_config {
         key: std::ptr::null(),
         key_len: 0,
         max_handshakes_per_source: c.max_handshakes_per_source.map_or(0, |n| n as u32),
+        tls_cert_file: std::ptr::null(),
+        tls_key_file: std::ptr::null(),
+        tls_ca_file: std::ptr::null(),
+        tls_fingerprint: std::ptr::null(),
+        tls_server_name: std::ptr::null(),
     }
 }
 
@@ -269,7 +318,7 @@ pub extern "C" fn mtmux_config_init(cfg: *mut mtmux_config) -> mtmux_result {
 pub extern "C" fn mtmux_config_validate(cfg: *const mtmux_config) -> mtmux_result {
     guard("mtmux_config_validate", || {
         // Safety: the caller passes NULL or a readable `mtmux_config` of `cfg->size` bytes.
-        config_from_c(unsafe { read_config(cfg)? }.as_ref())?;
+        config_from_c(unsafe { read_config(cfg)? }.as_ref(), Use::Check)?;
         Ok(MTMUX_OK)
     })
 }

@@ -23,7 +23,7 @@ pub extern "C" fn mtmux_listen(
         // readable bytes, and a writable pointer (header contract).
         let (addr, cfg, out) =
             unsafe { (utf8(addr, "addr")?, read_config(cfg)?, output(listener, "listener")?) };
-        let cfg = config_from_c(cfg.as_ref())?;
+        let cfg = config_from_c(cfg.as_ref(), tls::Use::Listen)?;
         let l = Listener::bind(resolve(addr)?, &cfg)?;
         new_handle(out, mtmux_listener { inner: l });
         Ok(MTMUX_OK)

@@ -44,7 +44,7 @@ pub enum mtmux_result {
     MTMUX_ERR_NULL = -1,
     /// An argument is out of range (a zero length, an unknown `how`, a timeout above
     /// `MTMUX_TIMEOUT_MAX_MS`, a config whose `size` is neither `sizeof(mtmux_config)` nor
-    /// that of its first published layout).
+    /// that of an earlier published layout).
     MTMUX_ERR_INVALID_ARGUMENT = -2,
     /// A string argument is not valid UTF-8.
     MTMUX_ERR_UTF8 = -3,
@@ -466,6 +466,7 @@ mod events;
 mod listener;
 mod session;
 mod stream;
+mod tls;
 
 pub use config::*;
 pub use events::*;
@@ -533,7 +534,7 @@ mod tests {
     #[test]
     fn config_round_trips_through_c() {
         let c = config_to_c(&Config::default());
-        assert_eq!(config_from_c(Some(&c)).ok(), Some(Config::default()));
+        assert_eq!(config_from_c(Some(&c), tls::Use::Check).ok(), Some(Config::default()));
         let custom = Config {
             rejoin: false,
             stale_timeout: Some(Duration::from_millis(300)),
@@ -542,7 +543,7 @@ mod tests {
             max_handshakes_per_source: Some(12),
             ..Config::default()
         };
-        assert_eq!(config_from_c(Some(&config_to_c(&custom))).ok(), Some(custom));
+        assert_eq!(config_from_c(Some(&config_to_c(&custom)), tls::Use::Check).ok(), Some(custom));
     }
 
     #[test]
@@ -564,6 +565,34 @@ mod tests {
         }
         // Safety: `v1` holds a config of `CONFIG_SIZE_V1` bytes.
         let read = unsafe { read_config(v1.as_ptr()) }.ok().flatten().unwrap();
-        assert_eq!(config_from_c(Some(&read)).ok(), Some(Config { tunnels: 3, ..Config::default() }));
+        assert_eq!(
+            config_from_c(Some(&read), tls::Use::Check).ok(),
+            Some(Config { tunnels: 3, ..Config::default() })
+        );
+    }
+
+    #[test]
+    fn a_config_of_the_layout_before_tls_reads_no_tls_fields() {
+        // A program built against the header that ended with `max_handshakes_per_source`: the
+        // bytes after it (where `tls_cert_file` now is) are not the caller's and must not be
+        // read.
+        let mut v2 = MaybeUninit::<mtmux_config>::uninit();
+        let mut c = config_to_c(&Config { tunnels: 5, ..Config::default() });
+        c.size = CONFIG_SIZE_V2;
+        // Safety: `v2` has room for a whole `mtmux_config`: garbage (non-NULL `tls_`
+        // pointers if read), then the V2 bytes of `c`.
+        unsafe {
+            v2.as_mut_ptr().cast::<u8>().write_bytes(0xA5, size_of::<mtmux_config>());
+            std::ptr::copy_nonoverlapping(
+                std::ptr::addr_of!(c).cast::<u8>(),
+                v2.as_mut_ptr().cast::<u8>(),
+                CONFIG_FIELDS_V2,
+            );
+        }
+        // Safety: `v2` holds a config of `CONFIG_SIZE_V2` bytes.
+        let read = unsafe { read_config(v2.as_ptr()) }.ok().flatten().unwrap();
+        assert!(read.tls_cert_file.is_null() && read.tls_server_name.is_null());
+        let want = Config { tunnels: 5, ..Config::default() };
+        assert_eq!(config_from_c(Some(&read), tls::Use::Check).ok(), Some(want));
     }
 }

@@ -24,7 +24,7 @@ pub extern "C" fn mtmux_dial(
         // readable bytes, and a writable pointer (header contract).
         let (addr, cfg, out) =
             unsafe { (utf8(addr, "addr")?, read_config(cfg)?, output(session, "session")?) };
-        let cfg = config_from_c(cfg.as_ref())?;
+        let cfg = config_from_c(cfg.as_ref(), tls::Use::Dial { host: tls::host_of(addr) })?;
         let s = crate::dial(resolve(addr)?, &cfg)?;
         new_handle(out, mtmux_session { inner: s });
         Ok(MTMUX_OK)
