@@ -254,8 +254,8 @@ fn client_handshake(
 /// Read one reply from each of `conns` (with `read(conn, index)`), all at once, and check each
 /// (`check(index, reply)`). The first failure (an I/O error, the deadline, or a reply `check`
 /// turns into an error, such as a refusal) aborts the other reads at once (`abort` shuts the
-/// connections down) and is returned; a refusal the server sent takes precedence over an I/O
-/// error of another tunnel. Reading the tunnels in turn instead would leave a client waiting
+/// connections down; not for an authentication failure, see below) and is returned; a refusal
+/// the server sent takes precedence over an I/O error of another tunnel. Reading the tunnels in turn instead would leave a client waiting
 /// on a tunnel that never arrived at a server that refused its other tunnels (a closing
 /// listener, a wrong port) until the handshake timeout.
 fn read_replies<C: Sync>(
@@ -273,12 +273,18 @@ fn read_replies<C: Sync>(
     let failed: parking_lot::Mutex<Option<(bool, Error)>> = parking_lot::Mutex::new(None);
     let fail = |e: Error| {
         let told = matches!(e, Error::Refused(_) | Error::Auth(_));
+        // A key mismatch is the same on every tunnel, and each gets its answer at once: the
+        // others finish theirs (the server then sees the mismatch on each, not connections
+        // cut in the middle of a key challenge).
+        let aborts = !matches!(e, Error::Auth(_));
         let mut f = failed.lock();
         match &*f {
             None => {
                 *f = Some((told, e));
                 drop(f);
-                conns.iter().for_each(&abort);
+                if aborts {
+                    conns.iter().for_each(&abort);
+                }
             }
             // A refusal that arrives while the others are being aborted still wins.
             Some((false, _)) if told => *f = Some((told, e)),
