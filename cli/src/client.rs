@@ -8,10 +8,13 @@
 //!
 //! Threads: the main thread accepts local connections; the keeper thread dials and watches
 //! the session; one thread per session logs its failover events; each connection runs a
-//! [`pipe`] (two threads); an optional stats thread.
+//! [`pipe`] (two threads); an optional stats thread. Connections open their streams in the
+//! order they were accepted ([`order`](crate::order)): stream ids follow the applications'
+//! order, and the server connects to the target in that order.
 
 use crate::args::ClientArgs;
 use crate::events::{expired_line, log_events};
+use crate::order::{Turn, Turns, GRACE};
 use crate::pipe::{abort_tcp, pipe_and_log};
 use crate::security::{load_key, KEY_ENV};
 use crate::stats::Meter;
@@ -48,6 +51,7 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
         current: Mutex::new(None),
         changed: Condvar::new(),
         next_id: AtomicU64::new(1),
+        turns: Arc::new(Turns::new(GRACE)),
     });
     if !a.keep_trying {
         keeper.dial().map_err(|e| Fatal::new(dial_failure(&keeper.server, &e)))?;
@@ -70,7 +74,8 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
         match local.accept() {
             Ok((conn, _)) => {
                 let k = keeper.clone();
-                spawn("conn", move || k.serve(conn));
+                let turn = keeper.turns.turn(keeper.turns.issue());
+                spawn("conn", move || k.serve(conn, turn));
             }
             Err(e) => {
                 // Out of descriptors or similar: back off rather than spin.
@@ -111,6 +116,9 @@ struct Keeper {
     /// Notified when `current` gets a new session.
     changed: Condvar,
     next_id: AtomicU64,
+    /// Local connections open their streams in the order they were accepted, so that stream
+    /// ids (and the server's connects to the target) follow the applications' order.
+    turns: Arc<Turns>,
 }
 
 impl Keeper {
@@ -228,10 +236,13 @@ impl Keeper {
     }
 
     /// Carry one local connection.
-    fn serve(&self, conn: TcpStream) {
+    fn serve(&self, conn: TcpStream, mut turn: Turn) {
         let from = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
         let _ = conn.set_nodelay(true);
-        let Some((id, stream)) = self.open(&from) else {
+        turn.wait();
+        let opened = self.open(&from);
+        turn.finished();
+        let Some((id, stream)) = opened else {
             abort_tcp(&conn);
             return;
         };

@@ -8,6 +8,7 @@ mod events;
 mod limits;
 mod logging;
 mod net;
+mod order;
 mod pipe;
 mod refusals;
 mod security;
