@@ -36,6 +36,7 @@ const STABLE: Duration = Duration::from_secs(10);
 
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.
 pub fn run(a: ClientArgs) -> Result<(), Fatal> {
+    check_host_port("--server", &a.server)?;
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
     let cfg =
         validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(a.max_streams as usize)) })?;
@@ -86,12 +87,27 @@ pub fn run(a: ClientArgs) -> Result<(), Fatal> {
     }
 }
 
+/// A usage error unless `value` has the form HOST:PORT (a bare port is a common slip).
+fn check_host_port(flag: &str, value: &str) -> Result<(), Fatal> {
+    let ok =
+        value.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(Fatal::usage(format!("{flag} {value}: expected HOST:PORT, e.g. {flag} 203.0.113.5:7000")))
+    }
+}
+
 /// One line for a failed dial: the server refused us (wrong key, busy, ...) or could not be
 /// reached.
 fn dial_failure(server: &str, e: &Error) -> String {
     match e {
         Error::Auth(_) | Error::Refused(_) => {
             format!("cannot start a session with the server at {server}: {e}")
+        }
+        Error::Protocol(why) if why.contains("not an mtmux peer") => {
+            let what = why.split_once("not an mtmux peer").map(|(_, w)| w.trim()).unwrap_or("");
+            format!("{server} is not an mtmux server {what}: check --server (host and port)")
         }
         _ => format!("cannot reach the server at {server}: {e}"),
     }

@@ -196,7 +196,8 @@ impl Server {
             Ok(tcp) => tcp,
             Err(e) => {
                 warn!("session {session} stream {sid}: cannot connect to target {}: {e}", self.target);
-                let _ = stream.reset();
+                // The client learns why (and says so) from the code.
+                let _ = stream.reset_with(connect_failure_code(&e));
                 return;
             }
         };
@@ -241,6 +242,16 @@ impl Refused {
         warn!("session {session} stream {stream}: reset at once: {limit}{more}");
         self.last_line = Some(Instant::now());
         self.since_last_line = 0;
+    }
+}
+
+/// The RESET code that tells the client why its stream could not be connected to the target.
+fn connect_failure_code(e: &std::io::Error) -> ResetCode {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => ResetCode::TargetRefused,
+        TimedOut | WouldBlock => ResetCode::TargetTimedOut,
+        _ => ResetCode::TargetUnreachable,
     }
 }
 
