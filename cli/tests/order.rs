@@ -160,7 +160,8 @@ fn iperf3_bidir_completes_every_run() {
         };
         let up = json_bytes(&json, "sum_received").unwrap_or(0);
         let down = json_bytes(&json, "sum_received_bidir_reverse").unwrap_or(0);
-        assert!(up > 0 && down > 0, "run {run}: bytes moved {up} up, {down} down: {json}");
+        let error = json.lines().find(|l| l.contains("\"error\"")).unwrap_or("no error field");
+        assert!(up > 0 && down > 0, "run {run}: bytes moved {up} up, {down} down ({}): {json}", error.trim());
     }
     eprintln!("20 runs of iperf3 --bidir completed ({busy} retries while the iperf3 server was busy)");
     let _ = iperf_server.0.try_wait();
