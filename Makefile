@@ -15,8 +15,16 @@ build:
 
 ## ---- Rust ---------------------------------------------------------------
 # --all-features: the TLS tests (tests/tls.rs, feature `tls`) too.
-test-rust:
+test-rust: test-tools
 	$(CARGO) test --workspace --all-features
+
+# Tools the tests drive (cli/tests/order.rs runs iperf3 --bidir through the CLI): installed
+# from Debian's apt where possible; otherwise the test says SKIPPED.
+.PHONY: test-tools
+test-tools:
+	@command -v iperf3 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iperf3 >/dev/null 2>&1; } \
+		|| echo "test: iperf3 not installed; cli/tests/order.rs will skip its iperf3 test"
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -140,7 +148,7 @@ SPEEDTEST_ARGS ?= --tunnels 8 --streams 4 --duration 10s
 cli:
 	$(CARGO) build --release -p mtmux-cli
 
-test-cli:
+test-cli: test-tools
 	$(CARGO) test -p mtmux-cli
 
 speedtest: cli

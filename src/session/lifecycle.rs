@@ -30,6 +30,8 @@ impl Inner {
             st.lifecycle = Lifecycle::Closing { deadline: Instant::now() + linger };
             self.phase.store(CLOSING, Relaxed);
             st.accept_tx = None;
+            // Streams held for order are dropped with those queued (below).
+            drop(st.order.flush());
             st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>()
         };
         // No more threads (re-dials) from now on.
@@ -56,6 +58,8 @@ impl Inner {
             st.lifecycle = Lifecycle::Closed(reason.clone());
             self.phase.store(CLOSED, Relaxed);
             st.accept_tx = None;
+            // Streams held for order are dropped with those queued (below).
+            drop(st.order.flush());
             st.closed_tx = None;
             st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>()
         };
