@@ -191,7 +191,12 @@ $(CARGO_FUZZ):
 	$(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --debug \
 		--root $(abspath build/tools/cargo-fuzz-$(CARGO_FUZZ_VERSION))
 
+# libFuzzer is C++: without a C++ compiler, install one when we can (root with apt), else stop
+# with a message saying so.
 fuzz-build: $(CARGO_FUZZ)
+	@command -v c++ >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ >/dev/null 2>&1; } \
+		|| { echo "fuzz: libFuzzer needs a C++ compiler (c++); install g++ or clang" >&2; exit 1; }
 	$(CARGO_FUZZ) fuzz build --fuzz-dir fuzz --sanitizer none
 
 fuzz-seeds:
