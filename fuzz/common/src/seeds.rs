@@ -102,6 +102,16 @@ fn session_seeds() -> Vec<Vec<u8>> {
         c.encode_into(&mut v);
     }
     out.push(v);
+    // More than the frame reader's 8 KiB read-ahead, within the session window and the accept
+    // backlog: frames straddle reads.
+    let mut v = Vec::new();
+    for seq in 0..3u32 {
+        for stream in [1u32, 3, 5, 7] {
+            let flags = [FLAG_OPEN, 0, FLAG_FIN][seq as usize];
+            v.extend(data(stream, seq, flags, &[stream as u8; 1000]));
+        }
+    }
+    out.push(v);
     // Violations: a stream id of the server's parity, a window overrun, a duplicate sequence.
     out.push(data(2, 0, FLAG_OPEN, b"even"));
     let mut v = Vec::new();
