@@ -11,7 +11,13 @@
 //! later exchange with a fresh server nonce, a truncated or extended one: all refused); and
 //! when nobody tampers and both hold the same key the exchange always succeeds.
 //!
-//! Extending it (the pre-shared-key challenge on every tunnel): add the new message to
+//! It also plays the pre-shared-key challenge of a JOIN (§2.3, "Pre-shared key") with the same
+//! attacker: the client accepts the server's key proof exactly when both hold the same key and
+//! the server proved it over the HELLO the client sent and the nonce the client received; the
+//! server accepts the client's key proof exactly when it is the genuine proof of the same key
+//! over the same HELLO and its own fresh nonce.
+//!
+//! Extending it further: add the new message to
 //! `Tamper`, a step to `exchange` that builds it with the library's encoder, runs it past
 //! `Tamper::apply`, decodes it with the library's decoder and states when each side must
 //! accept it.
@@ -19,10 +25,10 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mtmux::proto::auth::{RejoinNonces, Secret};
+use mtmux::proto::auth::{key_proof, verify_key_proof, RejoinNonces, Secret};
 use mtmux::proto::handshake::{
-    BundleId, Hello, HelloKind, Params, Reply, Status, COMMON_LEN, HELLO_FLAG_REJOIN, HELLO_LEN, NONCE_LEN,
-    PROOF_LEN,
+    BundleId, Hello, HelloKind, Params, Reply, Status, COMMON_LEN, HELLO_FLAG_KEY, HELLO_FLAG_REJOIN,
+    HELLO_LEN, NONCE_LEN, PROOF_LEN,
 };
 use mtmux::{Key, MAX_KEY_LEN, MIN_KEY_LEN};
 
@@ -125,6 +131,68 @@ fn read_reply(b: &[u8]) -> Option<Reply> {
     Some(r)
 }
 
+/// The key challenge of a JOIN of tunnel `index` (client key `ck`, server key `sk`), with the
+/// attacker's `a` tampers; asserts each side's verdict.
+fn key_challenge(ck: &[u8], sk: &[u8], bundle: BundleId, count: u16, a: &Attempt) {
+    let index = a.index % count;
+    let hello = Hello {
+        kind: HelloKind::Join,
+        bundle,
+        index,
+        count,
+        flags: HELLO_FLAG_KEY,
+        params: Params { max_frame: 65536, stream_window: 1 << 20, session_window: 1 << 26 },
+        generation: 0,
+        nonce: a.client_nonce,
+    };
+    let sent = hello.encode();
+    let must_pass = ck == sk
+        && matches!(a.hello, Tamper::Pass)
+        && matches!(a.challenge, Tamper::Pass)
+        && matches!(a.proof, ProofMsg::Own(Tamper::Pass));
+    let stop = |step: &str| assert!(!must_pass, "an honest key challenge failed at the {step}");
+    // 1. HELLO as the server reads it (exactly HELLO_LEN bytes, decoded and checked).
+    let wire = a.hello.apply(&sent);
+    let Some(raw) = wire.get(..HELLO_LEN).map(|b| <[u8; HELLO_LEN]>::try_from(b).unwrap()) else {
+        return stop("HELLO");
+    };
+    let Ok(got) = Hello::decode(&raw) else { return stop("HELLO decode") };
+    if got.flags & HELLO_FLAG_KEY == 0 || got.kind != HelloKind::Join {
+        return stop("HELLO flags"); // the server refuses: KeyRequired, or no key challenge
+    }
+    // 2. Challenge: the server's fresh nonce and its proof over the HELLO it got.
+    let ks = key_proof(sk, true, &raw, &a.server_nonce);
+    let Some(reply) = read_reply(&a.challenge.apply(&Reply::challenge(&got, a.server_nonce, ks).encode()))
+    else {
+        return stop("challenge");
+    };
+    let client_ok =
+        reply.status == Status::Challenge && verify_key_proof(ck, true, &sent, &reply.nonce, &reply.trailer);
+    let genuine = ck == sk && raw == sent && reply.nonce == a.server_nonce && reply.trailer == ks;
+    assert_eq!(
+        client_ok,
+        genuine && reply.status == Status::Challenge,
+        "client verdict on the server's key proof"
+    );
+    assert!(
+        !verify_key_proof(ck, false, &sent, &reply.nonce, &reply.trailer),
+        "a server proof is no client proof"
+    );
+    // 3. The client's proof (sent even when the server's failed), as the server checks it.
+    let kc = key_proof(ck, false, &sent, &reply.nonce);
+    let proof = match &a.proof {
+        ProofMsg::Own(t) => t.apply(&kc),
+        ProofMsg::Reflect => ks.to_vec(),
+        ProofMsg::Replay => kc.to_vec(),
+    };
+    let server_ok = verify_key_proof(sk, false, &raw, &a.server_nonce, &proof);
+    let genuine_proof = ck == sk && raw == sent && reply.nonce == a.server_nonce && proof == kc;
+    assert_eq!(server_ok, genuine_proof, "server verdict on the client's key proof ({:?})", a.proof);
+    if !(client_ok && server_ok) {
+        stop("key proofs");
+    }
+}
+
 fuzz_target!(|input: Input| {
     let client_psk = psk_bytes(&input.client_key);
     let server_raw = if input.same_key { &input.client_key } else { &input.server_key };
@@ -142,6 +210,11 @@ fuzz_target!(|input: Input| {
     assert_eq!(format!("{client_secret:?}"), "Secret(..)", "Debug never shows the secret");
 
     let count = input.count.max(1);
+    if let (Some(ck), Some(sk)) = (client_psk, server_psk) {
+        for a in input.attempts.iter().take(4) {
+            key_challenge(ck, sk, bundle, count, a);
+        }
+    }
     let mut previous_proof: Option<[u8; PROOF_LEN]> = None;
     let mut used_server_nonces: Vec<[u8; NONCE_LEN]> = Vec::new();
     for a in input.attempts.iter().take(8) {
