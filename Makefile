@@ -15,11 +15,20 @@ build:
 
 ## ---- Rust ---------------------------------------------------------------
 # --all-features: the TLS tests (tests/tls.rs, feature `tls`) too.
-test-rust:
+test-rust: test-tools
 	$(CARGO) test --workspace --all-features
+
+# Tools the tests drive (cli/tests/order.rs runs iperf3 --bidir through the CLI): installed
+# from Debian's apt where possible; otherwise the test says SKIPPED.
+.PHONY: test-tools
+test-tools:
+	@command -v iperf3 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iperf3 >/dev/null 2>&1; } \
+		|| echo "test: iperf3 not installed; cli/tests/order.rs will skip its iperf3 test"
 
 fmt-check:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -140,7 +149,7 @@ SPEEDTEST_ARGS ?= --tunnels 8 --streams 4 --duration 10s
 cli:
 	$(CARGO) build --release -p mtmux-cli
 
-test-cli:
+test-cli: test-tools
 	$(CARGO) test -p mtmux-cli
 
 speedtest: cli
@@ -208,6 +217,54 @@ bench-tools:
 	@command -v iptables >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables >/dev/null 2>&1; } \
 		|| echo "bench: iptables not installed; the latency figure will be skipped"
+
+## ---- Fuzzing (issue 9) -----------------------------------------------------
+# Coverage-guided fuzzing with cargo-fuzz (libFuzzer) on stable Rust: `--sanitizer none` needs
+# no nightly. fuzz/ is its own workspace; cargo-fuzz is a tool, installed under build/tools on
+# first use. Targets: see fuzz/README.md. Seeds are valid encodings written by the library's
+# encoders (fuzz/common/src/seeds.rs); what the fuzzer finds accumulates in build/fuzz/corpus.
+#   make fuzz                 every target for FUZZ_TIME seconds
+#   make fuzz FUZZ_TARGETS=frame FUZZ_TIME=600
+#   make fuzz-smoke           build every target and run each for FUZZ_SMOKE_TIME seconds (CI)
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := build/tools/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin/cargo-fuzz
+FUZZ_TARGETS ?= frame handshake handshake_auth reorder bundle session
+FUZZ_TIME ?= 60
+FUZZ_SMOKE_TIME ?= 20
+FUZZ_RUN = CARGO_FUZZ=$(abspath $(CARGO_FUZZ)) FUZZ_SEEDS=build/fuzz/seeds FUZZ_LOGS=build/fuzz/logs fuzz/run.sh
+
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-seeds fuzz-lint
+
+# --debug: it only drives cargo and the fuzzer, and builds in half the time unoptimised.
+$(CARGO_FUZZ):
+	$(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --debug \
+		--root $(abspath build/tools/cargo-fuzz-$(CARGO_FUZZ_VERSION))
+
+# libFuzzer is C++: without a C++ compiler, install one when we can (root with apt), else stop
+# with a message saying so.
+fuzz-build: $(CARGO_FUZZ)
+	@command -v c++ >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ >/dev/null 2>&1; } \
+		|| { echo "fuzz: libFuzzer needs a C++ compiler (c++); install g++ or clang" >&2; exit 1; }
+	$(CARGO_FUZZ) fuzz build --fuzz-dir fuzz --sanitizer none
+
+fuzz-seeds:
+	$(CARGO) run --quiet --manifest-path fuzz/Cargo.toml -p mtmux-fuzz-common --bin seeds -- build/fuzz/seeds
+
+# The fuzz crates under clippy (they are outside the main workspace, so `make clippy` does not
+# see them), without compiling libFuzzer itself.
+fuzz-lint:
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --workspace --all-targets --no-default-features \
+		-- -D warnings
+
+fuzz: fuzz-build fuzz-seeds
+	$(FUZZ_RUN) $(FUZZ_TIME) build/fuzz/corpus $(FUZZ_TARGETS)
+
+# A fresh corpus each time (seeds only): the smoke run checks that the targets build and
+# survive a short run, whatever an earlier `make fuzz` found.
+fuzz-smoke: fuzz-lint fuzz-build fuzz-seeds
+	rm -rf build/fuzz/smoke
+	$(FUZZ_RUN) $(FUZZ_SMOKE_TIME) build/fuzz/smoke $(FUZZ_TARGETS)
 
 ## ---- Entry points ---------------------------------------------------------
 test: test-rust test-c

@@ -24,6 +24,15 @@ pub enum ResetCode {
     Protocol,
     /// The session is closing and takes no new streams.
     SessionClosing,
+    /// The application that accepted the stream could not connect it on: its target refused
+    /// the connection (e.g. `mtmux server` when nothing listens on `--target`).
+    TargetRefused,
+    /// The application that accepted the stream could not connect it on: its target is
+    /// unreachable (no route, host down) or the connect failed otherwise.
+    TargetUnreachable,
+    /// The application that accepted the stream could not connect it on: connecting to its
+    /// target timed out.
+    TargetTimedOut,
     /// A code this version does not know.
     Other(u32),
 }
@@ -39,6 +48,9 @@ impl ResetCode {
             ResetCode::StreamClosed => 4,
             ResetCode::Protocol => 5,
             ResetCode::SessionClosing => 6,
+            ResetCode::TargetRefused => 7,
+            ResetCode::TargetUnreachable => 8,
+            ResetCode::TargetTimedOut => 9,
             ResetCode::Other(c) => c,
         }
     }
@@ -53,6 +65,9 @@ impl ResetCode {
             4 => ResetCode::StreamClosed,
             5 => ResetCode::Protocol,
             6 => ResetCode::SessionClosing,
+            7 => ResetCode::TargetRefused,
+            8 => ResetCode::TargetUnreachable,
+            9 => ResetCode::TargetTimedOut,
             c => ResetCode::Other(c),
         }
     }
@@ -68,6 +83,9 @@ impl fmt::Display for ResetCode {
             ResetCode::StreamClosed => f.write_str("the reading side was closed"),
             ResetCode::Protocol => f.write_str("protocol violation"),
             ResetCode::SessionClosing => f.write_str("session closing"),
+            ResetCode::TargetRefused => f.write_str("the target refused the connection"),
+            ResetCode::TargetUnreachable => f.write_str("the target is unreachable"),
+            ResetCode::TargetTimedOut => f.write_str("connecting to the target timed out"),
             ResetCode::Other(c) => write!(f, "code {c}"),
         }
     }

@@ -30,3 +30,20 @@ fn hello_world_as_in_the_readme() {
         assert!(session.is_closed());
     });
 }
+
+/// A client with more tunnels than the server's port range is told why a later port refuses.
+#[test]
+fn more_tunnels_than_the_servers_range_is_explained() {
+    let server = mtmux::Config { tunnels: 2, ..Default::default() };
+    let l = mtmux::Listener::bind("127.0.0.1:0", &server).unwrap();
+    // Ports 3 and 4 of the client's range are past the server's (nothing listens there
+    // unless another program on this host happens to).
+    let client = mtmux::Config { tunnels: 4, ..Default::default() };
+    match mtmux::dial(l.local_addr(), &client) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let m = e.to_string();
+            assert!(m.contains("fewer tunnels") && m.contains("single port"), "{m}");
+        }
+        other => panic!("expected a refused connection with a hint, got {:?}", other.map(|_| ())),
+    }
+}

@@ -46,8 +46,17 @@ fn range(v: &[f64], digits: usize) -> String {
     format!("{lo:.digits$}–{hi:.digits$}")
 }
 
+/// The 1-minute load average (how busy the shared machine was).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
+}
+
 pub fn run(rounds: usize, quick: bool, out: &str) {
     let total: u64 = if quick { 256 << 20 } else { 1 << 30 };
+    let load_before = load();
     let plain = Config { tunnels: TUNNELS, ..Default::default() };
     let (tls_server, tls_client) = tls_configs();
     log(&format!(
@@ -81,12 +90,15 @@ pub fn run(rounds: usize, quick: bool, out: &str) {
          loopback, plain TCP tunnels and TLS 1.3 tunnels (rustls with ring, \
          TLS13_AES_256_GCM_SHA384, its first choice) alternating round by round (ABBA), {rounds} rounds, a fresh session \
          pair each. Medians (range); \"TLS ÷ plain\" pairs the rounds. CPU is the process's user + \
-         system time (both ends) per GiB moved. The machine is a shared, noisy 2-core VM.\n\n\
+         system time (both ends) per GiB moved, the steadier figure here: the machine is a \
+         shared, noisy 2-core VM (1-minute load average {} before the run, {} after).\n\n\
          | tunnels | plain MB/s | TLS MB/s | TLS ÷ plain (paired) | plain CPU s/GiB | TLS CPU s/GiB | TLS ÷ plain CPU (paired) |\n\
          |---|---|---|---|---|---|---|\n\
          | {TUNNELS} | {:.0} ({}) | {:.0} ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) |\n",
         if quick { " --quick" } else { "" },
         total >> 20,
+        load_before,
+        load(),
         median(&ps),
         range(&ps, 0),
         median(&ts),

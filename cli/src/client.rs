@@ -8,12 +8,15 @@
 //!
 //! Threads: the main thread accepts local connections; the keeper thread dials and watches
 //! the session; one thread per session logs its failover events; each connection runs a
-//! [`pipe`] (two threads); an optional stats thread.
+//! [`pipe`] (two threads); an optional stats thread. Connections open their streams in the
+//! order they were accepted ([`order`](crate::order)): stream ids follow the applications'
+//! order, and the server connects to the target in that order.
 
 use crate::args::ClientArgs;
 use crate::config::{self, ClientForward, ClientReverse};
 use crate::events::{expired_line, log_events};
 use crate::forward;
+use crate::order::{Turn, Turns, GRACE};
 use crate::pipe::{abort_tcp, pipe_and_log};
 use crate::security::{load_key, KEY_ENV};
 use crate::stats::Meter;
@@ -37,6 +40,7 @@ const STABLE: Duration = Duration::from_secs(10);
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.
 /// `file`: the `--config` file, whose forwards join `--local` (named "default").
 pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
+    check_host_port("--server", &a.server)?;
     let (file_forwards, reverses) = match &file {
         Some(f) => f.forwards::<ClientForward, ClientReverse>()?,
         None => Default::default(),
@@ -71,6 +75,7 @@ pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
         current: Mutex::new(None),
         changed: Condvar::new(),
         next_id: AtomicU64::new(1),
+        turns: Arc::new(Turns::new(GRACE)),
     });
     if !a.keep_trying {
         keeper.dial().map_err(|e| Fatal::new(dial_failure(&keeper.server, &e)))?;
@@ -127,6 +132,17 @@ pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// A usage error unless `value` has the form HOST:PORT (a bare port is a common slip).
+fn check_host_port(flag: &str, value: &str) -> Result<(), Fatal> {
+    let ok =
+        value.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(Fatal::usage(format!("{flag} {value}: expected HOST:PORT, e.g. {flag} 203.0.113.5:7000")))
+    }
+}
+
 /// The longest wait between two dials: `--max-backoff`, but below half the handshake timeout,
 /// so that a local connection waiting for a session (up to the handshake timeout) sees at
 /// least one more dial before it is given up.
@@ -140,6 +156,10 @@ fn dial_failure(server: &str, e: &Error) -> String {
     match e {
         Error::Auth(_) | Error::Refused(_) => {
             format!("cannot start a session with the server at {server}: {e}")
+        }
+        Error::Protocol(why) if why.contains("not an mtmux peer") => {
+            let what = why.split_once("not an mtmux peer").map(|(_, w)| w.trim()).unwrap_or("");
+            format!("{server} is not an mtmux server {what}: check --server (host and port)")
         }
         _ => format!("cannot reach the server at {server}: {e}"),
     }
@@ -170,6 +190,9 @@ struct Keeper {
     /// Notified when `current` gets a new session.
     changed: Condvar,
     next_id: AtomicU64,
+    /// Local connections open their streams in the order they were accepted, so that stream
+    /// ids (and the server's connects to the target) follow the applications' order.
+    turns: Arc<Turns>,
 }
 
 impl Keeper {
@@ -180,7 +203,8 @@ impl Keeper {
                 Ok((conn, _)) => {
                     let k = self.clone();
                     let name = name.to_string();
-                    spawn("conn", move || k.serve(conn, &name));
+                    let turn = self.turns.turn(self.turns.issue());
+                    spawn("conn", move || k.serve(conn, &name, turn));
                 }
                 Err(e) if crate::signals::draining() => {
                     debug!("forward {name:?}: no longer accepting ({e})");
@@ -330,10 +354,13 @@ impl Keeper {
     }
 
     /// Carry one local connection of forward `name`.
-    fn serve(&self, conn: TcpStream, name: &str) {
+    fn serve(&self, conn: TcpStream, name: &str, mut turn: Turn) {
         let from = conn.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
         let _ = conn.set_nodelay(true);
-        let Some((id, stream)) = self.open(&from) else {
+        turn.wait();
+        let opened = self.open(&from);
+        turn.finished();
+        let Some((id, stream)) = opened else {
             abort_tcp(&conn);
             return;
         };

@@ -12,6 +12,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod net;
+mod order;
 mod pipe;
 mod refusals;
 mod reverse;

@@ -30,6 +30,10 @@ pub struct Outcome {
     pub from_stream: u64,
     /// The first failure, if any, with its side (`<tcp name>: ...` or `stream: ...`).
     pub error: Option<String>,
+    /// Whether the failure is worth a warning: not when an application reset its connection
+    /// (a TCP RST, here or passed on from the other end as a stream reset), which is how
+    /// many applications end normally (iperf3 does).
+    pub warn: bool,
 }
 
 impl Outcome {
@@ -52,7 +56,8 @@ pub fn pipe_and_log(tcp: &TcpStream, tcp_name: &str, stream: &Stream, who: &str)
     let summary = outcome.summary(started.elapsed());
     match outcome.error {
         None => log::info!("{who}: closed, {summary}"),
-        Some(e) => log::warn!("{who}: failed, {summary}: {e}"),
+        Some(e) if outcome.warn => log::warn!("{who}: failed, {summary}: {e}"),
+        Some(e) => log::info!("{who}: reset, {summary}: {e}"),
     }
 }
 
@@ -74,14 +79,18 @@ pub fn pipe(tcp: &TcpStream, tcp_name: &str, stream: &Stream) -> Outcome {
         let up = match up {
             Ok(h) => h,
             Err(e) => {
-                pair.abort(format!("cannot start a thread: {e}"));
+                pair.abort(format!("cannot start a thread: {e}"), true);
                 return (0, 0);
             }
         };
         let down = pair.stream_to_tcp();
         (up.join().unwrap_or(0), down)
     });
-    Outcome { to_stream, from_stream, error: pair.failure.into_inner() }
+    let (error, warn) = match pair.failure.into_inner() {
+        Some((e, warn)) => (Some(e), warn),
+        None => (None, false),
+    };
+    Outcome { to_stream, from_stream, error, warn }
 }
 
 struct Pair<'a> {
@@ -89,19 +98,46 @@ struct Pair<'a> {
     tcp_name: &'a str,
     stream: &'a Stream,
     /// Set once, by the first direction that fails.
-    failure: OnceLock<String>,
+    failure: OnceLock<(String, bool)>,
+}
+
+/// A stream failure as one log text, and whether it deserves a warning.
+fn stream_failure(e: mtmux::Error) -> (String, bool) {
+    use mtmux::ResetCode::*;
+    match e {
+        // The other end's application reset its connection (passed on as Cancelled).
+        mtmux::Error::StreamReset { code: Cancelled, remote: true } => {
+            ("reset by the application at the other end".into(), false)
+        }
+        mtmux::Error::StreamReset {
+            code: c @ (TargetRefused | TargetUnreachable | TargetTimedOut),
+            remote: true,
+        } => (format!("the server could not connect it to its target: {c}"), true),
+        e => (format!("stream: {}", crate::forward::explain(&e)), true),
+    }
 }
 
 impl Pair<'_> {
     /// Abort both sides. The TCP connection gets a reset when it is closed (SO_LINGER 0) and
     /// its reading side is shut down at once, which wakes the other direction without sending
     /// a FIN that the application could take for a complete response.
-    fn abort(&self, why: String) {
-        if self.failure.set(why).is_err() {
+    fn abort(&self, why: String, warn: bool) {
+        if self.failure.set((why, warn)).is_err() {
             return;
         }
         abort_tcp(self.tcp);
         let _ = self.stream.reset();
+    }
+
+    /// The TCP side failed: a reset by its application is how many end, not worth a warning.
+    fn tcp_failed(&self, e: &io::Error) {
+        let reset = matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe);
+        self.abort(format!("{}: {e}", self.tcp_name), !reset);
+    }
+
+    fn stream_failed(&self, e: mtmux::Error) {
+        let (why, warn) = stream_failure(e);
+        self.abort(why, warn);
     }
 
     fn aborted(&self) -> bool {
@@ -119,12 +155,12 @@ impl Pair<'_> {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.abort(format!("{}: {e}", self.tcp_name));
+                    self.tcp_failed(&e);
                     return total;
                 }
             };
             if let Err(e) = stream.write_all(&buf[..n]) {
-                self.abort(format!("stream: {}", crate::forward::explain(&mtmux::Error::from(e))));
+                self.stream_failed(mtmux::Error::from(e));
                 return total;
             }
             total += n as u64;
@@ -132,8 +168,7 @@ impl Pair<'_> {
         // A read of 0 also ends the loop when the other direction aborted.
         if !self.aborted() {
             if let Err(e) = self.stream.close_write() {
-                // The peer's reset may come first here (e.g. an unknown forward name).
-                self.abort(format!("stream: {}", crate::forward::explain(&e)));
+                self.stream_failed(e);
             }
         }
         total
@@ -150,12 +185,12 @@ impl Pair<'_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
-                    self.abort(format!("stream: {}", crate::forward::explain(&mtmux::Error::from(e))));
+                    self.stream_failed(mtmux::Error::from(e));
                     return total;
                 }
             };
             if let Err(e) = self.write_tcp(&buf[..n]) {
-                self.abort(format!("{}: {e}", self.tcp_name));
+                self.tcp_failed(&e);
                 return total;
             }
             if self.aborted() {

@@ -9,7 +9,9 @@
 //!
 //! Threads: the main thread accepts sessions; one logs refusals; per session, one thread
 //! accepts its streams and one logs its failover events (and the library runs two per tunnel
-//! and a supervisor); each stream gets one thread while it is connected to the target, then
+//! and a supervisor); each stream gets one thread while it is connected to the target (the
+//! streams of a session connect one after the other, in the client's order: see
+//! [`order`](crate::order)), then
 //! runs a [`pipe`](crate::pipe) (two threads) over its own TCP connection to the target; an
 //! optional stats thread logs every session's tunnels. Streams are admitted against the
 //! [`Budget`] (`--max-connecting[-total]`, `--max-streams[-total]`): one beyond a bound is
@@ -22,6 +24,7 @@ use crate::events::{count, expired_line, log_events};
 use crate::forward::{self, names};
 use crate::limits::{Budget, Limit, Ticket};
 use crate::net::{connect, port_layout, resolve};
+use crate::order::{Turn, Turns, GRACE};
 use crate::pipe::pipe_and_log;
 use crate::security::{load_key, protection, unprotected_line, Protection, KEY_ENV};
 use crate::signals;
@@ -202,14 +205,17 @@ impl Server {
         let started = Instant::now();
         let mut streams = 0u64;
         let mut refused = Refused::default();
+        // Streams connect to the target in the order they were accepted (the client's order).
+        let turns = Arc::new(Turns::new(GRACE));
         let err = loop {
             match session.accept_stream() {
                 Ok(stream) => match self.budget.admit(id) {
                     Ok(ticket) => {
                         streams += 1;
                         let server = self.clone();
+                        let turn = turns.turn(turns.issue());
                         spawn(&format!("stream-{id}-{}", stream.id()), move || {
-                            server.serve_stream(id, stream, ticket)
+                            server.serve_stream(id, stream, ticket, turn)
                         });
                     }
                     Err(limit) => {
@@ -247,17 +253,21 @@ impl Server {
     }
 
     /// Connect one stream to the target and carry it until both sides are done. `ticket` is
-    /// its share of the budget, given back when this returns.
-    fn serve_stream(&self, session: u64, stream: Stream, mut ticket: Ticket) {
+    /// its share of the budget, given back when this returns; `turn` its place in the
+    /// session's order of connects ([`crate::order`]).
+    fn serve_stream(&self, session: u64, stream: Stream, mut ticket: Ticket, mut turn: Turn) {
         let sid = stream.id();
         let Some((name, target)) = self.forward_of(session, &stream) else { return };
+        turn.wait();
         let connected = connect(target, self.connect_timeout);
+        turn.finished();
         ticket.connected();
         let tcp = match connected {
             Ok(tcp) => tcp,
             Err(e) => {
                 warn!("session {session} stream {sid} (forward {name:?}): cannot connect to target {target}: {e}");
-                let _ = stream.reset();
+                // The client learns why (and says so) from the code.
+                let _ = stream.reset_with(connect_failure_code(&e));
                 return;
             }
         };
@@ -358,6 +368,16 @@ impl Refused {
         warn!("session {session} stream {stream}: reset at once: {limit}{more}");
         self.last_line = Some(Instant::now());
         self.since_last_line = 0;
+    }
+}
+
+/// The RESET code that tells the client why its stream could not be connected to the target.
+fn connect_failure_code(e: &std::io::Error) -> ResetCode {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => ResetCode::TargetRefused,
+        TimedOut | WouldBlock => ResetCode::TargetTimedOut,
+        _ => ResetCode::TargetUnreachable,
     }
 }
 

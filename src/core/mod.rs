@@ -1,6 +1,7 @@
 //! The pure protocol core: plain data structures with no sockets, threads or clocks
 //! (time is passed in). The session's threads only move bytes between sockets and these.
 
+pub mod accept_order;
 pub mod ack;
 pub mod backoff;
 pub mod bundle;

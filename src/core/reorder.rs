@@ -98,7 +98,7 @@ impl ReorderBuffer {
                     return Err(ReorderError::AfterFin(seq));
                 }
             }
-            if let Some((&last, _)) = self.pending.iter().next_back() {
+            if let Some(last) = self.furthest_pending() {
                 if ahead(self.next, last) > ahead(self.next, seq) {
                     return Err(ReorderError::AfterFin(last));
                 }
@@ -123,6 +123,14 @@ impl ReorderBuffer {
         };
         self.update_gap(progressed, now);
         Ok(progressed)
+    }
+
+    /// The waiting frame furthest ahead of `next`. Every waiting frame lies less than half
+    /// the sequence space ahead; once the numbers wrap, those below `next` come after all
+    /// those above it.
+    fn furthest_pending(&self) -> Option<u32> {
+        let wrapped = self.pending.range(..self.next).next_back();
+        wrapped.or_else(|| self.pending.iter().next_back()).map(|(&s, _)| s)
     }
 
     fn push_ready(&mut self, payload: Vec<u8>) {
@@ -302,6 +310,24 @@ mod tests {
         let now = t0();
         r.insert(4, 0, b"x".to_vec(), now).unwrap();
         assert_eq!(r.insert(2, FLAG_FIN, vec![], now), Err(ReorderError::AfterFin(4)));
+    }
+
+    #[test]
+    fn fin_before_pending_frames_is_refused_across_the_wrap() {
+        // A stream far into its life: sequence numbers wrap from u32::MAX to 0 (which carries
+        // OPEN again, as the sender sets it on every frame numbered 0).
+        let mut r = ReorderBuffer { next: u32::MAX - 1, ..ReorderBuffer::new() };
+        let now = t0();
+        r.insert(1, 0, b"after the wrap".to_vec(), now).unwrap();
+        r.insert(u32::MAX, 0, b"before it".to_vec(), now).unwrap();
+        // Frame 1 is already here and lies after frame 0: 0 cannot be the last frame. (The
+        // largest number waiting, u32::MAX, is not the furthest ahead.)
+        assert_eq!(r.insert(0, FLAG_OPEN | FLAG_FIN, vec![], now), Err(ReorderError::AfterFin(1)));
+        r.insert(2, FLAG_FIN, vec![], now).unwrap();
+        r.insert(0, FLAG_OPEN, b"!".to_vec(), now).unwrap();
+        r.insert(u32::MAX - 1, 0, b"<".to_vec(), now).unwrap();
+        assert_eq!(read_all(&mut r), b"<before it!after the wrap");
+        assert!(r.at_eof());
     }
 
     #[test]

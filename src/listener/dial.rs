@@ -45,8 +45,10 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
                 scope.spawn(move || {
                     let left =
                         deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                    let sock = TcpStream::connect_timeout(a, left)
-                        .map_err(|e| context(e, format!("tunnel {i} to {a}")))?;
+                    let sock = TcpStream::connect_timeout(a, left).map_err(|e| {
+                        let hint = range_hint(i, cfg, &e);
+                        context(e, format!("tunnel {i} to {a}{hint}"))
+                    })?;
                     Wire::client(sock, cfg, *a, deadline)
                 })
             })
@@ -58,6 +60,19 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
     });
     let tunnels = conns.into_iter().collect::<Result<Vec<_>>>()?;
     client_handshake(tunnels, cfg, deadline, cfg.rejoin.then_some(targets))
+}
+
+/// Why a later port of the range may refuse: the common mistakes, named.
+fn range_hint(i: usize, cfg: &Config, e: &io::Error) -> String {
+    if i == 0 || cfg.single_port || e.kind() != io::ErrorKind::ConnectionRefused {
+        return String::new();
+    }
+    format!(
+        " (nothing listens on port {i} of the server's range: the server may take fewer tunnels \
+         than this side's {} (its --tunnels / `tunnels`), or listen on a single port (then both \
+         ends need --single-port / `single_port`))",
+        cfg.tunnels
+    )
 }
 
 impl Session {

@@ -224,7 +224,14 @@ pub enum HandshakeError {
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HandshakeError::BadMagic(m) => write!(f, "not an mtmux peer (magic {m:02x?})"),
+            HandshakeError::BadMagic(m) => match speaks(m) {
+                Some(what) => write!(f, "not an mtmux peer (it speaks {what})"),
+                None => write!(
+                    f,
+                    "not an mtmux peer (its first bytes are {:02x} {:02x} {:02x} {:02x})",
+                    m[0], m[1], m[2], m[3]
+                ),
+            },
             HandshakeError::BadVersion(v) => {
                 write!(f, "handshake version {v} (this side speaks {HANDSHAKE_VERSION})")
             }
@@ -235,6 +242,20 @@ impl fmt::Display for HandshakeError {
 }
 
 impl std::error::Error for HandshakeError {}
+
+/// The protocol that first bytes `m` announce, when they are a well-known one's.
+fn speaks(m: &[u8; 4]) -> Option<&'static str> {
+    match m {
+        [b'S', b'S', b'H', b'-'] => Some("SSH"),
+        [b'H', b'T', b'T', b'P'] => Some("HTTP"),
+        // A TLS record (handshake or alert) of version 3.x.
+        [0x15 | 0x16, 0x03, ..] => Some("TLS"),
+        [b'2', b'2', b'0', b' ' | b'-'] => Some("SMTP or FTP"),
+        [b'+', b'O', b'K', _] => Some("POP3"),
+        [b'*', b' ', b'O', b'K'] => Some("IMAP"),
+        _ => None,
+    }
+}
 
 /// Check the magic of a HELLO or REPLY's common part and return its version byte (any
 /// version: the caller decides what to do with one it does not speak).
@@ -509,6 +530,11 @@ mod tests {
         let mut b = [0u8; HELLO_LEN];
         b[..39].copy_from_slice(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n\0\0");
         assert!(matches!(Hello::decode(&b), Err(HandshakeError::BadMagic(_))));
+        let named = |m: &[u8; 4]| HandshakeError::BadMagic(*m).to_string();
+        assert_eq!(named(b"SSH-"), "not an mtmux peer (it speaks SSH)");
+        assert_eq!(named(b"HTTP"), "not an mtmux peer (it speaks HTTP)");
+        assert_eq!(named(&[0x16, 3, 1, 0]), "not an mtmux peer (it speaks TLS)");
+        assert_eq!(named(&[0, 1, 0xab, 0x7f]), "not an mtmux peer (its first bytes are 00 01 ab 7f)");
     }
 
     #[test]

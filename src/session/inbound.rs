@@ -32,28 +32,31 @@ impl Inner {
         }
     }
 
-    /// Create the table entry of a new peer-opened stream and queue it for accept, or say
-    /// why it is refused. After the peer's GOAWAY its new streams are still taken: it opens
-    /// none after sending GOAWAY, so they were opened before, and their first frames merely
-    /// came over other tunnels than the GOAWAY (their data was written before the peer
-    /// closed, and a graceful close delivers it).
-    fn admit(&self, st: &mut State, id: u32) -> Option<ResetCode> {
-        if !matches!(st.lifecycle, Lifecycle::Open) {
-            return Some(ResetCode::SessionClosing);
-        }
-        if st.streams.len() >= self.cfg.max_streams {
-            return Some(ResetCode::TooManyStreams);
+    /// Create the table entry of a new peer-opened stream and queue it for accept (in the
+    /// peer's opening order, see `accept`), or say why it is refused. `refused` collects
+    /// streams that could not be queued. After the peer's GOAWAY its new streams are still
+    /// taken: it opens none after sending GOAWAY, so they were opened before, and their first
+    /// frames merely came over other tunnels than the GOAWAY (their data was written before
+    /// the peer closed, and a graceful close delivers it).
+    fn admit(&self, st: &mut State, id: u32, refused: &mut Vec<u32>) -> Option<ResetCode> {
+        let now = Instant::now();
+        let code = if !matches!(st.lifecycle, Lifecycle::Open) {
+            Some(ResetCode::SessionClosing)
+        } else if st.streams.len() >= self.cfg.max_streams {
+            Some(ResetCode::TooManyStreams)
+        } else if st.accept_tx.as_ref().is_none_or(|a| a.len() + st.order.held() >= self.cfg.accept_backlog) {
+            Some(ResetCode::Refused)
+        } else {
+            None
+        };
+        if code.is_some() {
+            refused.extend(self.arrived(st, id, None, now));
+            return code;
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(StreamShared::new(id, false, self.peer.stream_window as u64));
-        let queued = st
-            .accept_tx
-            .as_ref()
-            .is_some_and(|a| a.try_send(Accepted { shared: shared.clone(), rx }).is_ok());
-        if !queued {
-            return Some(ResetCode::Refused);
-        }
-        st.streams.insert(id, Entry::new(shared, tx, self.cfg.stream_window as u64));
+        st.streams.insert(id, Entry::new(shared.clone(), tx, self.cfg.stream_window as u64));
+        refused.extend(self.arrived(st, id, Some(Accepted { shared, rx }), now));
         None
     }
 
@@ -72,6 +75,7 @@ impl Inner {
         let id = h.stream;
         let charge = data_charge(payload.len());
         let mut refuse = None;
+        let mut refused = Vec::new();
         let mut stream_limit = None;
         let session_limit = {
             let mut st = self.state.lock();
@@ -86,7 +90,7 @@ impl Inner {
                 return Err(format!("stream {id}: frame beyond the session receive window"));
             }
             if new {
-                refuse = self.admit(&mut st, id);
+                refuse = self.admit(&mut st, id, &mut refused);
                 let mut received = Received::new();
                 received.insert(h.seq);
                 match st.streams.get_mut(&id) {
@@ -142,6 +146,7 @@ impl Inner {
         if let Some(code) = refuse {
             self.send_control(Control::Reset { stream: id, code: code.to_u32() });
         }
+        self.refuse_streams(&refused);
         if let Some(limit) = stream_limit {
             self.send_control_twice(Control::Window { stream: id, limit });
         }
@@ -167,26 +172,35 @@ impl Inner {
             Control::Reset { stream, code } if ResetCode::from_u32(code) == ResetCode::StreamClosed => {
                 // The peer stopped reading: only our sending direction ends (writes fail, as
                 // with EPIPE); what the peer sent us is still delivered up to its FIN.
+                let mut refused = Vec::new();
                 let shared = {
                     let mut st = self.state.lock();
-                    self.classify(&mut st, stream)?;
-                    let Some(e) = st.streams.get_mut(&stream) else { return Ok(()) };
-                    e.send_done = true;
-                    let shared = e.shared.clone();
-                    if e.recv_done {
-                        st.remove(stream);
+                    if self.classify(&mut st, stream)? {
+                        refused = self.arrived(&mut st, stream, None, Instant::now());
                     }
-                    shared
+                    st.streams.get_mut(&stream).map(|e| {
+                        e.send_done = true;
+                        (e.shared.clone(), e.recv_done)
+                    })
                 };
+                self.refuse_streams(&refused);
+                let Some((shared, recv_done)) = shared else { return Ok(()) };
+                if recv_done {
+                    self.state.lock().remove(stream);
+                }
                 shared.reset(ResetCode::StreamClosed, true);
                 self.after_send_side_reset(stream);
             }
             Control::Reset { stream, code } => {
+                let mut refused = Vec::new();
                 let entry = {
                     let mut st = self.state.lock();
-                    self.classify(&mut st, stream)?;
+                    if self.classify(&mut st, stream)? {
+                        refused = self.arrived(&mut st, stream, None, Instant::now());
+                    }
                     st.remove(stream)
                 };
+                self.refuse_streams(&refused);
                 if let Some(e) = entry {
                     let code = ResetCode::from_u32(code);
                     // The send side first, so that once a read has reported the reset, writes

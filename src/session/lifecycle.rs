@@ -32,6 +32,8 @@ impl Inner {
             st.lifecycle = Lifecycle::Closing { deadline: Instant::now() + linger, reason: reason.clone() };
             self.phase.store(CLOSING, Relaxed);
             st.accept_tx = None;
+            // Streams held for order are dropped with those queued (below).
+            drop(st.order.flush());
             (st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>(), reason)
         };
         // No more threads (re-dials) from now on.
@@ -59,7 +61,14 @@ impl Inner {
             let reason = st.close_reason().unwrap_or(reason);
             st.lifecycle = Lifecycle::Closed(reason.clone());
             self.phase.store(CLOSED, Relaxed);
+            if reason == CloseReason::Peer {
+                // Every frame of the peer has arrived: streams held for a lower id that never
+                // came are queued after the others (see below).
+                self.release_held(&mut st);
+            }
             st.accept_tx = None;
+            // Otherwise streams held for order are dropped with those queued (below).
+            drop(st.order.flush());
             st.closed_tx = None;
             (st.streams.drain().map(|(_, e)| e).collect::<Vec<_>>(), reason)
         };

@@ -29,7 +29,8 @@
 //!
 //! # Files
 //! `tunnel` (a tunnel slot, its connection and threads), `frames` (the frame decoder),
-//! `inbound` (what a reader does with each frame), `outbound` (how frames get onto tunnels),
+//! `inbound` (what a reader does with each frame), `accept` (peer-opened streams handed out
+//! in opening order), `outbound` (how frames get onto tunnels),
 //! `failover` (acknowledgements, re-sending, re-join, outage), `supervisor` (the timers and
 //! re-dialing), `stream` (the `Stream` API), `incoming` (`Session::incoming`), `lifecycle`
 //! (closing and failure), `stats` (also the tunnels' addresses), `pool` (recycled payload
@@ -41,6 +42,7 @@
 //! only guards waiting). Nobody blocks while holding a lock except a tunnel writer holding its
 //! own `tunnel.tx`.
 
+mod accept;
 mod failover;
 mod frames;
 mod inbound;
@@ -59,6 +61,7 @@ pub use stats::{Event, SessionStats, TunnelState, TunnelStats, EVENT_QUEUE};
 pub use stream::Stream;
 
 use crate::config::Config;
+use crate::core::accept_order::AcceptOrder;
 use crate::core::dedup::Ended;
 use crate::core::ids::{Role, StreamIds};
 use crate::core::rtt::MinRtt;
@@ -111,6 +114,8 @@ struct State {
     peer_going_away: bool,
     /// Queue of streams opened by the peer, `None` once the session stops accepting.
     accept_tx: Option<Sender<Accepted>>,
+    /// Peer-opened streams held until the lower ids arrive (see `accept`).
+    order: AcceptOrder<Accepted>,
     /// Dropped when the session closes, which wakes every `select` on `closed_rx`.
     closed_tx: Option<Sender<()>>,
     /// What arrived of recently ended streams (see `core::dedup`).
@@ -136,6 +141,10 @@ pub(crate) struct Inner {
     /// Mirror of the lifecycle for lock-free checks.
     phase: AtomicU8,
     accept_rx: Receiver<Accepted>,
+    /// Signalled when a stream is held for order, so that a waiting acceptor learns its
+    /// deadline.
+    order_wake_tx: Sender<()>,
+    order_wake_rx: Receiver<()>,
     closed_rx: Receiver<()>,
     /// Disconnects when every session thread has exited (each holds a clone of the sender,
     /// and so does `exited_tx` until the session stops starting threads).
@@ -251,6 +260,11 @@ impl Session {
         let tunnels = conns.iter().enumerate().map(|(i, c)| Tunnel::new(i, c.clone())).collect();
         let (accept_tx, accept_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(0);
+        let (order_wake_tx, order_wake_rx) = crossbeam_channel::bounded(1);
+        let first_peer_id = match role {
+            Role::Client => 2,
+            Role::Server => 1,
+        };
         let (exited_tx, exited_rx) = crossbeam_channel::bounded::<()>(0);
         let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
         // Four frames per tunnel (at least eight) keep every writer busy and let writers and
@@ -274,6 +288,7 @@ impl Session {
                 recv_total: 0,
                 peer_going_away: false,
                 accept_tx: Some(accept_tx),
+                order: AcceptOrder::new(first_peer_id, cfg.accept_backlog),
                 closed_tx: Some(closed_tx),
                 ended: Ended::new(ENDED_STREAMS),
             }),
@@ -283,6 +298,8 @@ impl Session {
             credit_cv: Condvar::new(),
             phase: AtomicU8::new(OPEN),
             accept_rx,
+            order_wake_tx,
+            order_wake_rx,
             closed_rx,
             exited_rx,
             exited_tx: Mutex::new(Some(exited_tx)),
@@ -353,7 +370,11 @@ impl Session {
         Ok(Stream::new(self.h.clone(), Accepted { shared, rx }))
     }
 
-    /// Wait for the next stream opened by the peer.
+    /// Wait for the next stream opened by the peer. Streams are returned in the order the
+    /// peer opened them (increasing ids), even when their first frames arrive out of order
+    /// over different tunnels: a stream that arrives before a lower id is held until that id
+    /// arrives, at most `reorder_timeout` (then a missing id that arrives later is returned
+    /// late). See docs/PROTOCOL.md §4.1, "Acceptance order".
     pub fn accept_stream(&self) -> Result<Stream> {
         self.accept_deadline(None)
     }
@@ -365,23 +386,40 @@ impl Session {
 
     fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Stream> {
         let inner = &self.h.inner;
-        let timeout = match deadline {
-            Some(d) => crossbeam_channel::at(d),
-            None => crossbeam_channel::never(),
-        };
-        crossbeam_channel::select_biased! {
-            recv(inner.accept_rx) -> a => match a {
-                Ok(a) => Ok(Stream::new(self.h.clone(), a)),
-                Err(_) => Err(inner.close_error()),
-            },
-            recv(inner.closed_rx) -> _ => {
-                // Streams that arrived before the close are still handed out.
-                match inner.accept_rx.try_recv() {
+        loop {
+            // Streams held for order too long are released first (see `accept`).
+            let (hold, failed) = {
+                let mut st = inner.state.lock();
+                inner.release_overdue(&mut st, Instant::now())
+            };
+            inner.refuse_streams(&failed);
+            let wake = match (deadline, hold) {
+                (Some(d), Some(h)) => Some(d.min(h)),
+                (d, h) => d.or(h),
+            };
+            let timer = match wake {
+                Some(w) => crossbeam_channel::at(w),
+                None => crossbeam_channel::never(),
+            };
+            crossbeam_channel::select_biased! {
+                recv(inner.accept_rx) -> a => return match a {
                     Ok(a) => Ok(Stream::new(self.h.clone(), a)),
                     Err(_) => Err(inner.close_error()),
+                },
+                recv(inner.closed_rx) -> _ => {
+                    // Streams that arrived before the close are still handed out.
+                    return match inner.accept_rx.try_recv() {
+                        Ok(a) => Ok(Stream::new(self.h.clone(), a)),
+                        Err(_) => Err(inner.close_error()),
+                    };
+                },
+                recv(inner.order_wake_rx) -> _ => {}
+                recv(timer) -> _ => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::TimedOut);
+                    }
                 }
-            },
-            recv(timeout) -> _ => Err(Error::TimedOut),
+            }
         }
     }
 
