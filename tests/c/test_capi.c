@@ -748,12 +748,15 @@ static void test_close_from_another_thread_wakes_blocked_calls(void) {
     int n1 = 0, n2 = 0, n3 = 0, n4 = 0, n5 = 0, n6 = 0, n7 = 0;
     if (!pair_open(&p, &cfg))
         return;
-    /* Every blocked call is bounded by a 30 s timeout; a wake-up must come well before. */
+    /* Every blocked call is bounded by a 30 s timeout; a wake-up must come well before.
+     * The streams are opened in the order they are first used: the server accepts streams in
+     * the order they were opened, and one opened but not used yet holds the later ones back
+     * (up to reorder_timeout). */
     CHECK_OK(mtmux_session_open_stream(p.client, &a));
-    CHECK_OK(mtmux_session_open_stream(p.client, &b));
     CHECK_OK(mtmux_session_open_stream(p.client, &c));
-    CHECK_OK(mtmux_session_open_stream(p.client, &d));
     CHECK_OK(mtmux_session_open_stream(p.client, &e));
+    CHECK_OK(mtmux_session_open_stream(p.client, &b));
+    CHECK_OK(mtmux_session_open_stream(p.client, &d));
     CHECK_OK(mtmux_stream_set_write_timeout(e, 30000));
     CHECK_OK(mtmux_stream_set_read_timeout(a, 30000));
     CHECK_OK(mtmux_stream_set_read_timeout(b, 30000));
