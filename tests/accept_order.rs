@@ -89,12 +89,17 @@ fn open(id: u32) -> Vec<u8> {
     v
 }
 
-/// A lower id that never arrives holds the later streams for the reorder timeout, no longer;
-/// when it does arrive afterwards it is still accepted (late, not lost).
+/// A lower id that never arrives holds the later streams for the hold bound (the stale
+/// timeout, capped by the reorder timeout), no longer; when it does arrive afterwards it is
+/// still accepted (late, not lost).
 #[test]
-fn a_missing_id_holds_later_streams_at_most_the_reorder_timeout() {
+fn a_missing_id_holds_later_streams_at_most_the_hold_bound() {
     within(Duration::from_secs(30), || {
-        let c = Config { reorder_timeout: Duration::from_millis(1500), ..cfg(1) };
+        let c = Config {
+            stale_timeout: Some(Duration::from_millis(1500)),
+            reorder_timeout: Duration::from_secs(20),
+            ..cfg(1)
+        };
         let (_l, mut raw, s) = raw_peer(&c);
         let t0 = Instant::now();
         raw.write_all(&[open(3), open(5)].concat()).unwrap();
@@ -103,7 +108,7 @@ fn a_missing_id_holds_later_streams_at_most_the_reorder_timeout() {
         assert_eq!(first.id(), 3);
         assert!(
             waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
-            "held {waited:?} for a 1.5 s reorder timeout"
+            "held {waited:?} for a 1.5 s stale timeout"
         );
         assert_eq!(s.accept_stream_timeout(Duration::from_secs(1)).unwrap().id(), 5);
         raw.write_all(&[open(1), open(7)].concat()).unwrap();
@@ -119,7 +124,11 @@ fn a_missing_id_holds_later_streams_at_most_the_reorder_timeout() {
 #[test]
 fn a_reset_id_releases_the_streams_behind_it() {
     within(Duration::from_secs(30), || {
-        let c = Config { reorder_timeout: Duration::from_secs(20), ..cfg(1) };
+        let c = Config {
+            stale_timeout: Some(Duration::from_secs(20)),
+            reorder_timeout: Duration::from_secs(20),
+            ..cfg(1)
+        };
         let (_l, mut raw, s) = raw_peer(&c);
         raw.write_all(&open(3)).unwrap();
         assert!(s.accept_stream_timeout(Duration::from_millis(300)).is_err(), "3 is held for 1");
@@ -145,5 +154,22 @@ fn a_waiting_acceptor_gets_a_held_stream_after_the_timeout() {
         thread::sleep(Duration::from_millis(100));
         raw.write_all(&open(3)).unwrap();
         assert_eq!(acceptor.join().unwrap().unwrap(), 3);
+    });
+}
+
+/// Regression (found by the C tests): a stream the peer opened and left silent (it sends
+/// nothing until its first write) held the streams opened after it for the whole reorder
+/// timeout (10 s by default). The hold is the stale timeout now: 250 ms with no RTT yet.
+#[test]
+fn a_silent_lower_stream_delays_later_ones_by_the_stale_timeout_only() {
+    within(Duration::from_secs(30), || {
+        let (client, server) = common::pair(&cfg(2));
+        let _silent = client.open_stream().unwrap();
+        let mut talks = client.open_stream().unwrap();
+        let t0 = Instant::now();
+        talks.write_all(b"hi").unwrap();
+        let got = server.accept_stream_timeout(Duration::from_secs(5)).expect("not held for long");
+        assert_eq!(got.id(), talks.id());
+        assert!(t0.elapsed() < Duration::from_secs(2), "held {:?}", t0.elapsed());
     });
 }

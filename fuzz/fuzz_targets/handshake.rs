@@ -65,6 +65,8 @@ fn status_from(b: u8) -> Option<Status> {
         UnknownSession,
         BadProof,
         StaleGeneration,
+        KeyRequired,
+        NoKey,
     ];
     all.get(b as usize).copied()
 }

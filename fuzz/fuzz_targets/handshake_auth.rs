@@ -131,6 +131,14 @@ fn read_reply(b: &[u8]) -> Option<Reply> {
     Some(r)
 }
 
+/// Whether two keys are the same HMAC key. HMAC pads a key shorter than its block (64 bytes)
+/// with zeros and hashes a longer one, so "K" and "K\0" are one key (both ends still need it;
+/// found by this target). Equivalence is read off the MAC itself.
+fn same_hmac_key(a: &[u8], b: &[u8]) -> bool {
+    let probe = |k: &[u8]| key_proof(k, true, &[0; HELLO_LEN], &[0; NONCE_LEN]);
+    probe(a) == probe(b)
+}
+
 /// The key challenge of a JOIN of tunnel `index` (client key `ck`, server key `sk`), with the
 /// attacker's `a` tampers; asserts each side's verdict.
 fn key_challenge(ck: &[u8], sk: &[u8], bundle: BundleId, count: u16, a: &Attempt) {
@@ -146,7 +154,8 @@ fn key_challenge(ck: &[u8], sk: &[u8], bundle: BundleId, count: u16, a: &Attempt
         nonce: a.client_nonce,
     };
     let sent = hello.encode();
-    let must_pass = ck == sk
+    let same = same_hmac_key(ck, sk);
+    let must_pass = same
         && matches!(a.hello, Tamper::Pass)
         && matches!(a.challenge, Tamper::Pass)
         && matches!(a.proof, ProofMsg::Own(Tamper::Pass));
@@ -168,7 +177,7 @@ fn key_challenge(ck: &[u8], sk: &[u8], bundle: BundleId, count: u16, a: &Attempt
     };
     let client_ok =
         reply.status == Status::Challenge && verify_key_proof(ck, true, &sent, &reply.nonce, &reply.trailer);
-    let genuine = ck == sk && raw == sent && reply.nonce == a.server_nonce && reply.trailer == ks;
+    let genuine = same && raw == sent && reply.nonce == a.server_nonce && reply.trailer == ks;
     assert_eq!(
         client_ok,
         genuine && reply.status == Status::Challenge,
@@ -186,7 +195,7 @@ fn key_challenge(ck: &[u8], sk: &[u8], bundle: BundleId, count: u16, a: &Attempt
         ProofMsg::Replay => kc.to_vec(),
     };
     let server_ok = verify_key_proof(sk, false, &raw, &a.server_nonce, &proof);
-    let genuine_proof = ck == sk && raw == sent && reply.nonce == a.server_nonce && proof == kc;
+    let genuine_proof = same && raw == sent && reply.nonce == a.server_nonce && proof == kc;
     assert_eq!(server_ok, genuine_proof, "server verdict on the client's key proof ({:?})", a.proof);
     if !(client_ok && server_ok) {
         stop("key proofs");
@@ -205,7 +214,11 @@ fuzz_target!(|input: Input| {
     // Same inputs, same secret; a different key or nonce, a different one. (A key equal to the
     // library's public no-key label stands for no key; a fuzzer will not find it, and a key
     // longer than a SHA-256 block collides with its hash, which it will not find either.)
-    let same_inputs = client_psk == server_psk && (seen_cn, seen_sn) == (cn, sn);
+    let same_key = match (client_psk, server_psk) {
+        (Some(a), Some(b)) => same_hmac_key(a, b),
+        (a, b) => a == b,
+    };
+    let same_inputs = same_key && (seen_cn, seen_sn) == (cn, sn);
     assert_eq!(client_secret == server_secret, same_inputs);
     assert_eq!(format!("{client_secret:?}"), "Secret(..)", "Debug never shows the secret");
 

@@ -1,6 +1,9 @@
 //! Peer-opened streams on their way to `accept_stream`, in the order the peer opened them
 //! (see `core::accept_order`): a stream whose first frame arrives before that of a lower id
-//! is held until the lower id arrives, or at most `reorder_timeout`.
+//! is held until the lower id arrives, or at most [`Inner::accept_hold`]: the stale timeout
+//! (by default max(4 × smoothed RTT, 250 ms)), capped at `reorder_timeout`. A lower id whose
+//! first frame is that late is on a stalled tunnel (it is re-sent elsewhere) or was opened and
+//! left silent by the peer's application: later streams must not wait on it longer.
 
 use super::stream::Accepted;
 use super::{Inner, State};
@@ -22,12 +25,18 @@ impl Inner {
         self.queue(st, out)
     }
 
-    /// Release the streams held for `reorder_timeout` at `now`; returns when the next held
+    /// How long a stream may wait for a lower id to arrive before it is accepted anyway.
+    pub(super) fn accept_hold(&self) -> std::time::Duration {
+        self.stale_timeout().min(self.cfg.reorder_timeout)
+    }
+
+    /// Release the streams held for [`Inner::accept_hold`] at `now`; returns when the next held
     /// stream is due, and the ids of streams that could not be queued.
     pub(super) fn release_overdue(&self, st: &mut State, now: Instant) -> (Option<Instant>, Vec<u32>) {
-        let out = st.order.expire(now, self.cfg.reorder_timeout);
+        let hold = self.accept_hold();
+        let out = st.order.expire(now, hold);
         let failed = self.queue(st, out);
-        (st.order.deadline(self.cfg.reorder_timeout), failed)
+        (st.order.deadline(hold), failed)
     }
 
     /// The peer closed the session gracefully and all its frames have arrived: the streams

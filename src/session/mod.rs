@@ -373,8 +373,10 @@ impl Session {
     /// Wait for the next stream opened by the peer. Streams are returned in the order the
     /// peer opened them (increasing ids), even when their first frames arrive out of order
     /// over different tunnels: a stream that arrives before a lower id is held until that id
-    /// arrives, at most `reorder_timeout` (then a missing id that arrives later is returned
-    /// late). See docs/PROTOCOL.md §4.1, "Acceptance order".
+    /// arrives, at most the stale timeout (by default max(4 × smoothed RTT, 250 ms), and never
+    /// more than `reorder_timeout`): a stream the peer opened but left silent delays the ones
+    /// opened after it by that much at most. A missing id that arrives later is returned late.
+    /// See docs/PROTOCOL.md §4.1, "Acceptance order".
     pub fn accept_stream(&self) -> Result<Stream> {
         self.accept_deadline(None)
     }

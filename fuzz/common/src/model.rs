@@ -95,7 +95,8 @@ pub fn spec_hello_valid(b: &[u8; 64]) -> bool {
         && kind_ok
         && u16_at(8) >= 1
         && u16_at(6) < u16_at(8)
-        && u16_at(10) & !1 == 0
+        // §2.1 flags: bit 0 REJOIN-CAPABLE, bit 1 KEY; other bits 0.
+        && u16_at(10) & !3 == 0
         && u32_at(28) != 0
         && u32_at(32) != 0
         && u32_at(36) != 0
