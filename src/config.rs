@@ -243,8 +243,9 @@ impl Config {
             .min(self.max_pending_handshakes)
     }
 
-    /// The parameters this side announces in the handshake.
-    pub(crate) fn params(&self) -> Params {
+    /// The parameters this side announces in its handshake (frame size and windows), as a
+    /// HELLO or REPLY carries them.
+    pub fn params(&self) -> Params {
         Params {
             max_frame: self.max_frame_size as u32,
             stream_window: self.stream_window as u32,

@@ -7,9 +7,7 @@ mod common;
 
 use common::{cfg, read_reply, relayed_pair, within};
 use mtmux::proto::auth::key_proof;
-use mtmux::proto::handshake::{
-    BundleId, Hello, HelloKind, Params, Status, HELLO_FLAG_KEY, HELLO_LEN, PROOF_LEN,
-};
+use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Status, HELLO_FLAG_KEY, HELLO_LEN, PROOF_LEN};
 use mtmux::{Config, Error, Key, Listener, Session, TunnelState};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -161,18 +159,13 @@ fn a_recorded_handshake_replayed_on_a_new_connection_is_refused() {
 }
 
 fn hello(index: u16, bundle: BundleId, kind: HelloKind, generation: u32) -> Hello {
-    let p = Config::default();
     Hello {
         kind,
         bundle,
         index,
         count: 2,
         flags: HELLO_FLAG_KEY,
-        params: Params {
-            max_frame: p.max_frame_size as u32,
-            stream_window: p.stream_window as u32,
-            session_window: p.session_window as u32,
-        },
+        params: Config::default().params(),
         generation,
         nonce: [3; 16],
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{read_reply, within};
-use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Params, Status, HELLO_FLAG_KEY, PROOF_LEN};
+use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Status, HELLO_FLAG_KEY, PROOF_LEN};
 use mtmux::{Config, Key, Listener};
 use std::io::Write;
 use std::net::TcpStream;
@@ -12,18 +12,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 fn hello(n: u32) -> Hello {
-    let p = Config::default();
     Hello {
         kind: HelloKind::Join,
         bundle: BundleId([n as u8; 16]),
         index: 0,
         count: 1,
         flags: HELLO_FLAG_KEY,
-        params: Params {
-            max_frame: p.max_frame_size as u32,
-            stream_window: p.stream_window as u32,
-            session_window: p.session_window as u32,
-        },
+        params: Config::default().params(),
         generation: 0,
         nonce: [3; 16],
     }

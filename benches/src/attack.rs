@@ -13,7 +13,7 @@
 //! internet case, where the network and not the CPU limits the session), while the attacker
 //! connects to 127.0.0.2 (uncapped: its flows do not share the victim's bottleneck).
 
-use mtmux::proto::handshake::{BundleId, Hello, HelloKind, Params, HELLO_FLAG_KEY, HELLO_LEN};
+use mtmux::proto::handshake::{BundleId, Hello, HelloKind, HELLO_FLAG_KEY, HELLO_LEN};
 use mtmux::{Config, Key, Listener};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -83,18 +83,13 @@ pub fn attacker(addr: SocketAddr, rate: u64, secs: f64) {
 fn one_attempt(addr: SocketAddr, n: u8) -> bool {
     let Ok(mut c) = TcpStream::connect(addr) else { return false };
     let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-    let d = Config::default();
     let hello = Hello {
         kind: HelloKind::Join,
         bundle: BundleId([n; 16]),
         index: 0,
         count: 4,
         flags: HELLO_FLAG_KEY,
-        params: Params {
-            max_frame: d.max_frame_size as u32,
-            stream_window: d.stream_window as u32,
-            session_window: d.session_window as u32,
-        },
+        params: Config::default().params(),
         generation: 0,
         nonce: [n; 16],
     };

@@ -227,7 +227,7 @@ fn client_handshake(
         };
         let raw = hello.encode();
         c.write_all(&raw).map_err(|e| context(e, format!("sending handshake on tunnel {i}")))?;
-        sent.push(raw);
+        sent.push((hello, raw));
     }
     let read = |c: &Wire, i: usize| read_reply(c, deadline, i);
     let abort = |c: &Wire| drop(c.shutdown(std::net::Shutdown::Both));
@@ -239,7 +239,7 @@ fn client_handshake(
         // one after the other) before the server completes the bundle.
         let answer = |c: &Wire, i: usize| {
             let challenge = read(c, i)?;
-            client_answer(key, c, &sent[i], &challenge, i).map(|()| challenge)
+            client_answer(key, c, &sent[i].0, &sent[i].1, &challenge, i).map(|()| challenge)
         };
         read_replies(&tunnels, answer, |_, _| Ok(()), abort)?;
     }

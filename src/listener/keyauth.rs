@@ -53,12 +53,13 @@ pub(super) fn server_check(
     Ok(())
 }
 
-/// Client: answer the key challenge `reply` to the HELLO `raw` sent on tunnel `i` (to
-/// `peer`). Our proof goes out even when the server's proof is wrong, so that the server
-/// can report the mismatch too; then the call fails at once.
+/// Client: answer the key challenge `reply` to `hello`, sent as `raw` on tunnel `i`. Our
+/// proof goes out even when the server's proof is wrong, so that the server can report the
+/// mismatch too; then the call fails at once.
 pub(super) fn client_answer(
     key: &Key,
     mut conn: &Wire,
+    hello: &Hello,
     raw: &[u8; HELLO_LEN],
     reply: &Reply,
     i: usize,
@@ -66,7 +67,6 @@ pub(super) fn client_answer(
     if reply.status != Status::Challenge {
         return Err(refusal(reply));
     }
-    let hello = Hello::decode(raw).expect("we encoded it");
     if reply.bundle != hello.bundle || reply.index != hello.index || reply.generation != hello.generation {
         return Err(Error::Protocol(format!("tunnel {i}: key challenge for another tunnel")));
     }
