@@ -287,6 +287,13 @@ impl Scheduler {
         self.clear_idle(t);
     }
 
+    /// The stream `id` finishes sending: if its last frame, `last_seq`, still waits here,
+    /// mark it FIN (no frame of its own for the close). Returns whether it did.
+    pub fn fin_on_queued(&mut self, id: u32, last_seq: u32) -> bool {
+        let last = self.queues.get_mut(&id).and_then(|q| q.back_mut());
+        last.is_some_and(|f| crate::proto::frame::Header::set_fin_if_seq(f, last_seq))
+    }
+
     /// Drop the queued DATA frames of a stream that was reset. Returns the bytes dropped.
     pub fn drop_stream(&mut self, id: u32) -> usize {
         let Some(q) = self.queues.remove(&id) else {
@@ -519,5 +526,32 @@ mod tests {
         assert_eq!(s.push_data(1, frame(1, 1)), None);
         s.set_idle(1);
         assert!(!s.is_idle(1));
+    }
+
+    #[test]
+    fn a_close_rides_on_the_last_queued_frame() {
+        use crate::proto::frame::{Header, FLAG_FIN, HEADER_LEN};
+        let data = |seq: u32| {
+            let mut f = Header::data(5, seq, 0, 3).encode().to_vec();
+            f.extend_from_slice(b"abc");
+            f
+        };
+        let flags = |f: &[u8]| Header::decode(f[..HEADER_LEN].try_into().unwrap(), 1 << 20).unwrap().flags;
+        let mut s = Scheduler::new(1, 1 << 20);
+        // Nothing queued for the stream: the close needs a frame of its own.
+        assert!(!s.fin_on_queued(5, 0));
+        s.push_data(5, data(0));
+        s.push_data(5, data(1));
+        // Frame 2 went straight to a tunnel: frame 1 is not the last, no FIN on it.
+        assert!(!s.fin_on_queued(5, 2));
+        assert!(s.fin_on_queued(5, 1));
+        let mut b = Batch::default();
+        s.next_batch(0, 1 << 20, &mut b);
+        assert_eq!(b.data.len(), 2);
+        assert_eq!(flags(&b.data[0]) & FLAG_FIN, 0);
+        assert_eq!(flags(&b.data[1]) & FLAG_FIN, FLAG_FIN);
+        // Another stream's queue is not touched.
+        s.push_data(6, data(1));
+        assert!(!s.fin_on_queued(5, 1));
     }
 }

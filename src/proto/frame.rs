@@ -164,6 +164,20 @@ impl Header {
         b
     }
 
+    /// Set FIN on the encoded DATA frame `frame` if it is frame `seq` of its stream (the
+    /// stream's last: a close that follows a write rides on it). Returns whether it did.
+    pub fn set_fin_if_seq(frame: &mut [u8], seq: u32) -> bool {
+        if frame.len() < HEADER_LEN
+            || frame[1] != Cmd::Data as u8
+            || BigEndian::read_u32(&frame[8..12]) != seq
+        {
+            return false;
+        }
+        let flags = BigEndian::read_u16(&frame[2..4]) | FLAG_FIN;
+        BigEndian::write_u16(&mut frame[2..4], flags);
+        true
+    }
+
     /// Decode and validate a header. `max_frame` is the largest DATA payload the receiver
     /// accepts. Every constraint that can be checked without stream state is checked here.
     pub fn decode(b: &[u8; HEADER_LEN], max_frame: u32) -> Result<Header, FrameError> {

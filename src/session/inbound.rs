@@ -53,7 +53,7 @@ impl Inner {
             refused.extend(self.arrived(st, id, None, now));
             return code;
         }
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = super::handoff::channel();
         let shared = Arc::new(StreamShared::new(id, false, self.peer.stream_window as u64));
         st.streams.insert(id, Entry::new(shared.clone(), tx, self.cfg.stream_window as u64));
         refused.extend(self.arrived(st, id, Some(Accepted { shared, rx }), now));
@@ -74,9 +74,11 @@ impl Inner {
     fn on_data(&self, h: Header, payload: Vec<u8>) -> Result<(), String> {
         let id = h.stream;
         let charge = data_charge(payload.len());
+        let bare = payload.is_empty();
         let mut refuse = None;
         let mut refused = Vec::new();
         let mut stream_limit = None;
+        let mut wake = None;
         let session_limit = {
             let mut st = self.state.lock();
             let new = self.classify(&mut st, id)?;
@@ -112,12 +114,20 @@ impl Inner {
                     e.fin_seq = Some(h.seq);
                 }
                 if !e.read_closed {
-                    stale = e.tx.send(Inbound::Data { seq: h.seq, flags: h.flags, payload }).is_err();
+                    match e.tx.send_later(Inbound::Data { seq: h.seq, flags: h.flags, payload }) {
+                        Ok(w) => {
+                            stale = false;
+                            wake = w;
+                        }
+                        Err(_) => stale = true,
+                    }
                 }
                 if stale && e.send_done {
                     // Closed in both directions here, like a TCP socket that answers late
-                    // data with RST.
-                    refuse = Some(ResetCode::StreamClosed);
+                    // data with RST. A bare FIN discards nothing: like TCP, no RST for it.
+                    if !bare {
+                        refuse = Some(ResetCode::StreamClosed);
+                    }
                     remove = true;
                 } else if stale {
                     // Shut for reading only: the data is discarded and its credit returned,
@@ -143,6 +153,9 @@ impl Inner {
                 None
             }
         };
+        if let Some(w) = wake {
+            w.wake();
+        }
         if let Some(code) = refuse {
             self.send_control(Control::Reset { stream: id, code: code.to_u32() });
         }

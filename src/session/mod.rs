@@ -45,6 +45,7 @@
 mod accept;
 mod failover;
 mod frames;
+mod handoff;
 mod inbound;
 mod incoming;
 mod lifecycle;
@@ -362,7 +363,7 @@ impl Session {
                 return Err(Error::TooManyStreams);
             }
             let id = st.ids.allocate().ok_or(Error::TooManyStreams)?;
-            let (tx, rx) = crossbeam_channel::unbounded();
+            let (tx, rx) = handoff::channel();
             let shared = Arc::new(StreamShared::new(id, true, inner.peer.stream_window as u64));
             st.streams.insert(id, Entry::new(shared.clone(), tx, inner.cfg.stream_window as u64));
             (shared, rx)

@@ -1,12 +1,12 @@
 //! The session's stream table: what the tunnel readers need to route and check each
 //! stream's frames, and the table's changes when an application reads, closes or aborts.
 
+use super::handoff::Tx;
 use super::stream::{Inbound, StreamShared};
 use super::{Inner, Lifecycle, State};
 use crate::core::dedup::Received;
 use crate::error::{CloseReason, Error, ResetCode};
 use crate::proto::frame::Control;
-use crossbeam_channel::Sender;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +16,7 @@ use std::time::Instant;
 pub(super) struct Entry {
     pub(super) shared: Arc<StreamShared>,
     /// Where decoded frames go; dropping it tells the stream's reader the stream is gone.
-    pub(super) tx: Sender<Inbound>,
+    pub(super) tx: Tx<Inbound>,
     /// Receive limit granted to the peer (mirrors the stream's receive window).
     pub(super) recv_limit: u64,
     /// Charge received so far.
@@ -36,7 +36,7 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    pub(super) fn new(shared: Arc<StreamShared>, tx: Sender<Inbound>, window: u64) -> Entry {
+    pub(super) fn new(shared: Arc<StreamShared>, tx: Tx<Inbound>, window: u64) -> Entry {
         Entry {
             shared,
             tx,

@@ -20,7 +20,6 @@ mod write;
 use super::{Handle, Inner};
 use crate::error::{CloseReason, Error, ResetCode, Result};
 use crate::proto::frame::{Header, FLAG_FIN, FLAG_OPEN};
-use crossbeam_channel::Receiver;
 use parking_lot::{Condvar, Mutex};
 use read::{RecvPhase, RecvState};
 use std::io::{self, Read, Write};
@@ -42,7 +41,7 @@ pub(crate) enum Inbound {
 /// A peer-opened stream waiting in the accept queue, or the parts of a new local stream.
 pub(crate) struct Accepted {
     pub(crate) shared: Arc<StreamShared>,
-    pub(crate) rx: Receiver<Inbound>,
+    pub(crate) rx: super::handoff::Rx<Inbound>,
 }
 
 /// Send-side lifecycle (see the module doc).
@@ -347,12 +346,22 @@ impl Core {
                 Some(Error::WriteClosed) => return Ok(()),
                 Some(e) => return Err(e),
             }
-            let seq = s.next_seq;
-            s.next_seq = seq.wrapping_add(1);
             s.phase = SendPhase::Finished;
-            seq
+            // A write whose last frame still waits in the queue carries the FIN.
+            let last = s.next_seq.wrapping_sub(1);
+            if s.next_seq != 0 && self.inner().sched.lock().fin_on_queued(self.id(), last) {
+                None
+            } else {
+                let seq = s.next_seq;
+                s.next_seq = seq.wrapping_add(1);
+                Some(seq)
+            }
         };
         self.wake_writers();
+        let Some(seq) = seq else {
+            self.inner().send_finished(self.id());
+            return Ok(());
+        };
         let flags = FLAG_FIN | if seq == 0 { FLAG_OPEN } else { 0 };
         let id = self.id();
         // Control-like frames never wait for room in the queue.

@@ -6,7 +6,8 @@ use crate::core::reorder::ReorderBuffer;
 use crate::core::window::RecvWindow;
 use crate::error::{Error, ResetCode, Result};
 use crate::proto::frame::data_charge;
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crate::session::handoff::Rx;
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use parking_lot::MutexGuard;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ pub(super) enum RecvPhase {
 }
 
 pub(super) struct RecvState {
-    rx: Receiver<Inbound>,
+    rx: Rx<Inbound>,
     reorder: ReorderBuffer,
     window: RecvWindow,
     phase: RecvPhase,
@@ -34,7 +35,7 @@ pub(super) struct RecvState {
 const HOLD_INTERVALS: usize = 4;
 
 impl RecvState {
-    pub(super) fn new(rx: Receiver<Inbound>, window: u64, max_window: u64) -> RecvState {
+    pub(super) fn new(rx: Rx<Inbound>, window: u64, max_window: u64) -> RecvState {
         RecvState {
             rx,
             reorder: ReorderBuffer::new(),
@@ -163,10 +164,7 @@ impl Core {
                 break Err(e);
             }
             let gap = r.reorder.gap_deadline(reorder_timeout).map(|d| self.inner().reorder_deadline(d));
-            let got = match earliest(deadline, gap) {
-                Some(w) => r.rx.recv_deadline(w),
-                None => r.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
+            let got = r.rx.recv_deadline(earliest(deadline, gap));
             match got {
                 Ok(m) => released += self.apply(&mut r, m),
                 Err(RecvTimeoutError::Disconnected) => r.gone = true,

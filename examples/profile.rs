@@ -1,0 +1,119 @@
+//! A driver for profiling the latency paths, one workload per run so that `perf stat` and
+//! `perf record` see only it (the benchmark suite interleaves many):
+//!
+//! ```text
+//! cargo build --release --example profile
+//! taskset -c 0 perf stat -e context-switches target/release/examples/profile pingpong 4 20000
+//! taskset -c 0 perf stat -e context-switches target/release/examples/profile churn 4 20000
+//! ```
+//! `pingpong TUNNELS N`: N round trips of 64 bytes over one stream; `churn TUNNELS N`: N times
+//! open a stream, 64-byte echo, close. `raw-pingpong N` and `raw-churn N` do the same over
+//! plain TCP. Prints the median round trip (µs) or the rate (per second).
+
+use mtmux::{Config, Listener};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::Instant;
+
+fn echo<S: Read + Write>(mut s: S) {
+    let mut b = [0u8; 64];
+    while s.read_exact(&mut b).is_ok() {
+        if s.write_all(&b).is_err() {
+            break;
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn round_trips<S: Read + Write>(s: &mut S, n: usize) -> f64 {
+    let mut b = [7u8; 64];
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        s.write_all(&b).unwrap();
+        s.read_exact(&mut b).unwrap();
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    median(v)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok());
+    let usage = "usage: profile pingpong|churn TUNNELS N | raw-pingpong|raw-churn N";
+    match args.first().map(String::as_str) {
+        Some(w @ ("raw-pingpong" | "raw-churn")) => {
+            let n = num(1).expect(usage);
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            if w == "raw-pingpong" {
+                let srv = thread::spawn(move || echo(l.accept().unwrap().0));
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.set_nodelay(true).unwrap();
+                println!("median {:.2} µs", round_trips(&mut c, n));
+                drop(c);
+                srv.join().unwrap();
+            } else {
+                let srv = thread::spawn(move || {
+                    for _ in 0..n {
+                        let s = l.accept().unwrap().0;
+                        s.set_nodelay(true).unwrap();
+                        echo(s);
+                    }
+                });
+                let t = Instant::now();
+                for _ in 0..n {
+                    let mut c = TcpStream::connect(addr).unwrap();
+                    c.set_nodelay(true).unwrap();
+                    let mut b = [1u8; 64];
+                    c.write_all(&b).unwrap();
+                    c.read_exact(&mut b).unwrap();
+                }
+                println!("{:.0} connections/s", n as f64 / t.elapsed().as_secs_f64());
+                srv.join().unwrap();
+            }
+        }
+        Some(w @ ("pingpong" | "churn")) => {
+            let (tunnels, n) = (num(1).expect(usage), num(2).expect(usage));
+            let cfg = Config { tunnels, ..Default::default() };
+            let l = Listener::bind("127.0.0.1:0", &cfg).unwrap();
+            let addr = l.local_addr();
+            let c = cfg.clone();
+            let dial = thread::spawn(move || mtmux::dial(addr, &c).unwrap());
+            let server = l.accept().unwrap();
+            let client = dial.join().unwrap();
+            if w == "pingpong" {
+                let mut a = client.open_stream().unwrap();
+                a.write_all(&[7u8; 64]).unwrap();
+                let srv = thread::spawn(move || echo(server.accept_stream().unwrap()));
+                let mut b = [0u8; 64];
+                a.read_exact(&mut b).unwrap();
+                println!("median {:.2} µs", round_trips(&mut a, n));
+                drop(a);
+                srv.join().unwrap();
+            } else {
+                let srv = thread::spawn(move || {
+                    for _ in 0..n {
+                        echo(server.accept_stream().unwrap());
+                    }
+                    server
+                });
+                let t = Instant::now();
+                for _ in 0..n {
+                    let mut s = client.open_stream().unwrap();
+                    let mut b = [1u8; 64];
+                    s.write_all(&b).unwrap();
+                    s.read_exact(&mut b).unwrap();
+                }
+                println!("{:.0} streams/s", n as f64 / t.elapsed().as_secs_f64());
+                drop(srv.join().unwrap());
+            }
+        }
+        _ => eprintln!("{usage}"),
+    }
+}

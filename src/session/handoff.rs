@@ -1,0 +1,327 @@
+//! The hand-off from a tunnel reader to the application thread reading a stream: a crossbeam
+//! channel carries the frames, and a *bell* wakes the one thread that waits for them.
+//!
+//! Why not `Receiver::recv`: crossbeam's blocking receive spins and then calls `sched_yield`
+//! before it parks. On one CPU (a process pinned with `taskset`, a container with one CPU)
+//! that spinning only delays the reader thread the waiter needs, and each yield is a context
+//! switch: a 64-byte round trip cost 6 switches where the design's floor is 4. Here a waiter
+//! parks at once when spinning cannot pay (one CPU), and otherwise spins only as long as the
+//! recent answers took ([`Spin`]): an answer that comes within microseconds is caught on a
+//! CPU that never went idle, which is what the kernel's wake-up of a sleeping thread on an
+//! idle CPU costs the most on virtual machines.
+//!
+//! One thread waits at a time (the stream's receive lock serialises readers). Senders ring
+//! the bell after each message and when they go away (disconnection wakes the waiter too).
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A bell one thread waits on.
+#[derive(Default)]
+struct Bell {
+    lock: Mutex<()>,
+    cv: Condvar,
+    /// A thread is (about to be) parked on `cv`.
+    waiting: AtomicBool,
+}
+
+impl Bell {
+    /// Wake the waiter, if any. The caller has just published what it waits for.
+    fn ring(&self) {
+        // Pairs with the waiter's store of `waiting` before its last look at the channel:
+        // either it sees the message, or this sees it waiting.
+        fence(SeqCst);
+        if self.waiting.load(SeqCst) {
+            let _g = self.lock.lock();
+            self.cv.notify_one();
+        }
+    }
+}
+
+/// The sending half (one per stream, held by the session's table).
+pub(crate) struct Tx<T> {
+    tx: Option<Sender<T>>,
+    bell: Arc<Bell>,
+}
+
+impl<T> Tx<T> {
+    /// Send without blocking (the channel is unbounded; flow control bounds what is in it).
+    /// Fails when the receiving half is gone.
+    pub(crate) fn send(&self, m: T) -> Result<(), T> {
+        let tx = self.tx.as_ref().expect("present until dropped");
+        tx.send(m).map_err(|e| e.0)?;
+        self.bell.ring();
+        Ok(())
+    }
+
+    /// Send without waking the waiter yet: returns the [`Wake`] to do once the caller has
+    /// released its locks (`None` if nobody waits). Woken inside a lock section, the waiter
+    /// may run at once on this CPU and leave the lock held by a preempted thread, which the
+    /// next tunnel reader then spins on.
+    pub(crate) fn send_later(&self, m: T) -> Result<Option<Wake>, T> {
+        let tx = self.tx.as_ref().expect("present until dropped");
+        tx.send(m).map_err(|e| e.0)?;
+        fence(SeqCst);
+        Ok(self.bell.waiting.load(SeqCst).then(|| Wake(self.bell.clone())))
+    }
+}
+
+/// A wake-up owed to a waiter (see [`Tx::send_later`]).
+#[must_use = "the waiter sleeps until woken"]
+pub(crate) struct Wake(Arc<Bell>);
+
+impl Wake {
+    pub(crate) fn wake(self) {
+        let _g = self.0.lock.lock();
+        self.0.cv.notify_one();
+    }
+}
+
+impl<T> Drop for Tx<T> {
+    fn drop(&mut self) {
+        // Disconnect first, then wake the waiter so that it sees the disconnection.
+        drop(self.tx.take());
+        self.bell.ring();
+    }
+}
+
+/// The receiving half (the stream's handle).
+pub(crate) struct Rx<T> {
+    rx: Receiver<T>,
+    bell: Arc<Bell>,
+    spin: Spin,
+}
+
+/// A new hand-off channel.
+pub(crate) fn channel<T>() -> (Tx<T>, Rx<T>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let bell = Arc::new(Bell::default());
+    (Tx { tx: Some(tx), bell: bell.clone() }, Rx { rx, bell, spin: Spin::default() })
+}
+
+impl<T> Rx<T> {
+    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// Wait for the next message until `deadline` (for ever with `None`).
+    pub(crate) fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        match self.rx.try_recv() {
+            Ok(m) => return Ok(m),
+            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => {}
+        }
+        let start = Instant::now();
+        let limit = self.spin.budget();
+        if !limit.is_zero() {
+            let until = deadline.map_or(start + limit, |d| d.min(start + limit));
+            let mut k = 0u32;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(m) => {
+                        self.spin.waited(start.elapsed());
+                        return Ok(m);
+                    }
+                    Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                    Err(TryRecvError::Empty) => {}
+                }
+                k += 1;
+                if Instant::now() >= until {
+                    break;
+                }
+                // Let a thread this CPU owes time run (perhaps the tunnel reader this waits
+                // for); with none, the call returns at once and the CPU stays awake.
+                if k % 4 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let got = self.park(deadline);
+        if got.is_ok() {
+            self.spin.waited(start.elapsed());
+        }
+        got
+    }
+
+    fn take(&self) -> Result<T, RecvTimeoutError> {
+        self.rx.try_recv().map_err(|e| match e {
+            TryRecvError::Empty => RecvTimeoutError::Timeout,
+            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+        })
+    }
+
+    fn park(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        let bell = &*self.bell;
+        let mut g = bell.lock.lock();
+        bell.waiting.store(true, SeqCst);
+        let got = loop {
+            match self.rx.try_recv() {
+                Ok(m) => break Ok(m),
+                Err(TryRecvError::Disconnected) => break Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
+            match deadline {
+                Some(d) => {
+                    if bell.cv.wait_until(&mut g, d).timed_out() {
+                        break self.take();
+                    }
+                }
+                None => bell.cv.wait(&mut g),
+            }
+        };
+        bell.waiting.store(false, SeqCst);
+        got
+    }
+}
+
+/// How long a waiter spins before it parks: as long as the recent waits took (times two),
+/// up to [`Spin::MAX`], and not at all on a single CPU, where the thread it waits for cannot
+/// run while it spins. A wait that outlasts the spin shrinks the budget to nothing, so that
+/// a stream whose peer answers slowly (or in bulk, where readers mostly wait for data) costs
+/// no CPU; a fast answer after a park earns a budget again.
+#[derive(Default)]
+pub(crate) struct Spin {
+    /// Smoothed length of recent waits (an exponential average); `None` before the first.
+    avg: Option<Duration>,
+}
+
+impl Spin {
+    /// Longest spin.
+    pub(crate) const MAX: Duration = Duration::from_micros(50);
+
+    fn budget(&self) -> Duration {
+        match self.avg {
+            _ if !multi_cpu() => Duration::ZERO,
+            None => Self::MAX,
+            Some(avg) if avg > Self::MAX => Duration::ZERO,
+            Some(avg) => (avg * 2).min(Self::MAX),
+        }
+    }
+
+    fn waited(&mut self, d: Duration) {
+        self.avg = Some(self.avg.map_or(d, |avg| (avg * 3 + d) / 4));
+    }
+}
+
+/// Whether this thread may run on more than one CPU (cached per thread: affinity is set on
+/// a process or thread before it starts waiting, by `taskset` or a container).
+fn multi_cpu() -> bool {
+    thread_local! {
+        static MULTI: bool = crate::ffi::sys::cpus_allowed() > 1;
+    }
+    MULTI.with(|m| *m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    const LONG: Duration = Duration::from_secs(10);
+
+    fn soon() -> Option<Instant> {
+        Some(Instant::now() + LONG)
+    }
+
+    #[test]
+    fn a_parked_waiter_is_woken_by_a_send() {
+        let (tx, mut rx) = channel::<u32>();
+        let h = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            tx.send(7).unwrap();
+            tx
+        });
+        assert_eq!(rx.recv_deadline(soon()), Ok(7));
+        drop(h.join().unwrap());
+        assert_eq!(rx.recv_deadline(soon()), Err(RecvTimeoutError::Disconnected));
+    }
+
+    #[test]
+    fn dropping_the_sender_wakes_the_waiter() {
+        let (tx, mut rx) = channel::<u32>();
+        let t = Instant::now();
+        let h = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            drop(tx);
+        });
+        assert_eq!(rx.recv_deadline(None), Err(RecvTimeoutError::Disconnected));
+        assert!(t.elapsed() < LONG);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_deadline_ends_the_wait() {
+        let (_tx, mut rx) = channel::<u32>();
+        let t = Instant::now();
+        let r = rx.recv_deadline(Some(t + Duration::from_millis(30)));
+        assert_eq!(r, Err(RecvTimeoutError::Timeout));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn a_deferred_wake_reaches_the_waiter() {
+        let (tx, mut rx) = channel::<u32>();
+        let h = thread::spawn(move || {
+            // Wait until the receiver parks, then send with a deferred wake-up.
+            while !tx.bell.waiting.load(SeqCst) {
+                thread::yield_now();
+            }
+            let wake = tx.send_later(3).unwrap();
+            wake.expect("the receiver waits").wake();
+            tx
+        });
+        let mut none = Rx { rx: rx.rx.clone(), bell: rx.bell.clone(), spin: Spin { avg: Some(LONG) } };
+        assert_eq!(none.recv_deadline(soon()), Ok(3));
+        drop(h.join().unwrap());
+        assert_eq!(rx.recv_deadline(soon()), Err(RecvTimeoutError::Disconnected));
+    }
+
+    #[test]
+    fn no_wake_up_is_lost_in_a_long_ping_pong() {
+        // Two threads bounce a counter through two hand-offs; a lost wake-up hangs one of
+        // them, which the deadline turns into a failure.
+        let (atx, mut arx) = channel::<u32>();
+        let (btx, mut brx) = channel::<u32>();
+        let n = 20_000;
+        let h = thread::spawn(move || {
+            for _ in 0..n {
+                let v = arx.recv_deadline(soon()).expect("ping");
+                btx.send(v + 1).unwrap();
+            }
+        });
+        let mut v = 0;
+        for _ in 0..n {
+            atx.send(v).unwrap();
+            v = brx.recv_deadline(soon()).expect("pong");
+        }
+        assert_eq!(v, n);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn spinning_follows_the_recent_waits() {
+        let mut s = Spin::default();
+        if !multi_cpu() {
+            assert_eq!(s.budget(), Duration::ZERO);
+            return;
+        }
+        assert_eq!(s.budget(), Spin::MAX);
+        s.waited(Duration::from_micros(5));
+        assert_eq!(s.budget(), Duration::from_micros(10));
+        // Slow answers: spinning would not pay.
+        for _ in 0..8 {
+            s.waited(Duration::from_millis(5));
+        }
+        assert_eq!(s.budget(), Duration::ZERO);
+        // Fast ones again earn a budget back.
+        for _ in 0..40 {
+            s.waited(Duration::from_micros(4));
+        }
+        assert!(s.budget() > Duration::ZERO && s.budget() <= Spin::MAX);
+    }
+}

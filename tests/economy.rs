@@ -1,0 +1,86 @@
+//! Frames per stream: what a short-lived stream costs on the wire (issue 10). A stream that
+//! is opened, answered and closed by both sides costs 2 frames each way (DATA with OPEN,
+//! then a bare FIN; the answer, then its FIN): no RESET answers a bare FIN, as TCP sends no
+//! RST for a FIN after close.
+
+mod common;
+
+use common::{cfg, pair, within};
+use mtmux::Session;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn frames_sent(s: &Session) -> u64 {
+    s.tunnel_stats().iter().map(|t| t.frames_sent).sum()
+}
+
+#[test]
+fn a_churned_stream_costs_two_frames_each_way() {
+    within(Duration::from_secs(60), || {
+        let mut c = cfg(2);
+        // Keepalive pings and ACKs are counted too: make them few.
+        c.keepalive_interval = Duration::from_secs(10);
+        c.keepalive_timeout = Duration::from_secs(30);
+        let (client, server) = pair(&c);
+        const N: u64 = 300;
+        let srv = std::thread::spawn(move || {
+            for _ in 0..N {
+                let mut s = server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+                let mut b = [0u8; 64];
+                s.read_exact(&mut b).unwrap();
+                s.write_all(&b).unwrap();
+                // The client's FIN: end of stream.
+                assert_eq!(s.read(&mut b).unwrap(), 0);
+            }
+            server
+        });
+        let before = frames_sent(&client);
+        for _ in 0..N {
+            let mut s = client.open_stream().unwrap();
+            let mut b = [1u8; 64];
+            s.write_all(&b).unwrap();
+            s.read_exact(&mut b).unwrap();
+        }
+        let server = srv.join().unwrap();
+        // Let the last FINs and their acknowledgements arrive.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while (client.stats().unacked_frames > 0 || server.stats().unacked_frames > 0)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let sent = frames_sent(&client) - before;
+        // 2 per stream, plus ACKs (one per 10 ms at most while frames arrive) and pings.
+        // A RESET per stream (the old behaviour) would make it 3 per stream.
+        assert!(sent >= 2 * N, "client sent {sent} frames for {N} streams");
+        assert!(sent < 2 * N + N / 3, "client sent {sent} frames for {N} streams (a RESET per stream?)");
+    });
+}
+
+#[test]
+fn close_after_unread_data_still_resets() {
+    // The other side of the rule: data that arrives for a stream closed both ways is answered
+    // with RESET(StreamClosed), so the writer learns its bytes were dropped.
+    within(Duration::from_secs(30), || {
+        let (client, server) = pair(&cfg(1));
+        let mut a = client.open_stream().unwrap();
+        a.write_all(b"hello").unwrap();
+        let mut b = server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+        let mut five = [0u8; 5];
+        b.read_exact(&mut five).unwrap();
+        b.close().unwrap();
+        // The server closed both ways; what the client writes now is discarded there and
+        // answered with a RESET: writes fail within a bounded time.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            match a.write_all(&[0u8; 1024]) {
+                Err(e) => break e,
+                Ok(()) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Ok(()) => panic!("writes to a stream the peer closed never failed"),
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    });
+}
