@@ -154,6 +154,19 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// How many CPUs the calling thread may run on (its affinity mask; 1 under `taskset -c N`).
+/// Falls back to 2 (more than one) if the mask cannot be read.
+pub fn cpus_allowed() -> usize {
+    // SAFETY: `set` is a plain bit mask the kernel fills in; its size is passed along.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 2;
+        }
+        libc::CPU_COUNT(&set) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,18 +200,5 @@ mod tests {
         let mut b = [0u8; 32];
         random_bytes(&mut b).unwrap();
         assert!(b.iter().any(|&x| x != 0));
-    }
-}
-
-/// How many CPUs the calling thread may run on (its affinity mask; 1 under `taskset -c N`).
-/// Falls back to 2 (more than one) if the mask cannot be read.
-pub fn cpus_allowed() -> usize {
-    // SAFETY: `set` is a plain bit mask the kernel fills in; its size is passed along.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return 2;
-        }
-        libc::CPU_COUNT(&set) as usize
     }
 }
