@@ -4,11 +4,13 @@
 //! Why not `Receiver::recv`: crossbeam's blocking receive spins and then calls `sched_yield`
 //! before it parks. On one CPU (a process pinned with `taskset`, a container with one CPU)
 //! that spinning only delays the reader thread the waiter needs, and each yield is a context
-//! switch: a 64-byte round trip cost 6 switches where the design's floor is 4. Here a waiter
-//! parks at once when spinning cannot pay (one CPU), and otherwise spins only as long as the
-//! recent answers took ([`Spin`]): an answer that comes within microseconds is caught on a
-//! CPU that never went idle, which is what the kernel's wake-up of a sleeping thread on an
-//! idle CPU costs the most on virtual machines.
+//! switch. Here a waiter parks at once unless spinning can pay: only for an answer (a read
+//! that follows a write on the stream: request and response), only with more than one CPU,
+//! and only while spinning keeps catching the answers ([`Spin`]). An answer that comes within
+//! microseconds is then caught on a CPU that never went idle, with no wake-up at all: waking
+//! a sleeping thread on an idle CPU is what costs the most on virtual machines. The spin
+//! yields now and then, so that a thread this CPU owes time to (perhaps the very tunnel
+//! reader awaited) runs meanwhile.
 //!
 //! One thread waits at a time (the stream's receive lock serialises readers). Senders ring
 //! the bell after each message and when they go away (disconnection wakes the waiter too).
@@ -107,22 +109,27 @@ impl<T> Rx<T> {
         self.rx.try_recv()
     }
 
-    /// Wait for the next message until `deadline` (for ever with `None`).
-    pub(crate) fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+    /// Wait for the next message until `deadline` (for ever with `None`). `answer`: the
+    /// message answers something this side just sent, so spinning for it may pay (see
+    /// [`Spin`]); otherwise park at once.
+    pub(crate) fn recv_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+        answer: bool,
+    ) -> Result<T, RecvTimeoutError> {
         match self.rx.try_recv() {
             Ok(m) => return Ok(m),
             Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
             Err(TryRecvError::Empty) => {}
         }
-        let start = Instant::now();
-        let limit = self.spin.budget();
-        if !limit.is_zero() {
-            let until = deadline.map_or(start + limit, |d| d.min(start + limit));
+        if answer && multi_cpu() && self.spin.should_spin() {
+            let until = Instant::now() + Spin::LENGTH;
+            let until = deadline.map_or(until, |d| d.min(until));
             let mut k = 0u32;
             loop {
                 match self.rx.try_recv() {
                     Ok(m) => {
-                        self.spin.waited(start.elapsed());
+                        self.spin.caught(true);
                         return Ok(m);
                     }
                     Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
@@ -140,12 +147,9 @@ impl<T> Rx<T> {
                     std::hint::spin_loop();
                 }
             }
+            self.spin.caught(false);
         }
-        let got = self.park(deadline);
-        if got.is_ok() {
-            self.spin.waited(start.elapsed());
-        }
-        got
+        self.park(deadline)
     }
 
     fn take(&self) -> Result<T, RecvTimeoutError> {
@@ -179,32 +183,41 @@ impl<T> Rx<T> {
     }
 }
 
-/// How long a waiter spins before it parks: as long as the recent waits took (times two),
-/// up to [`Spin::MAX`], and not at all on a single CPU, where the thread it waits for cannot
-/// run while it spins. A wait that outlasts the spin shrinks the budget to nothing, so that
-/// a stream whose peer answers slowly (or in bulk, where readers mostly wait for data) costs
-/// no CPU; a fast answer after a park earns a budget again.
+/// Whether a waiter for an answer spins before it parks, like an adaptive mutex: it spins
+/// (for [`Spin::LENGTH`] at most) while spinning catches the answers; each spin that does not
+/// doubles the number of waits that park at once before the next try (up to 1023), so a
+/// stream whose answers take long (a slow server, a long path) costs almost no CPU, and one
+/// that turns fast again is noticed. Pure state; the caller also never spins on one CPU.
 #[derive(Default)]
 pub(crate) struct Spin {
-    /// Smoothed length of recent waits (an exponential average); `None` before the first.
-    avg: Option<Duration>,
+    /// Consecutive spins that missed (the backoff exponent).
+    misses: u32,
+    /// Waits left that park without trying.
+    skip: u32,
 }
 
 impl Spin {
-    /// Longest spin.
-    pub(crate) const MAX: Duration = Duration::from_micros(50);
+    /// Longest spin: a few loopback round trips.
+    pub(crate) const LENGTH: Duration = Duration::from_micros(50);
+    const MAX_MISSES: u32 = 10;
 
-    fn budget(&self) -> Duration {
-        match self.avg {
-            _ if !multi_cpu() => Duration::ZERO,
-            None => Self::MAX,
-            Some(avg) if avg > Self::MAX => Duration::ZERO,
-            Some(avg) => (avg * 2).min(Self::MAX),
+    /// Whether this wait should spin first.
+    pub(crate) fn should_spin(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
         }
+        true
     }
 
-    fn waited(&mut self, d: Duration) {
-        self.avg = Some(self.avg.map_or(d, |avg| (avg * 3 + d) / 4));
+    /// The spin caught the message (`true`) or ran out (`false`).
+    pub(crate) fn caught(&mut self, caught: bool) {
+        if caught {
+            self.misses = 0;
+        } else {
+            self.misses = (self.misses + 1).min(Self::MAX_MISSES);
+            self.skip = (1 << self.misses) - 1;
+        }
     }
 }
 
@@ -236,9 +249,9 @@ mod tests {
             tx.send(7).unwrap();
             tx
         });
-        assert_eq!(rx.recv_deadline(soon()), Ok(7));
+        assert_eq!(rx.recv_deadline(soon(), true), Ok(7));
         drop(h.join().unwrap());
-        assert_eq!(rx.recv_deadline(soon()), Err(RecvTimeoutError::Disconnected));
+        assert_eq!(rx.recv_deadline(soon(), true), Err(RecvTimeoutError::Disconnected));
     }
 
     #[test]
@@ -249,7 +262,7 @@ mod tests {
             thread::sleep(Duration::from_millis(20));
             drop(tx);
         });
-        assert_eq!(rx.recv_deadline(None), Err(RecvTimeoutError::Disconnected));
+        assert_eq!(rx.recv_deadline(None, true), Err(RecvTimeoutError::Disconnected));
         assert!(t.elapsed() < LONG);
         h.join().unwrap();
     }
@@ -258,7 +271,7 @@ mod tests {
     fn a_deadline_ends_the_wait() {
         let (_tx, mut rx) = channel::<u32>();
         let t = Instant::now();
-        let r = rx.recv_deadline(Some(t + Duration::from_millis(30)));
+        let r = rx.recv_deadline(Some(t + Duration::from_millis(30)), true);
         assert_eq!(r, Err(RecvTimeoutError::Timeout));
         assert!(t.elapsed() >= Duration::from_millis(30));
     }
@@ -275,10 +288,10 @@ mod tests {
             wake.expect("the receiver waits").wake();
             tx
         });
-        let mut none = Rx { rx: rx.rx.clone(), bell: rx.bell.clone(), spin: Spin { avg: Some(LONG) } };
-        assert_eq!(none.recv_deadline(soon()), Ok(3));
+        let mut none = Rx { rx: rx.rx.clone(), bell: rx.bell.clone(), spin: Spin::default() };
+        assert_eq!(none.recv_deadline(soon(), false), Ok(3));
         drop(h.join().unwrap());
-        assert_eq!(rx.recv_deadline(soon()), Err(RecvTimeoutError::Disconnected));
+        assert_eq!(rx.recv_deadline(soon(), true), Err(RecvTimeoutError::Disconnected));
     }
 
     #[test]
@@ -290,38 +303,46 @@ mod tests {
         let n = 20_000;
         let h = thread::spawn(move || {
             for _ in 0..n {
-                let v = arx.recv_deadline(soon()).expect("ping");
+                let v = arx.recv_deadline(soon(), true).expect("ping");
                 btx.send(v + 1).unwrap();
             }
         });
         let mut v = 0;
         for _ in 0..n {
             atx.send(v).unwrap();
-            v = brx.recv_deadline(soon()).expect("pong");
+            v = brx.recv_deadline(soon(), true).expect("pong");
         }
         assert_eq!(v, n);
         h.join().unwrap();
     }
 
     #[test]
-    fn spinning_follows_the_recent_waits() {
+    fn spinning_backs_off_while_it_misses() {
         let mut s = Spin::default();
-        if !multi_cpu() {
-            assert_eq!(s.budget(), Duration::ZERO);
-            return;
+        assert!(s.should_spin());
+        s.caught(true);
+        assert!(s.should_spin());
+        // Each miss doubles the waits that park at once.
+        let mut pattern = Vec::new();
+        for _ in 0..3 {
+            s.caught(false);
+            let mut parked = 0;
+            while !s.should_spin() {
+                parked += 1;
+            }
+            pattern.push(parked);
         }
-        assert_eq!(s.budget(), Spin::MAX);
-        s.waited(Duration::from_micros(5));
-        assert_eq!(s.budget(), Duration::from_micros(10));
-        // Slow answers: spinning would not pay.
-        for _ in 0..8 {
-            s.waited(Duration::from_millis(5));
+        assert_eq!(pattern, vec![1, 3, 7]);
+        for _ in 0..20 {
+            s.caught(false);
         }
-        assert_eq!(s.budget(), Duration::ZERO);
-        // Fast ones again earn a budget back.
-        for _ in 0..40 {
-            s.waited(Duration::from_micros(4));
+        let mut parked = 0;
+        while !s.should_spin() {
+            parked += 1;
         }
-        assert!(s.budget() > Duration::ZERO && s.budget() <= Spin::MAX);
+        assert_eq!(parked, 1023);
+        // One catch and it spins every time again.
+        s.caught(true);
+        assert!(s.should_spin() && s.should_spin());
     }
 }

@@ -24,7 +24,7 @@ use parking_lot::{Condvar, Mutex};
 use read::{RecvPhase, RecvState};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +90,9 @@ pub(crate) struct StreamShared {
     send: Mutex<SendState>,
     /// Writers wait here for credit; notified by window updates, resets and session end.
     send_cv: Condvar,
+    /// Writes so far: a read that follows a write waits for an answer, and may spin for it
+    /// (see `handoff`).
+    writes: AtomicU32,
 }
 
 impl StreamShared {
@@ -103,6 +106,7 @@ impl StreamShared {
                 phase: SendPhase::Open,
             }),
             send_cv: Condvar::new(),
+            writes: AtomicU32::new(0),
         }
     }
 

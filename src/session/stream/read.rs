@@ -29,6 +29,8 @@ pub(super) struct RecvState {
     interval_hold: Duration,
     /// The longest holds of the last window-update intervals.
     holds: [Duration; HOLD_INTERVALS],
+    /// The stream's write count when a read last waited.
+    writes_seen: u32,
 }
 
 /// Window-update intervals over which the tunnels' delay skew is judged.
@@ -44,6 +46,7 @@ impl RecvState {
             gone: false,
             interval_hold: Duration::ZERO,
             holds: [Duration::ZERO; HOLD_INTERVALS],
+            writes_seen: 0,
         }
     }
 }
@@ -164,7 +167,12 @@ impl Core {
                 break Err(e);
             }
             let gap = r.reorder.gap_deadline(reorder_timeout).map(|d| self.inner().reorder_deadline(d));
-            let got = r.rx.recv_deadline(earliest(deadline, gap));
+            // A read right after a write waits for an answer: one that came quickly before
+            // may be worth a short spin. A stream that only reads (bulk) never spins.
+            let writes = self.shared.writes.load(std::sync::atomic::Ordering::Relaxed);
+            let answer = writes != r.writes_seen;
+            r.writes_seen = writes;
+            let got = r.rx.recv_deadline(earliest(deadline, gap), answer);
             match got {
                 Ok(m) => released += self.apply(&mut r, m),
                 Err(RecvTimeoutError::Disconnected) => r.gone = true,

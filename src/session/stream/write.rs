@@ -89,6 +89,7 @@ impl Core {
         let deadline = timeout.and_then(crate::config::deadline_after);
         let id = self.id();
         let _writing = WriterCount::enter(&self.inner().writers);
+        self.shared.writes.fetch_add(1, Relaxed);
         let mut written = 0;
         while written < buf.len() {
             let (seq, n) = match self.reserve(buf.len() - written, deadline) {
