@@ -350,6 +350,13 @@ pub struct BenchArgs {
     /// Skip the plain TCP comparison
     #[arg(long)]
     pub no_baseline: bool,
+    /// After the run, compare with plain TCP in this many interleaved pairs of short runs
+    /// (mtmux, then one plain TCP connection); the ratio printed is their median
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// How long each comparison run lasts (with --bytes, each moves that many bytes)
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub round_time: Duration,
     /// Print one JSON object with the results instead of the table and summary (bytes,
     /// seconds and MB/s each way, per-tunnel bytes, the baseline and the ratio)
     #[arg(long)]

@@ -17,7 +17,9 @@ fn check_summary(out: &[String], mtmux_line: &str, dirs: &[&str]) {
         let baseline = format!("plain TCP, 1 connection, {dir}:");
         assert!(out.iter().any(|l| l.contains(&baseline) && l.ends_with("MB/s")), "{text}");
     }
-    assert!(out.iter().any(|l| l.starts_with("  mtmux / plain TCP: ")), "{text}");
+    let ratio =
+        out.iter().find(|l| l.starts_with("  mtmux / plain TCP: ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(ratio.contains("(median of 5 interleaved rounds of "), "{ratio}");
 }
 
 #[test]

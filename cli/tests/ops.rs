@@ -181,7 +181,7 @@ fn the_metrics_endpoint_answers_with_session_and_tunnel_metrics() {
 
 #[test]
 fn bench_json_prints_one_parseable_result() {
-    let (status, out, err) = run(&["bench", "--tunnels", "2", "--bytes", "2M", "--json"]);
+    let (status, out, err) = run(&["bench", "--tunnels", "2", "--bytes", "2M", "--json", "--rounds", "3"]);
     assert!(status.success(), "{err:#?}");
     assert_eq!(out.len(), 1, "{out:#?}");
     let v: serde_json::Value = serde_json::from_str(&out[0]).unwrap_or_else(|e| panic!("{e}: {}", out[0]));
@@ -189,7 +189,11 @@ fn bench_json_prints_one_parseable_result() {
     assert_eq!(v["mtmux"]["up_bytes"], 2_000_000);
     assert!(v["mtmux"]["up_mb_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(v["baseline"]["up_bytes"], 2_000_000);
-    assert!(v["ratio"].as_f64().unwrap() > 0.0);
+    // The ratio is the median of 3 interleaved pairs of rounds, within their range.
+    let ratio = v["ratio"].as_f64().unwrap();
+    let (lo, hi) = (v["ratio_range"][0].as_f64().unwrap(), v["ratio_range"][1].as_f64().unwrap());
+    assert!(0.0 < lo && lo <= ratio && ratio <= hi, "{v}");
+    assert_eq!(v["rounds"], 3);
     assert_eq!(v["per_tunnel_bytes"]["up"].as_array().unwrap().len(), 2);
 }
 

@@ -40,6 +40,9 @@ pub fn run(a: BenchArgs) -> Result<(), Fatal> {
     if a.interval.is_zero() {
         return Err(Fatal::usage("--interval must be greater than zero"));
     }
+    if a.round_time.is_zero() {
+        return Err(Fatal::usage("--round-time must be greater than zero"));
+    }
     if let Some(listen) = &a.server {
         let server = BenchServer::start(listen, &cfg, a.tcp_port, !a.no_baseline, Level::Info)?;
         let addrs = server.listener.local_addrs();
@@ -62,6 +65,11 @@ pub fn run(a: BenchArgs) -> Result<(), Fatal> {
         },
         interval: a.interval,
         baseline: !a.no_baseline,
+        rounds: a.rounds as usize,
+        round: match (a.bytes, a.duration) {
+            (Some(b), _) => Limit::Bytes(b),
+            (None, d) => Limit::Time(a.round_time.min(d.unwrap_or(DEFAULT_DURATION))),
+        },
         json: a.json,
     };
     match &a.client {
@@ -188,6 +196,45 @@ fn accept_baseline(tcp: TcpListener, events: Level) {
     }
 }
 
+/// Each of `streams` streams' share of `total`.
+fn split(total: Limit, streams: usize) -> Vec<Limit> {
+    let n = streams as u64;
+    (0..n)
+        .map(|i| match total {
+            Limit::Bytes(b) => Limit::Bytes(b / n + u64::from(i < b % n)),
+            t @ Limit::Time(_) => t,
+        })
+        .collect()
+}
+
+/// Paired rounds of mtmux and plain TCP, and their ratios.
+struct Comparison {
+    ratios: Vec<f64>,
+    /// The rounds whose ratio is the median.
+    mux: Measured,
+    tcp: Measured,
+}
+
+impl Comparison {
+    fn new(rounds: Vec<(Measured, Measured)>) -> Comparison {
+        let rate = |m: &Measured| (m.up + m.down) as f64 / m.elapsed.as_secs_f64().max(1e-9);
+        let mut pairs: Vec<(f64, Measured, Measured)> =
+            rounds.into_iter().map(|(m, t)| (rate(&m) / rate(&t), m, t)).collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let ratios = pairs.iter().map(|p| p.0).collect();
+        let (_, mux, tcp) = pairs.swap_remove(pairs.len() / 2);
+        Comparison { ratios, mux, tcp }
+    }
+
+    fn median_ratio(&self) -> f64 {
+        self.ratios[self.ratios.len() / 2]
+    }
+
+    fn range(&self) -> (f64, f64) {
+        (self.ratios[0], self.ratios[self.ratios.len() - 1])
+    }
+}
+
 /// One run of the client: what to send and how to report it.
 struct Plan {
     streams: usize,
@@ -196,6 +243,9 @@ struct Plan {
     total: Limit,
     interval: Duration,
     baseline: bool,
+    /// Paired rounds of the comparison with plain TCP, and what each moves.
+    rounds: usize,
+    round: Limit,
     /// One JSON object at the end instead of the table and summary.
     json: bool,
 }
@@ -309,12 +359,22 @@ impl Plan {
         let mut baseline_json = None;
         if baseline_port != 0 {
             let ip = session.peer_addrs().first().map(|a| a.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
-            let tcp = self.baseline(SocketAddr::new(ip, baseline_port))?;
-            self.print_result(BASELINE_LABEL, width, &tcp);
+            let cmp = self.compare(session, SocketAddr::new(ip, baseline_port))?;
+            let tcp = &cmp.tcp;
             let rate = |m: &Measured| (m.up + m.down) as f64 / m.elapsed.as_secs_f64().max(1e-9);
-            let ratio = rate(&m) / rate(&tcp);
-            baseline_json = Some((measured_json(&tcp), ratio));
-            self.say(format_args!("  mtmux / plain TCP: {ratio:.2}"));
+            self.print_result(BASELINE_LABEL, width, tcp);
+            let ratio = cmp.median_ratio();
+            let (lo, hi) = cmp.range();
+            baseline_json = Some((measured_json(tcp), ratio, (lo, hi)));
+            self.say(format_args!(
+                "  mtmux / plain TCP: {ratio:.2} (median of {} interleaved rounds of {} each, range {lo:.2}–{hi:.2}; mtmux median round {:.1} MB/s)",
+                cmp.ratios.len(),
+                match self.round {
+                    Limit::Bytes(b) => fmt_bytes(b),
+                    Limit::Time(d) => format!("{d:?}"),
+                },
+                rate(&cmp.mux) / 1e6
+            ));
             if server_side.is_some() && ratio < 1.0 {
                 self.say(format_args!("  (over loopback nothing caps one TCP connection and both ends share the CPUs: see README)"));
             }
@@ -329,8 +389,10 @@ impl Plan {
                 "peer": describe(&session.peer_addrs()),
                 "mtmux": measured_json(&m),
                 "per_tunnel_bytes": { "up": shares(&first.up, &last.up), "down": shares(&first.down, &last.down) },
-                "baseline": baseline_json.as_ref().map(|(b, _)| b.clone()),
-                "ratio": baseline_json.as_ref().map(|(_, r)| *r),
+                "baseline": baseline_json.as_ref().map(|(b, _, _)| b.clone()),
+                "ratio": baseline_json.as_ref().map(|(_, r, _)| *r),
+                "ratio_range": baseline_json.as_ref().map(|(_, _, (lo, hi))| [*lo, *hi]),
+                "rounds": baseline_json.as_ref().map(|_| self.rounds),
             });
             println!("{v}");
         }
@@ -369,22 +431,59 @@ impl Plan {
 
     /// Each stream's share of the total.
     fn split(&self) -> Vec<Limit> {
-        let n = self.streams as u64;
-        (0..n)
-            .map(|i| match self.total {
-                Limit::Bytes(b) => Limit::Bytes(b / n + u64::from(i < b % n)),
-                t @ Limit::Time(_) => t,
-            })
-            .collect()
+        split(self.total, self.streams)
     }
 
-    /// The same transfer over one plain TCP connection.
+    /// One round over one plain TCP connection.
     fn baseline(&self, addr: SocketAddr) -> Result<Measured, Fatal> {
         let fail = |e: io::Error| Fatal::new(format!("plain TCP baseline to {addr}: {e}"));
         let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(fail)?;
         let start = Instant::now();
-        let done = transfer::client(&tcp, self.direction, self.total).map_err(fail)?;
+        let done = transfer::client(&tcp, self.direction, self.round).map_err(fail)?;
         Ok(Measured { up: done.sent, down: done.received, elapsed: done.at - start })
+    }
+
+    /// One round over the session's streams (no live report).
+    fn mux_round(&self, session: &Session) -> Result<Measured, Fatal> {
+        let start = Instant::now();
+        let limits = split(self.round, self.streams);
+        let results: Vec<io::Result<transfer::Done>> = std::thread::scope(|s| {
+            let workers: Vec<_> = limits
+                .into_iter()
+                .map(|limit| {
+                    s.spawn(move || {
+                        let stream = session.open_stream()?;
+                        transfer::client(&stream, self.direction, limit)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|_| Err(io::Error::other("panicked"))))
+                .collect()
+        });
+        let mut m = Measured { up: 0, down: 0, elapsed: Duration::ZERO };
+        for r in results {
+            let done =
+                r.map_err(|e| Fatal::new(format!("bench stream failed: {}", mtmux::Error::from(e))))?;
+            m.up += done.sent;
+            m.down += done.received;
+            m.elapsed = m.elapsed.max(done.at - start);
+        }
+        Ok(m)
+    }
+
+    /// The comparison with plain TCP: `rounds` pairs of short runs, mtmux then plain TCP,
+    /// interleaved so that both see the same machine (a loopback figure moves with whatever
+    /// else the CPUs do; one long run of each would compare two different moments).
+    fn compare(&self, session: &Session, tcp: SocketAddr) -> Result<Comparison, Fatal> {
+        let mut rounds = Vec::new();
+        for _ in 0..self.rounds {
+            let mux = self.mux_round(session)?;
+            let plain = self.baseline(tcp)?;
+            rounds.push((mux, plain));
+        }
+        Ok(Comparison::new(rounds))
     }
 
     /// One line per direction, labels padded to `width` so the numbers line up.
