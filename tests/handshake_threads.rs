@@ -53,7 +53,10 @@ fn wrong_key_attempts_reuse_handshake_threads_which_end_with_the_listener() {
             assert_eq!(read_reply(&c).unwrap().status, Status::BadProof);
             most = most.max(threads_named("mtmux-hs") - before);
         }
-        assert!(most <= 3, "{most} handshake threads for one attempt at a time");
+        // One attempt at a time needs one thread; a thread that has answered but not yet gone
+        // back to idle when the next attempt arrives (a loaded machine) makes another. Without
+        // reuse it would be one per attempt.
+        assert!(most <= 10, "{most} handshake threads for one attempt at a time");
         assert_eq!(l.refusal_counts().0, 300);
         l.close();
         let deadline = Instant::now() + Duration::from_secs(5);
