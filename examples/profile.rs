@@ -25,12 +25,13 @@ fn echo<S: Read + Write>(mut s: S) {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// "median X µs p99 Y µs".
+fn median(mut v: Vec<f64>) -> String {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    format!("{:.2} µs p99 {:.2}", v[v.len() / 2], v[v.len() * 99 / 100])
 }
 
-fn round_trips<S: Read + Write>(s: &mut S, n: usize) -> f64 {
+fn round_trips<S: Read + Write>(s: &mut S, n: usize) -> String {
     let mut b = [7u8; 64];
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -55,7 +56,7 @@ fn main() {
                 let srv = thread::spawn(move || echo(l.accept().unwrap().0));
                 let mut c = TcpStream::connect(addr).unwrap();
                 c.set_nodelay(true).unwrap();
-                println!("median {:.2} µs", round_trips(&mut c, n));
+                println!("median {}", round_trips(&mut c, n));
                 drop(c);
                 srv.join().unwrap();
             } else {
@@ -116,7 +117,7 @@ fn main() {
                 let srv = thread::spawn(move || echo(server.accept_stream().unwrap()));
                 let mut b = [0u8; 64];
                 a.read_exact(&mut b).unwrap();
-                println!("median {:.2} µs", round_trips(&mut a, n));
+                println!("median {}", round_trips(&mut a, n));
                 drop(a);
                 srv.join().unwrap();
             } else {

@@ -17,7 +17,7 @@
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,14 +94,16 @@ impl<T> Drop for Tx<T> {
 pub(crate) struct Rx<T> {
     rx: Receiver<T>,
     bell: Arc<Bell>,
-    spin: Spin,
+    /// Shared by the session's streams: whether answers come fast is a property of the
+    /// peer and the path, and a new stream should not pay a spin to learn it again.
+    spin: Arc<Spin>,
 }
 
-/// A new hand-off channel.
-pub(crate) fn channel<T>() -> (Tx<T>, Rx<T>) {
+/// A new hand-off channel, whose waits spin by `spin`'s record.
+pub(crate) fn channel<T>(spin: Arc<Spin>) -> (Tx<T>, Rx<T>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let bell = Arc::new(Bell::default());
-    (Tx { tx: Some(tx), bell: bell.clone() }, Rx { rx, bell, spin: Spin::default() })
+    (Tx { tx: Some(tx), bell: bell.clone() }, Rx { rx, bell, spin })
 }
 
 impl<T> Rx<T> {
@@ -186,14 +188,16 @@ impl<T> Rx<T> {
 /// Whether a waiter for an answer spins before it parks, like an adaptive mutex: it spins
 /// (for [`Spin::LENGTH`] at most) while spinning catches the answers; each spin that does not
 /// doubles the number of waits that park at once before the next try (up to 1023), so a
-/// stream whose answers take long (a slow server, a long path) costs almost no CPU, and one
-/// that turns fast again is noticed. Pure state; the caller also never spins on one CPU.
+/// session whose answers take long (a slow server, a long path) costs almost no CPU, and one
+/// that turns fast again is noticed. One record per session, shared by its streams (relaxed
+/// atomics: a lost update only shifts when the next try comes). The caller also never spins
+/// on one CPU.
 #[derive(Default)]
 pub(crate) struct Spin {
     /// Consecutive spins that missed (the backoff exponent).
-    misses: u32,
+    misses: AtomicU32,
     /// Waits left that park without trying.
-    skip: u32,
+    skip: AtomicU32,
 }
 
 impl Spin {
@@ -202,21 +206,18 @@ impl Spin {
     const MAX_MISSES: u32 = 10;
 
     /// Whether this wait should spin first.
-    pub(crate) fn should_spin(&mut self) -> bool {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        true
+    pub(crate) fn should_spin(&self) -> bool {
+        self.skip.fetch_update(Relaxed, Relaxed, |s| s.checked_sub(1)).is_err()
     }
 
     /// The spin caught the message (`true`) or ran out (`false`).
-    pub(crate) fn caught(&mut self, caught: bool) {
+    pub(crate) fn caught(&self, caught: bool) {
         if caught {
-            self.misses = 0;
+            self.misses.store(0, Relaxed);
         } else {
-            self.misses = (self.misses + 1).min(Self::MAX_MISSES);
-            self.skip = (1 << self.misses) - 1;
+            let misses = (self.misses.load(Relaxed) + 1).min(Self::MAX_MISSES);
+            self.misses.store(misses, Relaxed);
+            self.skip.store((1 << misses) - 1, Relaxed);
         }
     }
 }
@@ -243,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_parked_waiter_is_woken_by_a_send() {
-        let (tx, mut rx) = channel::<u32>();
+        let (tx, mut rx) = channel::<u32>(Arc::default());
         let h = thread::spawn(move || {
             thread::sleep(Duration::from_millis(20));
             tx.send(7).unwrap();
@@ -256,7 +257,7 @@ mod tests {
 
     #[test]
     fn dropping_the_sender_wakes_the_waiter() {
-        let (tx, mut rx) = channel::<u32>();
+        let (tx, mut rx) = channel::<u32>(Arc::default());
         let t = Instant::now();
         let h = thread::spawn(move || {
             thread::sleep(Duration::from_millis(20));
@@ -269,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_deadline_ends_the_wait() {
-        let (_tx, mut rx) = channel::<u32>();
+        let (_tx, mut rx) = channel::<u32>(Arc::default());
         let t = Instant::now();
         let r = rx.recv_deadline(Some(t + Duration::from_millis(30)), true);
         assert_eq!(r, Err(RecvTimeoutError::Timeout));
@@ -278,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_deferred_wake_reaches_the_waiter() {
-        let (tx, mut rx) = channel::<u32>();
+        let (tx, mut rx) = channel::<u32>(Arc::default());
         let h = thread::spawn(move || {
             // Wait until the receiver parks, then send with a deferred wake-up.
             while !tx.bell.waiting.load(SeqCst) {
@@ -288,7 +289,7 @@ mod tests {
             wake.expect("the receiver waits").wake();
             tx
         });
-        let mut none = Rx { rx: rx.rx.clone(), bell: rx.bell.clone(), spin: Spin::default() };
+        let mut none = Rx { rx: rx.rx.clone(), bell: rx.bell.clone(), spin: Arc::default() };
         assert_eq!(none.recv_deadline(soon(), false), Ok(3));
         drop(h.join().unwrap());
         assert_eq!(rx.recv_deadline(soon(), true), Err(RecvTimeoutError::Disconnected));
@@ -298,8 +299,8 @@ mod tests {
     fn no_wake_up_is_lost_in_a_long_ping_pong() {
         // Two threads bounce a counter through two hand-offs; a lost wake-up hangs one of
         // them, which the deadline turns into a failure.
-        let (atx, mut arx) = channel::<u32>();
-        let (btx, mut brx) = channel::<u32>();
+        let (atx, mut arx) = channel::<u32>(Arc::default());
+        let (btx, mut brx) = channel::<u32>(Arc::default());
         let n = 20_000;
         let h = thread::spawn(move || {
             for _ in 0..n {
@@ -318,7 +319,7 @@ mod tests {
 
     #[test]
     fn spinning_backs_off_while_it_misses() {
-        let mut s = Spin::default();
+        let s = Spin::default();
         assert!(s.should_spin());
         s.caught(true);
         assert!(s.should_spin());

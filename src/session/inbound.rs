@@ -53,7 +53,7 @@ impl Inner {
             refused.extend(self.arrived(st, id, None, now));
             return code;
         }
-        let (tx, rx) = super::handoff::channel();
+        let (tx, rx) = super::handoff::channel(self.spin.clone());
         let shared = Arc::new(StreamShared::new(id, false, self.peer.stream_window as u64));
         st.streams.insert(id, Entry::new(shared.clone(), tx, self.cfg.stream_window as u64));
         refused.extend(self.arrived(st, id, Some(Accepted { shared, rx }), now));

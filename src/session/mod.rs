@@ -196,6 +196,8 @@ pub(crate) struct Inner {
     sup_idle: AtomicBool,
     /// Recycled DATA payload buffers.
     pool: pool::BufPool,
+    /// Whether stream reads waiting for an answer spin first (see `handoff`).
+    spin: Arc<handoff::Spin>,
     /// Session-level charge consumed by streams and not yet applied to `state.recv`.
     unreported: AtomicU64,
     /// Application threads inside `Stream::write` right now.
@@ -331,6 +333,7 @@ impl Session {
             // Frames wait in the replay buffers until acknowledged (up to about a megabyte per
             // tunnel); enough buffers to cycle them without going back to the allocator.
             pool: pool::BufPool::new(32 + 16 * n),
+            spin: Arc::default(),
             unreported: AtomicU64::new(0),
             writers: AtomicUsize::new(0),
         });
@@ -363,7 +366,7 @@ impl Session {
                 return Err(Error::TooManyStreams);
             }
             let id = st.ids.allocate().ok_or(Error::TooManyStreams)?;
-            let (tx, rx) = handoff::channel();
+            let (tx, rx) = handoff::channel(inner.spin.clone());
             let shared = Arc::new(StreamShared::new(id, true, inner.peer.stream_window as u64));
             st.streams.insert(id, Entry::new(shared.clone(), tx, inner.cfg.stream_window as u64));
             (shared, rx)
