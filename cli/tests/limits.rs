@@ -29,7 +29,7 @@ fn dial(addr: SocketAddr) -> Session {
 /// The most threads and descriptors seen in process `pid` while the sampler ran.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: thread::JoinHandle<(usize, usize)>,
+    handle: thread::JoinHandle<((usize, usize), Vec<String>)>,
 }
 
 impl Sampler {
@@ -38,17 +38,24 @@ impl Sampler {
         let s = stop.clone();
         let handle = thread::spawn(move || {
             let mut most = (0, 0);
+            let mut names = Vec::new();
             while !s.load(Ordering::SeqCst) {
-                most = (most.0.max(threads(pid)), most.1.max(fds(pid)));
+                let t = threads(pid);
+                if t > most.0 {
+                    // Which threads made the peak (for the message if a bound is passed).
+                    names = thread_names(pid);
+                }
+                most = (most.0.max(t), most.1.max(fds(pid)));
                 // The sampling period, not a synchronisation.
                 thread::sleep(Duration::from_millis(2));
             }
-            most
+            (most, names)
         });
         Sampler { stop, handle }
     }
 
-    fn stop(self) -> (usize, usize) {
+    /// The most threads and descriptors seen, and the threads' names at the peak.
+    fn stop(self) -> ((usize, usize), Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().unwrap()
     }
@@ -144,7 +151,7 @@ fn an_open_flood_keeps_threads_and_descriptors_under_the_bound_and_both_come_bac
         floods.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let flood_took = started.elapsed();
-    let (most_threads, most_fds) = sampler.stop();
+    let ((most_threads, most_fds), peak_threads) = sampler.stop();
     let mut carried_total = 0;
     for (i, fates) in fates.iter().enumerate() {
         let carried = fates.iter().filter(|(_, f)| *f == Fate::Carried).count();
@@ -172,7 +179,10 @@ fn an_open_flood_keeps_threads_and_descriptors_under_the_bound_and_both_come_bac
     // above the formula on a loaded machine (not yet explained; noted in the issue). The bound
     // still holds within a few threads: 9,153 before the limits.
     const SLACK: usize = 4;
-    assert!(most_threads <= t1 + 2 * TOTAL + SLACK, "{most_threads} threads > {t1} + 2 x {TOTAL} + {SLACK}");
+    assert!(
+        most_threads <= t1 + 2 * TOTAL + SLACK,
+        "{most_threads} threads > {t1} + 2 x {TOTAL} + {SLACK}: {peak_threads:?}"
+    );
     assert!(most_fds <= f1 + TOTAL, "{most_fds} descriptors > {f1} + {TOTAL}");
     srv.wait_for("reset at once: already");
     // Everything closes: back to the baseline.
@@ -240,7 +250,7 @@ fn streams_that_cannot_connect_to_the_target_are_bounded_per_session_and_in_tota
             .collect();
         hs.into_iter().map(|h| h.into_iter().map(|h| h.join().unwrap()).collect()).collect()
     });
-    let (most_threads, most_fds) = sampler.stop();
+    let ((most_threads, most_fds), peak_threads) = sampler.stop();
     let mut waiting_total = 0;
     for (i, f) in fates.iter().enumerate() {
         let waiting = f.iter().filter(|f| **f == Fate::Waiting).count();
@@ -257,7 +267,7 @@ fn streams_that_cannot_connect_to_the_target_are_bounded_per_session_and_in_tota
         f1 + CONNECTING_TOTAL
     );
     // One thread and one socket per stream being connected.
-    assert!(most_threads <= t1 + CONNECTING_TOTAL, "{most_threads} threads");
+    assert!(most_threads <= t1 + CONNECTING_TOTAL, "{most_threads} threads: {peak_threads:?}");
     assert!(most_fds <= f1 + CONNECTING_TOTAL, "{most_fds} descriptors");
     srv.wait_for("being connected to the target (--max-connecting");
     // The connects time out, their streams are reset, and the server is back where it was.
@@ -369,7 +379,7 @@ fn measure_the_issues_open_flood_against_the_default_limits() {
         hs.into_iter().map(|h| h.join().unwrap()).sum()
     });
     let took = started.elapsed();
-    let (most_threads, most_fds) = sampler.stop();
+    let ((most_threads, most_fds), peak_threads) = sampler.stop();
     let peak = rss("VmHWM:");
     drop(sessions);
     let (t2, f2) = wait_for_counts(pid, "after the flood", |t, f| t <= t0 && f <= f0);
@@ -380,6 +390,9 @@ fn measure_the_issues_open_flood_against_the_default_limits() {
         SESSIONS * OPENS,
         rss("VmRSS:")
     );
-    assert!(most_threads <= t1 + 2 * 2048 && most_fds <= f1 + 2048);
+    assert!(
+        most_threads <= t1 + 2 * 2048 && most_fds <= f1 + 2048,
+        "{most_threads} threads: {peak_threads:?}"
+    );
     srv.kill();
 }
