@@ -107,30 +107,57 @@ pub async fn bulk(peer: &str, total: u64) -> io::Result<f64> {
 }
 
 /// Workload 2, many: `n` streams of `each` bytes in parallel; time from the common start
-/// until the last receiver is done (MB/s in total).
+/// until the last receiver is done (MB/s in total). As in loopback.rs, the tasks read the
+/// clock: the first to leave the start barrier and the last receiver to finish.
 pub async fn many(peer: &str, n: usize, each: u64) -> io::Result<f64> {
     let (mut o, mut a) = session(peer).await?;
-    let start = Arc::new(Barrier::new(2 * n + 1));
+    let start = Arc::new(Barrier::new(2 * n));
+    let clock = Arc::new(Clock::default());
     let mut tasks = Vec::new();
     for _ in 0..n {
         let (w, mut r) = stream_pair(&mut *o, &mut *a).await?;
-        let (b, p) = (start.clone(), peer.to_string());
+        let (b, c, p) = (start.clone(), clock.clone(), peer.to_string());
         tasks.push(tokio::spawn(async move {
             b.wait().await;
+            c.started(Instant::now());
             send_on(&p, w, each, 0x33).await
         }));
-        let b = start.clone();
+        let (b, c) = (start.clone(), clock.clone());
         tasks.push(tokio::spawn(async move {
             b.wait().await;
-            receive(&mut r, each).await
+            c.started(Instant::now());
+            receive(&mut r, each).await?;
+            c.finished(Instant::now());
+            Ok(())
         }));
     }
-    start.wait().await;
-    let t = Instant::now();
     for task in tasks {
         joined(task.await)?;
     }
-    Ok(mb_per_s(each * n as u64, t.elapsed()))
+    Ok(mb_per_s(each * n as u64, clock.elapsed()))
+}
+
+/// The clock of parallel transfers: the earliest start and the latest finish any task saw.
+#[derive(Default)]
+struct Clock(std::sync::Mutex<(Option<Instant>, Option<Instant>)>);
+
+impl Clock {
+    fn started(&self, t: Instant) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = Some(g.0.map_or(t, |s| s.min(t)));
+    }
+
+    fn finished(&self, t: Instant) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = Some(g.1.map_or(t, |s| s.max(t)));
+    }
+
+    fn elapsed(&self) -> Duration {
+        match *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a),
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 /// Echo 64-byte messages until the stream ends.
