@@ -44,7 +44,9 @@ default configuration) with both ends in one process, on tokio's multi-thread ru
 default worker count (one per CPU); mtmux runs as in the table above (4 tunnels, except the \
 1-tunnel bulk row). In brackets: the ratio to raw TCP of the same rounds. tokio-yamux's \
 senders keep a read pending on their stream (its streams take in window updates only while \
-read; a write-only sender stalls after 256 KiB).
+read; a write-only sender stalls after 256 KiB). The peers: yamux (rust-libp2p's, futures-based, \
+driven by a task that polls its Connection), tokio-yamux (Nervos tentacle's), async_smux, and \
+smux (a young port of Go's smux, one maintainer).
 ";
 
 /// Arguments of `mtmux-peers` as owned strings.
