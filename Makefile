@@ -185,7 +185,7 @@ install-files:
 # them those rows are skipped. The failover rows also draw docs/failover.svg.
 BENCH_ARGS ?=
 
-.PHONY: bench bench-quick bench-tools bench-cost bench-tls bench-peers lint-peers
+.PHONY: bench bench-quick bench-tools bench-cost bench-tls bench-peers lint-peers test-peers
 
 bench: bench-tools bench-peers
 	MTMUX_PEERS=$(PEERS_BIN) $(CARGO) run --release -p mtmux-bench -- $(BENCH_ARGS)
@@ -201,6 +201,10 @@ PEERS_BIN := $(abspath $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),benches/peer
 
 bench-peers:
 	$(CARGO) build --release --locked --manifest-path benches/peers/Cargo.toml
+
+# Every peer through every workload, small, over loopback (not part of `make test` either).
+test-peers:
+	$(CARGO) test --release --locked --manifest-path benches/peers/Cargo.toml
 
 # benches/peers under rustfmt and clippy (outside the main workspace, so `make lint` does not
 # see it; not part of .ci/run, which would have to compile tokio and the peers).

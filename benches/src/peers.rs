@@ -41,7 +41,7 @@ The loopback rows again, with the Rust multiplexers users would pick instead of 
 run by `mtmux-peers` (benches/peers) between the raw TCP and mtmux samples of every round, \
 so all columns come from the same rounds. Each peer runs over ONE TCP connection (TCP_NODELAY, \
 default configuration) with both ends in one process, on tokio's multi-thread runtime with its \
-default worker count (one per CPU); mtmux runs as in the table above (4 tunnels, except the \
+default worker count (one per CPU it may run on: one when pinned); mtmux runs as in the table above (4 tunnels, except the \
 1-tunnel bulk row). In brackets: the ratio to raw TCP of the same rounds. tokio-yamux's \
 senders keep a read pending on their stream (its streams take in window updates only while \
 read; a write-only sender stalls after 256 KiB). The peers: yamux (rust-libp2p's, futures-based, \

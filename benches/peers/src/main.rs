@@ -116,3 +116,61 @@ fn main() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(a: &str) -> Result<String, String> {
+        run(&a.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        assert!(run_args("").unwrap_err().contains("usage"));
+        assert!(run_args("quic bulk 1").unwrap_err().contains("unknown peer \"quic\""));
+        assert!(run_args("yamux").unwrap_err().contains("usage"));
+        assert!(run_args("yamux fly 1").unwrap_err().contains("unknown workload \"fly\""));
+        assert!(run_args("yamux bulk").unwrap_err().contains("missing BYTES"));
+        assert!(run_args("yamux bulk lots").unwrap_err().contains("BYTES must be a positive number"));
+        assert!(run_args("yamux many 0 100").unwrap_err().contains("N must be > 0"));
+    }
+
+    #[test]
+    fn percentiles_match_the_suite() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    /// Every peer completes every workload, small, over real loopback TCP, and reports the
+    /// figure its workload promises.
+    #[test]
+    fn every_peer_runs_every_workload() {
+        for (peer, _) in peer::PEERS {
+            for (workload, key) in [
+                ("bulk 1048576", "mb_per_s"),
+                ("many 4 1048576", "mb_per_s"),
+                ("pingpong 100", "p99_us"),
+                ("churn 50", "streams_per_s"),
+            ] {
+                // Bounded: a peer that stalls fails the test instead of hanging it.
+                let (tx, rx) = std::sync::mpsc::channel();
+                let what = format!("{peer} {workload}");
+                std::thread::spawn(move || tx.send(run_args(&what)));
+                let line = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .unwrap_or_else(|_| panic!("{peer} {workload}: no result within 60 s"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let value: f64 = line
+                    .split(&format!("\"{key}\":"))
+                    .nth(1)
+                    .and_then(|rest| rest.split([',', '}']).next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{peer} {workload}: no {key} in {line}"));
+                assert!(value > 0.0 && value.is_finite(), "{peer} {workload}: {line}");
+            }
+        }
+    }
+}
