@@ -264,7 +264,7 @@ fn main() {
                 rounds,
                 || loopback::bulk_raw(gib),
                 || loopback::bulk_mux(tunnels, gib),
-                || tally.add(&peers.sample(&args(&["bulk", &gib.to_string()]), false), "mb_per_s"),
+                || tally.add(&peers.sample(&args(&["bulk", &gib.to_string()]), false, &tally), "mb_per_s"),
             );
             let target = if tunnels == 1 { 0.9 } else { 1.0 };
             let name = format!(
@@ -292,7 +292,7 @@ fn main() {
             rounds,
             || loopback::many_raw(16, each),
             || loopback::many_mux(4, 16, each),
-            || tally.add(&peers.sample(&args(&["many", "16", &each.to_string()]), false), "mb_per_s"),
+            || tally.add(&peers.sample(&args(&["many", "16", &each.to_string()]), false, &tally), "mb_per_s"),
         );
         let name = format!("many, 16 streams × {} MiB, 4 tunnels", each >> 20);
         peer_rows.push(row(&name, "MB/s", Better::Higher, &raw, &mux, &tally));
@@ -322,7 +322,7 @@ fn main() {
             raw_p99.push(percentile(&r, 99.0));
             mux_med.push(median(&m));
             mux_p99.push(percentile(&m, 99.0));
-            let p = peers.sample(&pp_args, false);
+            let p = peers.sample(&pp_args, false, &peer_med);
             peer_med.add(&p, "median_us");
             peer_p99.add(&p, "p99_us");
         }
@@ -368,7 +368,7 @@ fn main() {
                     break;
                 }
             }
-            let p = peers.sample(&pp_args, true);
+            let p = peers.sample(&pp_args, true, &peer_med);
             peer_med.add(&p, "median_us");
             peer_p99.add(&p, "p99_us");
         }
@@ -419,7 +419,12 @@ fn main() {
             rounds,
             || loopback::churn_raw(churn_n),
             || loopback::churn_mux(4, churn_n),
-            || tally.add(&peers.sample(&args(&["churn", &churn_n.to_string()]), false), "streams_per_s"),
+            || {
+                tally.add(
+                    &peers.sample(&args(&["churn", &churn_n.to_string()]), false, &tally),
+                    "streams_per_s",
+                )
+            },
         );
         peer_rows.push(row("churn: open, 64 B echo, close", "streams/s", Better::Higher, &raw, &mux, &tally));
         figs.push(fig(

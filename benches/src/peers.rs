@@ -110,8 +110,9 @@ impl Peers {
     }
 
     /// Run `mtmux-peers PEER ARGS..` for each peer (under `taskset -c 0` when `pinned`):
-    /// each peer's sample line, or why there is none.
-    pub fn sample(&self, args: &[String], pinned: bool) -> Vec<Result<Line, String>> {
+    /// each peer's sample line, or why there is none. A peer that already failed in `so_far`
+    /// is not run again (a stalled peer would cost its whole timeout every round).
+    pub fn sample(&self, args: &[String], pinned: bool, so_far: &Tally) -> Vec<Result<Line, String>> {
         if self.off {
             return Vec::new();
         }
@@ -120,7 +121,12 @@ impl Peers {
         };
         NAMES
             .iter()
-            .map(|peer| {
+            .enumerate()
+            .map(|(i, peer)| {
+                if let Some(e) = so_far.failure(i) {
+                    log(&format!("  {peer:<12} skipped: {e}"));
+                    return Err(e.to_string());
+                }
                 let mut cmd = if pinned { Command::new("taskset") } else { Command::new(exe) };
                 if pinned {
                     cmd.args(["-c", "0"]).arg(exe);
@@ -163,6 +169,11 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// Why peer `i` has no figure, if it failed in some round.
+    pub fn failure(&self, i: usize) -> Option<&str> {
+        self.cols.get(i).and_then(|c| c.1.as_deref())
     }
 
     /// Each peer's median, or why there is none (a peer that failed in any round has none:
@@ -217,6 +228,7 @@ mod tests {
         t.add(&[ok(3.0), Err("failed: stalled".into())], "mb_per_s");
         t.add(&[ok(2.0), ok(4.0)], "mb_per_s");
         assert_eq!(t.medians(), vec![Ok(2.0), Err("failed: stalled".to_string())]);
+        assert_eq!((t.failure(0), t.failure(1), t.failure(2)), (None, Some("failed: stalled"), None));
         let mut missing = Tally::default();
         missing.add(&[Err("not built".into())], "mb_per_s");
         assert_eq!(missing.medians(), vec![Err("not built".to_string())]);
