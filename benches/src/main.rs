@@ -11,8 +11,9 @@
 //! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency,
 //! failover. The loopback rows (bulk, many, pingpong, churn) also run the peers, the Rust
 //! multiplexers users would pick instead, through the same workloads in the same rounds
-//! (`peers.rs`; the program `mtmux-peers` from benches/peers, built by `make bench-peers`). The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need
-//! root; without it they are skipped with a message.
+//! (`peers.rs`; the program `mtmux-peers` from benches/peers, built by `make bench-peers`).
+//! The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need root;
+//! without it they are skipped with a message.
 
 mod attack;
 mod compare;

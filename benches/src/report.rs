@@ -141,6 +141,9 @@ pub fn peers_table(headers: &[String], rows: &[crate::peers::Row]) -> String {
         let cell = |v: f64| {
             if v.is_nan() {
                 "–".to_string()
+            } else if r.raw.is_nan() {
+                // No baseline (MTMUX_BENCH_NO_BASELINE): no ratio either.
+                format!("{} {}", fmt_num(v), r.unit)
             } else {
                 format!("{} {} ({:.2}×)", fmt_num(v), r.unit, v / r.raw)
             }
