@@ -39,14 +39,15 @@ pub const INTRO: &str = "## mtmux and its peers (same run)
 
 The loopback rows again, with the Rust multiplexers users would pick instead of mtmux, each \
 run by `mtmux-peers` (benches/peers) between the raw TCP and mtmux samples of every round, \
-so all columns come from the same rounds. Each peer runs over ONE TCP connection (TCP_NODELAY, \
-default configuration) with both ends in one process, on tokio's multi-thread runtime with its \
-default worker count (one per CPU it may run on: one when pinned); mtmux runs as in the table above (4 tunnels, except the \
-1-tunnel bulk row). In brackets: the ratio to raw TCP of the same rounds. tokio-yamux's \
-senders keep a read pending on their stream (its streams take in window updates only while \
-read; a write-only sender stalls after 256 KiB). The peers: yamux (rust-libp2p's, futures-based, \
-driven by a task that polls its Connection), tokio-yamux (Nervos tentacle's), async_smux, and \
-smux (a young port of Go's smux, one maintainer).
+so all columns come from the same rounds. Each peer runs over ONE TCP connection \
+(TCP_NODELAY, default configuration) with both ends in one process, on tokio's multi-thread \
+runtime with its default worker count (one per CPU it may run on: one when pinned); mtmux \
+runs as in the table above (4 tunnels, except the 1-tunnel bulk row). In brackets: the ratio \
+to raw TCP of the same rounds. tokio-yamux's senders keep a read pending on their stream \
+(its streams take in window updates only while read; a write-only sender stalls after \
+256 KiB). The peers: yamux (rust-libp2p's, futures-based, driven by a task that polls its \
+Connection), tokio-yamux (Nervos tentacle's), async_smux, and smux (a young port of Go's \
+smux, one maintainer).
 ";
 
 /// Arguments of `mtmux-peers` as owned strings.
@@ -105,7 +106,7 @@ impl Peers {
             }
         }
         log("!!!!!!!! peers: mtmux-peers is NOT BUILT: the peers table will say \"not built\".");
-        log("!!!!!!!! Build it with `make bench-peers` (or use `make bench`, which does), or set MTMUX_PEERS.");
+        log("!!!!!!!! Build it with `make bench-peers` (`make bench` does), or set MTMUX_PEERS.");
         Peers { exe: None, headers: names(), off }
     }
 
