@@ -185,13 +185,32 @@ install-files:
 # them those rows are skipped. The failover rows also draw docs/failover.svg.
 BENCH_ARGS ?=
 
-.PHONY: bench bench-quick bench-tools bench-cost bench-tls
+.PHONY: bench bench-quick bench-tools bench-cost bench-tls bench-peers lint-peers test-peers
 
-bench: bench-tools
-	$(CARGO) run --release -p mtmux-bench -- $(BENCH_ARGS)
+bench: bench-tools bench-peers
+	MTMUX_PEERS=$(PEERS_BIN) $(CARGO) run --release -p mtmux-bench -- $(BENCH_ARGS)
 
-bench-quick: bench-tools
-	$(CARGO) run --release -p mtmux-bench -- --quick --rounds 3 $(BENCH_ARGS)
+bench-quick: bench-tools bench-peers
+	MTMUX_PEERS=$(PEERS_BIN) $(CARGO) run --release -p mtmux-bench -- --quick --rounds 3 $(BENCH_ARGS)
+
+# The peers (yamux, tokio-yamux, async_smux, smux) run the loopback rows in the same rounds
+# through `mtmux-peers`: benches/peers is its own workspace with its own Cargo.lock, so tokio
+# and the multiplexers never enter the main build, `make test` or CI. Without the binary the
+# suite says so and the peers table says "not built".
+PEERS_BIN := $(abspath $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),benches/peers/target))/release/mtmux-peers
+
+bench-peers:
+	$(CARGO) build --release --locked --manifest-path benches/peers/Cargo.toml
+
+# Every peer through every workload, small, over loopback (not part of `make test` either).
+test-peers:
+	$(CARGO) test --release --locked --manifest-path benches/peers/Cargo.toml
+
+# benches/peers under rustfmt and clippy (outside the main workspace, so `make lint` does not
+# see it; not part of .ci/run, which would have to compile tokio and the peers).
+lint-peers:
+	$(CARGO) fmt --manifest-path benches/peers/Cargo.toml --all --check
+	$(CARGO) clippy --manifest-path benches/peers/Cargo.toml --all-targets --locked -- -D warnings
 
 # What failover costs when nothing fails: the loopback rows of this code against the code
 # before it (BEFORE_REV, protocol v1), built in its own worktree and run alternately; adds a

@@ -48,6 +48,8 @@ fn run_build(exe: &str, quick: bool, tag: &str) -> Result<BTreeMap<String, Row>,
     let out = std::env::temp_dir().join(format!("mtmux-compare-{}-{tag}.md", std::process::id()));
     let mut cmd = Command::new(exe);
     cmd.args(["--only", ROWS, "--rounds", "1", "--out"]).arg(&out);
+    // Only the two builds of mtmux are compared: no peers (see peers.rs).
+    cmd.env("MTMUX_BENCH_NO_PEERS", "1");
     if quick {
         cmd.arg("--quick");
     }

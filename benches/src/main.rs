@@ -9,17 +9,22 @@
 //! The second form compares the loopback rows with another build of the suite (see
 //! `compare.rs`); the third measures TLS tunnels against plain ones (see `tls.rs`).
 //! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency,
-//! failover. The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need
-//! root; without it they are skipped with a message.
+//! failover. The loopback rows (bulk, many, pingpong, churn) also run the peers, the Rust
+//! multiplexers users would pick instead, through the same workloads in the same rounds
+//! (`peers.rs`; the program `mtmux-peers` from benches/peers, built by `make bench-peers`).
+//! The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need root;
+//! without it they are skipped with a message.
 
 mod attack;
 mod compare;
 mod failover;
 mod linkemu;
 mod loopback;
+mod peers;
 mod report;
 mod tls;
 
+use peers::{args, row};
 use report::{median, percentile, Better, Figure};
 use std::process::Command;
 
@@ -85,11 +90,13 @@ fn spread(v: &[f64]) -> String {
     format!("{} rounds, {:.0}–{:.0}", v.len(), lo, hi)
 }
 
-/// Interleave two measurements round by round, so both see the same machine noise.
+/// Interleave two measurements round by round, so both see the same machine noise; `after`
+/// runs after each round's pair (the peers' samples).
 fn interleaved(
     rounds: usize,
     mut base: impl FnMut() -> f64,
     mut mux: impl FnMut() -> f64,
+    mut after: impl FnMut(),
 ) -> (Vec<f64>, Vec<f64>) {
     // MTMUX_BENCH_NO_BASELINE=1 skips the baselines (to profile mtmux alone).
     let skip = std::env::var_os("MTMUX_BENCH_NO_BASELINE").is_some();
@@ -106,6 +113,7 @@ fn interleaved(
         let (v, cpu) = with_cpu(&mut mux);
         log(&format!("  mtmux    {v:.0} ({cpu})"));
         m.push(v);
+        after();
     }
     (b, m)
 }
@@ -226,6 +234,9 @@ fn main() {
     let churn_n = if o.quick { 2_000 } else { 10_000 };
     let idle_n = 10_000;
     let rounds = o.rounds.max(1);
+    let loopback_rows = ["bulk", "many", "pingpong", "churn"].iter().any(|n| o.wants(n));
+    let peers = if loopback_rows { peers::Peers::find() } else { peers::Peers::off() };
+    let mut peer_rows: Vec<peers::Row> = Vec::new();
     let mut figs: Vec<Figure> = Vec::new();
     let fig = |name: &str,
                unit: &'static str,
@@ -249,15 +260,22 @@ fn main() {
     if o.wants("bulk") {
         for tunnels in [1usize, 4] {
             log(&format!("bulk: 1 stream, {} MiB, {tunnels} tunnel(s)", gib >> 20));
-            let (raw, mux) =
-                interleaved(rounds, || loopback::bulk_raw(gib), || loopback::bulk_mux(tunnels, gib));
+            let mut tally = peers::Tally::default();
+            let (raw, mux) = interleaved(
+                rounds,
+                || loopback::bulk_raw(gib),
+                || loopback::bulk_mux(tunnels, gib),
+                || tally.add(&peers.sample(&args(&["bulk", &gib.to_string()]), false, &tally), "mb_per_s"),
+            );
             let target = if tunnels == 1 { 0.9 } else { 1.0 };
+            let name = format!(
+                "bulk, {} MiB, 1 stream, {tunnels} tunnel{}",
+                gib >> 20,
+                if tunnels > 1 { "s" } else { "" }
+            );
+            peer_rows.push(row(&name, "MB/s", Better::Higher, &raw, &mux, &tally));
             figs.push(fig(
-                &format!(
-                    "bulk, {} MiB, 1 stream, {tunnels} tunnel{}",
-                    gib >> 20,
-                    if tunnels > 1 { "s" } else { "" }
-                ),
+                &name,
                 "MB/s",
                 median(&mux),
                 median(&raw),
@@ -270,10 +288,17 @@ fn main() {
     }
     if o.wants("many") {
         log(&format!("many: 16 streams × {} MiB, 4 tunnels", each >> 20));
-        let (raw, mux) =
-            interleaved(rounds, || loopback::many_raw(16, each), || loopback::many_mux(4, 16, each));
+        let mut tally = peers::Tally::default();
+        let (raw, mux) = interleaved(
+            rounds,
+            || loopback::many_raw(16, each),
+            || loopback::many_mux(4, 16, each),
+            || tally.add(&peers.sample(&args(&["many", "16", &each.to_string()]), false, &tally), "mb_per_s"),
+        );
+        let name = format!("many, 16 streams × {} MiB, 4 tunnels", each >> 20);
+        peer_rows.push(row(&name, "MB/s", Better::Higher, &raw, &mux, &tally));
         figs.push(fig(
-            &format!("many, 16 streams × {} MiB, 4 tunnels", each >> 20),
+            &name,
             "MB/s",
             median(&mux),
             median(&raw),
@@ -289,6 +314,8 @@ fn main() {
         let mut mux_med = Vec::new();
         let mut raw_p99 = Vec::new();
         let mut mux_p99 = Vec::new();
+        let (mut peer_med, mut peer_p99) = (peers::Tally::default(), peers::Tally::default());
+        let pp_args = args(&["pingpong", &pp_n.to_string()]);
         for _ in 0..rounds {
             let r = loopback::pingpong_raw(pp_n);
             let m = loopback::pingpong_mux(4, pp_n);
@@ -296,7 +323,26 @@ fn main() {
             raw_p99.push(percentile(&r, 99.0));
             mux_med.push(median(&m));
             mux_p99.push(percentile(&m, 99.0));
+            let p = peers.sample(&pp_args, false, &peer_med);
+            peer_med.add(&p, "median_us");
+            peer_p99.add(&p, "p99_us");
         }
+        peer_rows.push(row(
+            "pingpong 64 B, median, unpinned",
+            "µs",
+            Better::Lower,
+            &raw_med,
+            &mux_med,
+            &peer_med,
+        ));
+        peer_rows.push(row(
+            "pingpong 64 B, p99, unpinned",
+            "µs",
+            Better::Lower,
+            &raw_p99,
+            &mux_p99,
+            &peer_p99,
+        ));
         figs.push(fig(
             "pingpong 64 B, median, unpinned",
             "µs",
@@ -308,8 +354,31 @@ fn main() {
             String::new(),
         ));
         log("pingpong: 64 B round trips, pinned to CPU 0");
-        match pinned_pingpong(pp_n, rounds) {
+        // One pinned process per round, each followed by the peers, pinned the same way.
+        let (mut peer_med, mut peer_p99) = (peers::Tally::default(), peers::Tally::default());
+        let mut pinned: Option<PinnedRounds> = Some(Default::default());
+        for _ in 0..rounds {
+            match (pinned_pingpong(pp_n, 1), pinned.as_mut()) {
+                (Some(one), Some(all)) => {
+                    for (a, o) in all.iter_mut().zip(one) {
+                        a.extend(o);
+                    }
+                }
+                _ => {
+                    pinned = None;
+                    break;
+                }
+            }
+            let p = peers.sample(&pp_args, true, &peer_med);
+            peer_med.add(&p, "median_us");
+            peer_p99.add(&p, "p99_us");
+        }
+        match pinned {
             Some([rm, rp, mm, mp, hm, hp]) => {
+                let name = "pingpong 64 B, median, pinned (taskset -c 0)";
+                peer_rows.push(row(name, "µs", Better::Lower, &rm, &mm, &peer_med));
+                let name = "pingpong 64 B, p99, pinned (taskset -c 0)";
+                peer_rows.push(row(name, "µs", Better::Lower, &rp, &mp, &peer_p99));
                 figs.push(fig(
                     "pingpong 64 B, median, pinned (taskset -c 0)",
                     "µs",
@@ -346,8 +415,19 @@ fn main() {
     }
     if o.wants("churn") {
         log(&format!("churn: {churn_n} × open, 64 B echo, close"));
-        let (raw, mux) =
-            interleaved(rounds, || loopback::churn_raw(churn_n), || loopback::churn_mux(4, churn_n));
+        let mut tally = peers::Tally::default();
+        let (raw, mux) = interleaved(
+            rounds,
+            || loopback::churn_raw(churn_n),
+            || loopback::churn_mux(4, churn_n),
+            || {
+                tally.add(
+                    &peers.sample(&args(&["churn", &churn_n.to_string()]), false, &tally),
+                    "streams_per_s",
+                )
+            },
+        );
+        peer_rows.push(row("churn: open, 64 B echo, close", "streams/s", Better::Higher, &raw, &mux, &tally));
         figs.push(fig(
             "churn: open, 64 B echo, close",
             "streams/s",
@@ -439,8 +519,15 @@ fn main() {
         cpu,
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     );
-    println!("{details}");
-    if let Err(e) = report::write_section(&o.out, "suite", &format!("{header}{table}{details}")) {
+    let peers_section = if peers.off || peer_rows.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}\n{}", peers::INTRO, report::peers_table(&peers.headers, &peer_rows))
+    };
+    println!("{peers_section}{details}");
+    if let Err(e) =
+        report::write_section(&o.out, "suite", &format!("{header}{table}{peers_section}{details}"))
+    {
         log(&format!("cannot write {}: {e}", o.out));
     } else {
         log(&format!("table written to {}", o.out));

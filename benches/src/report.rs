@@ -131,6 +131,51 @@ pub fn table(figures: &[Figure]) -> String {
     out
 }
 
+/// The peers table: per workload, raw TCP, mtmux and each peer (`headers`), every value with
+/// its ratio to raw TCP of the same rounds.
+pub fn peers_table(headers: &[String], rows: &[crate::peers::Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| benchmark | raw TCP | mtmux | {} |", headers.join(" | "));
+    let _ = writeln!(out, "|---|---|---|{}", "---|".repeat(headers.len()));
+    for r in rows {
+        let cell = |v: f64| {
+            if v.is_nan() {
+                "–".to_string()
+            } else if r.raw.is_nan() {
+                // No baseline (MTMUX_BENCH_NO_BASELINE): no ratio either.
+                format!("{} {}", fmt_num(v), r.unit)
+            } else {
+                format!("{} {} ({:.2}×)", fmt_num(v), r.unit, v / r.raw)
+            }
+        };
+        let peers: Vec<String> = r
+            .peers
+            .iter()
+            .map(|p| match p {
+                Ok(v) => cell(*v),
+                Err(e) => {
+                    // One line of the table: no bars or line breaks from an error message.
+                    let e: String =
+                        e.chars().map(|c| if c == '|' || c.is_control() { ' ' } else { c }).collect();
+                    let short: String = e.chars().take(80).collect();
+                    format!("**{short}{}**", if short.len() < e.len() { "…" } else { "" })
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} ({} is better) | {} {} | {} | {} |",
+            r.name,
+            if r.better == Better::Higher { "higher" } else { "lower" },
+            fmt_num(r.raw),
+            r.unit,
+            cell(r.mtmux),
+            peers.join(" | ")
+        );
+    }
+    out
+}
+
 /// Write `body` as the section `name` of the Markdown file `path` (between `<!-- name -->`
 /// and `<!-- /name -->`), keeping its other sections, which other commands of the suite
 /// write. A file without any section is replaced whole; a new section goes at the end.
@@ -171,6 +216,26 @@ mod tests {
         let b = with_section(&a, "cost", "C1\n");
         let c = with_section(&b, "suite", "S2");
         assert_eq!(c, "<!-- suite -->\nS2\n<!-- /suite -->\n\n<!-- cost -->\nC1\n<!-- /cost -->\n");
+    }
+
+    #[test]
+    fn peers_rows() {
+        let row = crate::peers::Row {
+            name: "bulk".into(),
+            unit: "MB/s",
+            better: Better::Higher,
+            raw: 1000.0,
+            mtmux: 1500.0,
+            peers: vec![Ok(500.0), Err("not built".into()), Err("failed: a|b\nc".into())],
+        };
+        let t = peers_table(&["a 1".into(), "b 2".into(), "c 3".into()], &[row]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "| benchmark | raw TCP | mtmux | a 1 | b 2 | c 3 |");
+        assert_eq!(lines[1], "|---|---|---|---|---|---|");
+        assert_eq!(
+            lines[2],
+            "| bulk (higher is better) | 1000 MB/s | 1500 MB/s (1.50×) | 500 MB/s (0.50×) | **not built** | **failed: a b c** |"
+        );
     }
 
     #[test]
