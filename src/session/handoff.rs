@@ -4,9 +4,11 @@
 //! Why not `Receiver::recv`: crossbeam's blocking receive spins and then calls `sched_yield`
 //! before it parks. On one CPU (a process pinned with `taskset`, a container with one CPU)
 //! that spinning only delays the reader thread the waiter needs, and each yield is a context
-//! switch. Here a waiter parks at once unless spinning can pay: only for an answer (a read
-//! that follows a write on the stream: request and response), only with more than one CPU,
-//! and only while spinning keeps catching the answers ([`Spin`]). An answer that comes within
+//! switch. Here a waiter on one CPU parks at once; with more, it looks a few times within a
+//! microsecond first (data that streams in is often there by then, and a park costs two
+//! context switches). It spins longer only for an answer (a read that follows a write on the
+//! stream: request and response), and only while spinning keeps catching the answers
+//! ([`Spin`]). An answer that comes within
 //! microseconds is then caught on a CPU that never went idle, with no wake-up at all: waking
 //! a sleeping thread on an idle CPU is what costs the most on virtual machines. The spin
 //! yields now and then, so that a thread this CPU owes time to (perhaps the very tunnel
