@@ -350,7 +350,7 @@ fn main() {
             median(&raw_med),
             "TCP",
             Better::Lower,
-            f64::INFINITY,
+            1.0,
             String::new(),
         ));
         log("pingpong: 64 B round trips, pinned to CPU 0");
@@ -435,7 +435,7 @@ fn main() {
             median(&raw),
             "TCP connect/close",
             Better::Higher,
-            2.0,
+            1.5,
             spread(&mux),
         ));
     }
