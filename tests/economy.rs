@@ -84,3 +84,29 @@ fn close_after_unread_data_still_resets() {
         assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
     });
 }
+
+#[test]
+fn a_close_right_after_a_large_write_delivers_every_byte_then_the_end() {
+    // With fewer writing threads than tunnels, large frames wait in the scheduler for the
+    // tunnel writers, so the close usually finds the last one still queued and rides on it.
+    within(Duration::from_secs(60), || {
+        let (client, server) = pair(&cfg(4));
+        let data = |round: u8| -> Vec<u8> {
+            (0..(1 << 20) + 777).map(|i| (i as u8).wrapping_mul(31) ^ round).collect()
+        };
+        let reader = std::thread::spawn(move || {
+            for round in 0..20u8 {
+                let mut b = server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+                let mut got = Vec::new();
+                b.read_to_end(&mut got).unwrap();
+                assert!(got == data(round), "round {round}: {} bytes", got.len());
+            }
+        });
+        for round in 0..20u8 {
+            let mut a = client.open_stream().unwrap();
+            a.write_all(&data(round)).unwrap();
+            a.close().unwrap();
+        }
+        reader.join().unwrap();
+    });
+}
