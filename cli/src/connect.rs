@@ -21,7 +21,7 @@ const BUF_SIZE: usize = 64 * 1024;
 pub fn run(a: ConnectArgs) -> Result<(), Fatal> {
     forward::check_name(&a.forward).map_err(Fatal::usage)?;
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
-    let cfg = validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(16)) })?;
+    let cfg = validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(16)) }, None)?;
     for w in &key.warnings {
         warn!("{w}");
     }
