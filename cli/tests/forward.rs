@@ -123,8 +123,12 @@ fn sessions_beyond_the_limit_are_refused() {
     let (mut srv, srv_addr) = server(echo, &["--tunnels", "2", "--max-sessions", "1"]);
     let (_c1, _) = client(srv_addr, &["--tunnels", "2"]);
     srv.wait_for("session 1 from");
-    let (_c2, _) = client(srv_addr, &["--tunnels", "2", "--keep-trying"]);
-    srv.wait_for("refused a session");
+    let (mut c2, _) = client(srv_addr, &["--tunnels", "2", "--keep-trying"]);
+    srv.wait_for("at the session limit (1, --max-sessions)");
+    // It keeps trying (with backoff), each time told why.
+    c2.wait_for(
+        "is at its session limit (--max-sessions 1): try later or raise it on the server; retrying in",
+    );
 }
 
 /// A target that sends without end, and reports how its connection ended.
