@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 /// First wait before re-dialing; doubles up to `--max-backoff`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-/// A session that lived this long resets the backoff (a server that closes sessions at once,
-/// e.g. at its session limit, must not be re-dialed in a tight loop).
+/// A session that lived this long resets the backoff (a server that closes sessions at once
+/// must not be re-dialed in a tight loop).
 const STABLE: Duration = Duration::from_secs(10);
 
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.

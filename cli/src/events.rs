@@ -11,6 +11,11 @@
 //!
 //! Failed re-dials (`session 1 tunnel 2 re-join failed: ...; trying again`) are debug lines:
 //! during an outage every tunnel fails one after the other until the network is back.
+//!
+//! On the server, a client that stopped without ending its session (every tunnel closed by
+//! its kernel at once, see [`PeerStop`]) is no outage: `session 1: the client closed all 8
+//! tunnels without ending the session (it stopped?); closing it`, and the session ends at
+//! once (`... closed by the client ...`, at info).
 
 use crate::units::fmt_span;
 use mtmux::{Event, Session};
