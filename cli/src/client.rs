@@ -154,7 +154,7 @@ fn backoff_cap(max_backoff: Duration, handshake_timeout: Duration) -> Duration {
 
 /// One line for a failed dial: the server refused us (wrong key, busy, ...) or could not be
 /// reached.
-fn dial_failure(server: &str, e: &Error) -> String {
+pub fn dial_failure(server: &str, e: &Error) -> String {
     match e {
         Error::Refused(why) if why.starts_with("SessionLimit") => {
             let limit = session_limit(why).map(|n| format!(" (--max-sessions {n})")).unwrap_or_default();

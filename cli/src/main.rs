@@ -130,7 +130,7 @@ fn main() -> ExitCode {
         }
         args::Command::Connect(a) => {
             logging::init_quiet_by_default(a.log);
-            connect::run(a)
+            connect::run(a, file.as_ref())
         }
         args::Command::Bench(a) => {
             logging::init(a.log);
