@@ -806,6 +806,17 @@ mtmux_result mtmux_listener_local_addr(const struct mtmux_listener *listener,
                                        size_t len);
 
 /**
+ * Serve at most `max_sessions` open sessions at once (0, the default: no limit). A client
+ * whose bundle completes while this many sessions started by this listener are open
+ * (accepted or not; one waiting in an outage for its client to resume counts, one that is
+ * closing does not) is refused during its handshake: its `mtmux_dial` fails with
+ * `MTMUX_ERR_REFUSED` and a message that says the server is at its session limit. Re-joins
+ * of running sessions are not affected; lowering the limit closes no session.
+ */
+mtmux_result mtmux_listener_set_max_sessions(const struct mtmux_listener *listener,
+                                             size_t max_sessions);
+
+/**
  * Stop listening: a thread blocked in `mtmux_listener_accept` returns
  * `MTMUX_ERR_LISTENER_CLOSED`, handshakes in progress are refused ("server is shutting
  * down": a client dialing meanwhile fails at once with `MTMUX_ERR_REFUSED`, also when some
@@ -822,8 +833,10 @@ void mtmux_listener_free(struct mtmux_listener *listener);
 /**
  * Open a bundle to the server at `addr` (`"host:port"`): `tunnels` connections to ports
  * `port .. port + tunnels - 1` (or all to `port` with `single_port`), handshake included,
- * within `handshake_timeout_ms`. `cfg` may be NULL for the defaults. On success `*session`
- * is a new session to release with `mtmux_session_free`.
+ * within `handshake_timeout_ms`. When `host` resolves to several addresses (`localhost`:
+ * `::1` and `127.0.0.1`), tunnel 0 tries each in turn and the other tunnels go to the one
+ * that answered. `cfg` may be NULL for the defaults. On success `*session` is a new session
+ * to release with `mtmux_session_free`.
  */
 mtmux_result mtmux_dial(const char *addr,
                         const struct mtmux_config *cfg,

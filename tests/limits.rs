@@ -250,3 +250,47 @@ fn a_stream_turned_away_with_a_code_fails_at_the_opener_with_that_code() {
         assert!(matches!(e, Error::StreamReset { code: mtmux::ResetCode::Refused, remote: true }), "{e:?}");
     });
 }
+
+/// `set_max_sessions`: a complete bundle at the limit is refused in its handshake with
+/// `SessionLimit` (the client's `dial` says why, the listener notes the peer); unaccepted
+/// sessions count; once a session closes, the next client gets in.
+#[test]
+fn a_bundle_at_the_session_limit_is_refused_and_told_why() {
+    within(Duration::from_secs(60), || {
+        let c = cfg(2);
+        let l = Listener::bind("127.0.0.1:0", &c).unwrap();
+        l.set_max_sessions(Some(1));
+        assert_eq!(l.max_sessions(), Some(1));
+        let addr = l.local_addr();
+        // Not accepted yet: it counts all the same.
+        let first = mtmux::dial(addr, &c).unwrap();
+        match mtmux::dial(addr, &c) {
+            Err(Error::Refused(why)) => {
+                assert!(why.starts_with("SessionLimit: ") && why.contains("session limit (1)"), "{why}")
+            }
+            other => panic!("expected a SessionLimit refusal, got {other:?}"),
+        }
+        let r = l.next_refusal(Some(Duration::from_secs(10))).expect("the refusal is noted");
+        assert!(r.peer.ip().is_loopback() && r.reason.contains("session limit (1, max_sessions)"), "{r}");
+        let served = l.accept_timeout(Duration::from_secs(10)).unwrap();
+        first.close().unwrap();
+        // The server sees the client's GOAWAY: the session no longer counts (bounded retry
+        // while that GOAWAY is on its way).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let second = loop {
+            match mtmux::dial(addr, &c) {
+                Ok(s) => break s,
+                Err(Error::Refused(why)) if why.starts_with("SessionLimit") && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("the second client: {e}"),
+            }
+        };
+        assert!(!second.is_closed());
+        drop(served);
+        // No limit: any number.
+        l.set_max_sessions(None);
+        let more: Vec<Session> = (0..3).map(|_| mtmux::dial(addr, &c).unwrap()).collect();
+        assert_eq!(more.len(), 3);
+    });
+}

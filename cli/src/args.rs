@@ -176,8 +176,9 @@ pub struct ServerArgs {
     /// refuses to start)
     #[arg(long)]
     pub insecure: bool,
-    /// Most client sessions at once; more are closed at once. A bundle that never completes
-    /// its handshake is no session and takes no slot
+    /// Most client sessions at once; a client beyond it is refused in its handshake (and
+    /// told so). A bundle that never completes its handshake is no session and takes no slot;
+    /// one waiting for its client to resume after an outage does
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions: u32,
     /// Most streams (forwarded connections) at once per session; more are reset at once

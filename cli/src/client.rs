@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 /// First wait before re-dialing; doubles up to `--max-backoff`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-/// A session that lived this long resets the backoff (a server that closes sessions at once,
-/// e.g. at its session limit, must not be re-dialed in a tight loop).
+/// A session that lived this long resets the backoff (a server that closes sessions at once
+/// must not be re-dialed in a tight loop).
 const STABLE: Duration = Duration::from_secs(10);
 
 /// Run `mtmux client` until the process is stopped; returns only on a failure to start.
@@ -54,8 +54,10 @@ pub fn run(a: ClientArgs, file: Option<config::File>) -> Result<(), Fatal> {
         ));
     }
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
-    let cfg =
-        validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(a.max_streams as usize)) })?;
+    let cfg = validated(
+        Config { key: key.key, ..a.failover.apply(a.tunnel.config(a.max_streams as usize)) },
+        file.as_ref(),
+    )?;
     for w in &key.warnings {
         warn!("{w}");
     }
@@ -152,8 +154,14 @@ fn backoff_cap(max_backoff: Duration, handshake_timeout: Duration) -> Duration {
 
 /// One line for a failed dial: the server refused us (wrong key, busy, ...) or could not be
 /// reached.
-fn dial_failure(server: &str, e: &Error) -> String {
+pub fn dial_failure(server: &str, e: &Error) -> String {
     match e {
+        Error::Refused(why) if why.starts_with("SessionLimit") => {
+            let limit = session_limit(why).map(|n| format!(" (--max-sessions {n})")).unwrap_or_default();
+            format!(
+                "the server at {server} is at its session limit{limit}: try later or raise it on the server"
+            )
+        }
         Error::Auth(_) | Error::Refused(_) => {
             format!("cannot start a session with the server at {server}: {e}")
         }
@@ -163,6 +171,12 @@ fn dial_failure(server: &str, e: &Error) -> String {
         }
         _ => format!("cannot reach the server at {server}: {e}"),
     }
+}
+
+/// The limit in a `SessionLimit` refusal's reason ("... at its session limit (4)").
+fn session_limit(why: &str) -> Option<u64> {
+    let (_, rest) = why.split_once("limit (")?;
+    rest.split(')').next()?.parse().ok()
 }
 
 /// The session in use.
@@ -229,7 +243,10 @@ impl Keeper {
         let id = self.next_id.fetch_add(1, Relaxed);
         info!("session {id} up: {} tunnels to {}", session.num_tunnels(), self.server);
         let s = session.clone();
-        spawn(&format!("events-{id}"), move || log_events(id, &s));
+        // A server that stopped may come back: the session waits for it (--resume-timeout).
+        spawn(&format!("events-{id}"), move || {
+            let _ = log_events(id, &s, false);
+        });
         *self.current() = Some(Current { id, session, since: Instant::now() });
         self.changed.notify_all();
         Ok(())
@@ -403,6 +420,20 @@ impl Keeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_limit_refusal_says_what_to_do() {
+        let e = Error::Refused("SessionLimit: this server is at its session limit (4)".into());
+        assert_eq!(
+            dial_failure("host:7000", &e),
+            "the server at host:7000 is at its session limit (--max-sessions 4): try later or raise it on the server"
+        );
+        let e = Error::Refused("SessionLimit: full".into());
+        assert_eq!(
+            dial_failure("host:7000", &e),
+            "the server at host:7000 is at its session limit: try later or raise it on the server"
+        );
+    }
 
     #[test]
     fn the_backoff_stays_below_half_the_handshake_timeout() {

@@ -30,6 +30,9 @@ const NOT_IN_FILE: [&str; 3] = ["config", "help", "version"];
 pub struct File {
     pub path: PathBuf,
     tables: toml::Table,
+    /// The top-level keys (flags without `--`) whose value comes from the file: set there and
+    /// not given again on the command line.
+    keys: Vec<String>,
 }
 
 /// `[forward.NAME]` of a server: where streams of that name go.
@@ -74,6 +77,21 @@ struct Tables<F, R> {
 }
 
 impl File {
+    /// Whether the value of flag `--KEY` comes from this file.
+    pub fn sets(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
+    /// A file at `path` that set `keys` (for tests).
+    #[cfg(test)]
+    pub fn for_test(path: &str, keys: &[&str]) -> File {
+        File {
+            path: path.into(),
+            tables: toml::Table::new(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
     /// The `[forward.*]` and `[reverse.*]` tables as `F` and `R`, names checked.
     pub fn forwards<F: DeserializeOwned, R: DeserializeOwned>(&self) -> Result<Named<F, R>, Fatal> {
         let t: Tables<F, R> = toml::Value::Table(self.tables.clone())
@@ -117,10 +135,22 @@ pub fn expand(
         .map_err(|e| Fatal::usage(format!("--config {}: cannot read it: {e}", path.display())))?;
     let (flags, tables) = to_flags(&text, &long_flags(sub))
         .map_err(|e| Fatal::usage(format!("--config {}: {e}", path.display())))?;
+    let given = |key: &str| {
+        argv[2..].iter().map(|a| a.to_string_lossy()).take_while(|a| a != "--").any(|a| {
+            a.strip_prefix("--")
+                .and_then(|rest| rest.strip_prefix(key))
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with('='))
+        })
+    };
+    let keys = flags
+        .iter()
+        .filter_map(|f| f.strip_prefix("--").map(|k| k.split('=').next().unwrap_or(k).to_string()))
+        .filter(|k| !given(k))
+        .collect();
     let mut out = argv[..2].to_vec();
     out.extend(flags.into_iter().map(OsString::from));
     out.extend_from_slice(&argv[2..]);
-    Ok((out, Some(File { path, tables })))
+    Ok((out, Some(File { path, tables, keys })))
 }
 
 /// The value of `--config` among a subcommand's arguments.
@@ -200,7 +230,7 @@ mod tests {
             flags,
             ["--keepalive-timeout=20s", "--listen=0.0.0.0:7000", "--single-port", "--tunnels=4"]
         );
-        let file = File { path: "s.toml".into(), tables };
+        let file = File { path: "s.toml".into(), tables, keys: Vec::new() };
         let (f, r) = file.forwards::<ServerForward, ServerReverse>().unwrap();
         assert_eq!(f["web"].target, "127.0.0.1:80");
         assert_eq!(r["back"].listen, "127.0.0.1:9000");
@@ -218,12 +248,13 @@ mod tests {
             assert!(e.contains(says), "{text}: {e}");
         }
         let (_, tables) = to_flags("[forward.web]\nlocal = \"127.0.0.1:1\"", &known()).unwrap();
-        let file = File { path: "s.toml".into(), tables };
+        let file = File { path: "s.toml".into(), tables, keys: Vec::new() };
         let e = file.forwards::<ServerForward, ServerReverse>().unwrap_err().to_string();
         assert!(e.contains("unknown field `local`") && e.contains("s.toml"), "{e}");
         let (_, tables) = to_flags("[forward.\"a b\"]\ntarget = \"127.0.0.1:1\"", &known()).unwrap();
-        let e =
-            File { path: "s.toml".into(), tables }.forwards::<ServerForward, ServerReverse>().unwrap_err();
+        let e = File { path: "s.toml".into(), tables, keys: Vec::new() }
+            .forwards::<ServerForward, ServerReverse>()
+            .unwrap_err();
         assert!(e.to_string().contains("may only contain"), "{e}");
     }
 

@@ -17,16 +17,17 @@ use std::sync::{mpsc, Arc};
 
 const BUF_SIZE: usize = 64 * 1024;
 
-/// Run the command; returns when both directions are done.
-pub fn run(a: ConnectArgs) -> Result<(), Fatal> {
+/// Run the command; returns when both directions are done. `file`: the `--config` file (its
+/// keys are flags already; it names where a bad value came from).
+pub fn run(a: ConnectArgs, file: Option<&crate::config::File>) -> Result<(), Fatal> {
     forward::check_name(&a.forward).map_err(Fatal::usage)?;
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
-    let cfg = validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(16)) })?;
+    let cfg = validated(Config { key: key.key, ..a.failover.apply(a.tunnel.config(16)) }, file)?;
     for w in &key.warnings {
         warn!("{w}");
     }
-    let session = mtmux::dial(&a.server, &cfg)
-        .map_err(|e| Fatal::new(format!("cannot start a session with the server at {}: {e}", a.server)))?;
+    let session =
+        mtmux::dial(&a.server, &cfg).map_err(|e| Fatal::new(crate::client::dial_failure(&a.server, &e)))?;
     let stream = session
         .open_stream()
         .map_err(|e| Fatal::new(format!("cannot open a stream to {}: {e}", a.server)))?;

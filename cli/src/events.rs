@@ -11,6 +11,11 @@
 //!
 //! Failed re-dials (`session 1 tunnel 2 re-join failed: ...; trying again`) are debug lines:
 //! during an outage every tunnel fails one after the other until the network is back.
+//!
+//! On the server, a client that stopped without ending its session (every tunnel closed by
+//! its kernel at once, see [`PeerStop`]) is no outage: `session 1: the client closed all 8
+//! tunnels without ending the session (it stopped?); closing it`, and the session ends at
+//! once (`... closed by the client ...`, at info).
 
 use crate::units::fmt_span;
 use mtmux::{Event, Session};
@@ -23,17 +28,92 @@ const EVENT_WAIT: Duration = Duration::from_secs(1);
 /// does while a session is closing), so the thread never spins.
 const MIN_POLL: Duration = Duration::from_millis(100);
 
+/// The library's reason for a tunnel whose peer closed the connection (a clean EOF).
+const CLOSED_BY_PEER: &str = "closed by the peer";
+
 /// Log every failover event of session `id` until it has closed and every event was read.
 /// Blocks: run it on a thread of its own (it holds a handle, so it ends within [`EVENT_WAIT`]
 /// of the session's end, never keeps it open).
-pub fn log_events(id: u64, session: &Session) {
+///
+/// Returns whether the peer stopped: every tunnel was closed by it (a clean EOF, as when its
+/// process exits) without the session being closed. With `close_when_peer_stops` (the
+/// server: a client that stopped never resumes), such a session is closed at once rather
+/// than kept for `--resume-timeout`.
+pub fn log_events(id: u64, session: &Session, close_when_peer_stops: bool) -> bool {
+    let mut stop = PeerStop::new(session.num_tunnels());
     loop {
         let asked = Instant::now();
         match session.next_event(EVENT_WAIT) {
-            Some(event) => log::log!(level(&event), "{}", event_line(id, &event)),
-            None if session.close_reason().is_some() => return,
+            Some(event) => {
+                stop.note(&event, Instant::now());
+                if close_when_peer_stops && matches!(event, Event::OutageStarted { .. }) && stop.stopped() {
+                    log::info!(
+                        "session {id}: the client closed all {} without ending the session (it stopped?); \
+                         closing it",
+                        count(session.num_tunnels() as u64, "tunnel")
+                    );
+                    let _ = session.close();
+                    continue;
+                }
+                log::log!(level(&event), "{}", event_line(id, &event))
+            }
+            None if session.close_reason().is_some() => return stop.stopped(),
             None => std::thread::sleep(MIN_POLL.saturating_sub(asked.elapsed())),
         }
+    }
+}
+
+/// Whether the peer stopped: every tunnel's last loss was the peer's kernel ending the
+/// connection, within [`AT_ONCE`] of each other, and at least one of them a clean close
+/// (EOF). A process that exits closes its connections with a FIN, or a RST where data it had
+/// not read was waiting; an outage of the path silences tunnels or (a middlebox) resets them,
+/// but does not close one cleanly at the moment the others end.
+#[derive(Debug)]
+pub struct PeerStop {
+    /// Per tunnel: how and when its peer ended it (`None`: alive, or lost another way).
+    ended: Vec<Option<(End, Instant)>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Eof,
+    Reset,
+}
+
+/// Whether a tunnel's loss `reason` is the peer's kernel ending the connection abruptly: a
+/// RST seen by the reader, or by a writer (`broken pipe`).
+fn ended_by_peer(reason: &str) -> bool {
+    let r = reason.to_lowercase();
+    r.contains("reset by peer") || r.contains("broken pipe")
+}
+
+/// Longest spread between the ends of the tunnels of a peer that stopped.
+const AT_ONCE: Duration = Duration::from_secs(1);
+
+impl PeerStop {
+    pub fn new(tunnels: usize) -> PeerStop {
+        PeerStop { ended: vec![None; tunnels] }
+    }
+
+    /// Note `event`, seen at `now`.
+    pub fn note(&mut self, event: &Event, now: Instant) {
+        let (index, end) = match event {
+            Event::TunnelLost { index, reason, .. } if reason == CLOSED_BY_PEER => (index, Some(End::Eof)),
+            Event::TunnelLost { index, reason, .. } if ended_by_peer(reason) => (index, Some(End::Reset)),
+            Event::TunnelLost { index, .. } | Event::TunnelRejoined { index, .. } => (index, None),
+            _ => return,
+        };
+        if let Some(e) = self.ended.get_mut(*index) {
+            *e = end.map(|end| (end, now));
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        let ends: Option<Vec<(End, Instant)>> = self.ended.iter().copied().collect();
+        let Some(ends) = ends.filter(|e| !e.is_empty()) else { return false };
+        let (first, last) = (ends.iter().map(|e| e.1).min(), ends.iter().map(|e| e.1).max());
+        let spread = last.zip(first).map(|(l, f)| l - f).unwrap_or_default();
+        ends.iter().any(|e| e.0 == End::Eof) && spread <= AT_ONCE
     }
 }
 
@@ -211,6 +291,43 @@ mod tests {
             event_line(7, &Event::OutageStarted { resume_for: Duration::ZERO }),
             "session 7: all tunnels lost; not resuming (--resume-timeout 0)"
         );
+    }
+
+    #[test]
+    fn a_peer_stopped_when_its_kernel_ended_every_tunnel_at_once() {
+        let lost = |index, reason: &str| Event::TunnelLost {
+            index,
+            generation: 0,
+            reason: reason.into(),
+            frames_resent: 0,
+            live: 0,
+        };
+        const RESET: &str = "Connection reset by peer (os error 104)";
+        let t0 = Instant::now();
+        let mut s = PeerStop::new(3);
+        s.note(&lost(0, CLOSED_BY_PEER), t0);
+        s.note(&lost(1, RESET), t0);
+        assert!(!s.stopped(), "tunnel 2 is still up");
+        s.note(&lost(2, "write failed: Broken pipe (os error 32)"), t0 + ms(5));
+        assert!(s.stopped(), "a FIN and RSTs at once: the process exited");
+        // A re-joined tunnel, or one lost another way, is no stop.
+        s.note(&Event::TunnelRejoined { index: 1, generation: 1, after: ms(5) }, t0 + ms(6));
+        assert!(!s.stopped());
+        s.note(&lost(1, "silent for 30.0s (keepalive timeout)"), t0 + ms(7));
+        assert!(!s.stopped());
+        s.note(&lost(1, CLOSED_BY_PEER), t0 + ms(8));
+        assert!(s.stopped());
+        // Only resets (a middlebox, the test relay): an outage.
+        let mut s = PeerStop::new(2);
+        s.note(&lost(0, RESET), t0);
+        s.note(&lost(1, RESET), t0);
+        assert!(!s.stopped());
+        // Ends far apart: tunnels dying one by one, not a process exiting.
+        let mut s = PeerStop::new(2);
+        s.note(&lost(0, CLOSED_BY_PEER), t0);
+        s.note(&lost(1, CLOSED_BY_PEER), t0 + AT_ONCE + ms(1));
+        assert!(!s.stopped());
+        assert!(!PeerStop::new(0).stopped());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod connect;
 mod events;
+mod flags;
 mod forward;
 mod limits;
 mod logging;
@@ -52,9 +53,10 @@ impl fmt::Display for Fatal {
     }
 }
 
-/// Check a configuration assembled from flags.
-pub fn validated(cfg: mtmux::Config) -> Result<mtmux::Config, Fatal> {
-    cfg.validate().map_err(|e| Fatal::usage(e.to_string()))?;
+/// Check a configuration assembled from flags (and `file`, the `--config` file): a bad one is
+/// a usage error whose text names the flags ([`flags::in_flag_terms`]).
+pub fn validated(cfg: mtmux::Config, file: Option<&config::File>) -> Result<mtmux::Config, Fatal> {
+    cfg.validate().map_err(|e| Fatal::usage(flags::in_flag_terms(&e.to_string(), file)))?;
     Ok(cfg)
 }
 
@@ -128,7 +130,7 @@ fn main() -> ExitCode {
         }
         args::Command::Connect(a) => {
             logging::init_quiet_by_default(a.log);
-            connect::run(a)
+            connect::run(a, file.as_ref())
         }
         args::Command::Bench(a) => {
             logging::init(a.log);

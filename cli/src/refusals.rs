@@ -35,7 +35,7 @@ impl RefusalLog {
     pub fn offer(&mut self, r: &Refusal) -> Option<String> {
         if self.lines < LINES_PER_SECOND {
             self.lines += 1;
-            return Some(r.to_string());
+            return Some(crate::flags::in_flag_terms(&r.to_string(), None));
         }
         *self.suppressed.entry(r.peer.ip()).or_insert(0) += 1;
         if self.reasons.len() < 3 && !self.reasons.contains(&r.reason) {

@@ -36,6 +36,7 @@ use mtmux::{Listener, ResetCode, Session, Stream};
 use std::collections::BTreeMap;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,7 @@ pub fn run(a: ServerArgs, file: Option<config::File>) -> Result<(), Fatal> {
         ));
     }
     let key = load_key(a.key.key_file.as_deref(), std::env::var_os(KEY_ENV))?;
-    let cfg = validated(mtmux::Config { key: key.key.clone(), ..a.config() })?;
+    let cfg = validated(mtmux::Config { key: key.key.clone(), ..a.config() }, file.as_ref())?;
     let cfg = crate::tls::server(&a.tls, cfg)?;
     if a.connect_timeout.is_zero() {
         return Err(Fatal::usage("--connect-timeout must be greater than zero"));
@@ -83,6 +84,8 @@ pub fn run(a: ServerArgs, file: Option<config::File>) -> Result<(), Fatal> {
     let listener = Arc::new(
         Listener::bind(&a.listen, &cfg).map_err(|e| Fatal::new(format!("--listen {}: {e}", a.listen)))?,
     );
+    // Bundles beyond the limit are refused in their handshake: the client is told why.
+    listener.set_max_sessions(Some(a.max_sessions as usize));
     let addrs = listener.local_addrs();
     info!(
         "listening on {} ({}, up to {} tunnels per client); forwarding streams to {}",
@@ -106,7 +109,6 @@ pub fn run(a: ServerArgs, file: Option<config::File>) -> Result<(), Fatal> {
         forwards,
         connect_timeout: a.connect_timeout,
         resume_timeout: cfg.resume_timeout,
-        max_sessions: a.max_sessions as usize,
         budget: Budget::new(a.bounds()),
         sessions: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
@@ -152,13 +154,16 @@ pub fn run(a: ServerArgs, file: Option<config::File>) -> Result<(), Fatal> {
     }
 }
 
+/// Longest wait for the events thread's verdict on a session that ended (it polls the
+/// session's end every second).
+const STOP_VERDICT: Duration = Duration::from_secs(3);
+
 struct Server {
     /// Forward name → target.
     forwards: BTreeMap<String, String>,
     connect_timeout: Duration,
     /// How long a session without tunnels is kept (for the line when one expires).
     resume_timeout: Duration,
-    max_sessions: usize,
     /// Streams being connected and carried, bounded per session and in total.
     budget: Arc<Budget>,
     /// Live sessions by number, with the meter of their stats line.
@@ -179,29 +184,27 @@ impl Server {
         sessions.iter().rev().find(|(_, (s, _))| !s.is_closed()).map(|(id, (s, _))| (*id, s.clone()))
     }
 
-    /// Take a new session, or close it at once when at the limit.
+    /// Take a new session (the listener refuses bundles beyond `--max-sessions` in their
+    /// handshake, and logs them as refusals).
     fn admit(self: &Arc<Self>, session: Session) {
         let peer = peer_of(&session);
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if sessions.len() >= self.max_sessions {
-            drop(sessions);
-            warn!("refused a session from {peer}: already {} sessions (--max-sessions)", self.max_sessions);
-            // Dropping the last handle closes it gracefully without blocking.
-            drop(session);
-            return;
-        }
         let id = self.next_id.fetch_add(1, Relaxed);
         sessions.insert(id, (session.clone(), Meter::new(&session)));
         drop(sessions);
         info!("session {id} from {peer}: {} tunnels", session.num_tunnels());
         let s = session.clone();
-        spawn(&format!("events-{id}"), move || log_events(id, &s));
+        let (stopped_tx, stopped) = std::sync::mpsc::channel();
+        spawn(&format!("events-{id}"), move || {
+            let _ = stopped_tx.send(log_events(id, &s, true));
+        });
         let server = self.clone();
-        spawn(&format!("session-{id}"), move || server.serve_session(id, session));
+        spawn(&format!("session-{id}"), move || server.serve_session(id, session, stopped));
     }
 
-    /// Accept the session's streams until it ends.
-    fn serve_session(self: Arc<Self>, id: u64, session: Session) {
+    /// Accept the session's streams until it ends. `stopped`: the events thread's verdict at
+    /// the end, whether the client stopped ([`log_events`]).
+    fn serve_session(self: Arc<Self>, id: u64, session: Session, stopped: Receiver<bool>) {
         let started = Instant::now();
         let mut streams = 0u64;
         let mut refused = Refused::default();
@@ -228,6 +231,17 @@ impl Server {
             }
         };
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        // The events thread ends within its poll of the session's end.
+        if stopped.recv_timeout(STOP_VERDICT).unwrap_or(false) {
+            info!(
+                "session {id} from {} closed by the client after {}, {} (all its tunnels closed at once: \
+                 it stopped without ending the session)",
+                peer_of(&session),
+                fmt_duration(started.elapsed()),
+                count(streams, "stream")
+            );
+            return;
+        }
         if let Some(why) = expired(&session, &err) {
             warn!(
                 "{} (from {}, after {}, {})",

@@ -161,6 +161,11 @@ fn config_mistakes_are_usage_errors_naming_the_file() {
         ("listen = \"127.0.0.1:0\"\n[forward.x]\nlocal = \"127.0.0.1:1\"\n", "unknown field `local`"),
         ("listen = \"127.0.0.1:0\"\ntunnels = 0\n", "--tunnels"),
         ("listen = \"127.0.0.1:0\"\n", "nothing to forward"),
+        // The library's check, in the file's terms.
+        (
+            "listen = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:9\"\nkeepalive-interval = \"40s\"\n",
+            "--keepalive-timeout (30s) must be longer than --keepalive-interval (keepalive-interval in ",
+        ),
         ("listen = [", "server.toml"),
     ] {
         let path = write(&dir, "server.toml", text);

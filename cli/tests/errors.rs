@@ -75,11 +75,18 @@ fn missing_and_bad_values_exit_2_with_one_line() {
             &["client", "--server", "127.0.0.1:1", "--local", "127.0.0.1:0", "--resume-timeout", "later"],
             "later",
         ),
-        // Passes the parser, fails the library's validation.
-        (&["bench", "--keepalive-interval", "5s", "--keepalive-timeout", "1s"], "keepalive_timeout"),
+        // Passes the parser, fails the library's validation: the line names the flags.
+        (
+            &["bench", "--keepalive-interval", "5s", "--keepalive-timeout", "1s"],
+            "--keepalive-timeout (1s) must be longer than --keepalive-interval (5s)",
+        ),
         (
             &["server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--resume-timeout", "60d"],
-            "resume_timeout",
+            "--resume-timeout must be at most",
+        ),
+        (
+            &["client", "--server", "127.0.0.1:1", "--local", "127.0.0.1:0", "--keepalive-interval", "40s"],
+            "--keepalive-timeout (30s) must be longer than --keepalive-interval (40s)",
         ),
     ];
     for (args, mentions) in cases {

@@ -257,3 +257,25 @@ fn outage_longer_than_the_reorder_timeout_fails_no_stream() {
     let (sent, echoed) = flow.finish();
     assert_eq!(echoed, sent);
 }
+
+/// A session that ended (here: `--resume-timeout 0`, so losing every tunnel ends it) is
+/// re-dialed with a growing backoff while the server is unreachable; a local connection that
+/// arrives meanwhile re-dials at once instead of waiting out the backoff, and is carried.
+#[test]
+fn a_new_local_connection_re_dials_at_once_instead_of_waiting_for_the_backoff() {
+    // A long handshake timeout lets the backoff grow to 10 s (it stays below half of it).
+    let opts = ["--resume-timeout", "0", "--handshake-timeout", "20s"];
+    let mut s = setup(2, &opts, &[&opts[..], &["--verbose"]].concat());
+    assert_eq!(exchange(s.local, b"before").unwrap(), b"before");
+    s.relay.set_down(true);
+    s.cli.wait_for("session 1 ended: ");
+    // Failed dials: 500 ms, 1 s, 2 s, then the next wait is 4 s.
+    s.cli.wait_for("; retrying in 4s");
+    s.relay.set_down(false);
+    let asked = Instant::now();
+    assert_eq!(exchange(s.local, b"after").unwrap(), b"after");
+    let took = asked.elapsed();
+    s.cli.wait_for("a local connection is waiting: re-dialing now");
+    s.cli.wait_for("session 2 up");
+    assert!(took < Duration::from_secs(3), "the connection waited {took:?} (the backoff was 4 s)");
+}

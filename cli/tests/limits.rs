@@ -40,7 +40,7 @@ impl Sampler {
             let mut most = (0, 0);
             let mut names = Vec::new();
             while !s.load(Ordering::SeqCst) {
-                let t = threads(pid);
+                let t = threads_but_handshakes(pid);
                 if t > most.0 {
                     // Which threads made the peak (for the message if a bound is passed).
                     names = thread_names(pid);
@@ -59,6 +59,20 @@ impl Sampler {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().unwrap()
     }
+}
+
+/// The threads of process `pid` other than the listener's handshake threads (`mtmux-hs`):
+/// those are bounded by `--max-handshakes`, and an idle one lingers for 10 s after the
+/// handshake it ran (so right after the sessions were dialed, some are still there; counted,
+/// they made the floods' peaks look 1-2 threads above the bound).
+fn threads_but_handshakes(pid: u32) -> usize {
+    thread_names(pid).iter().filter(|n| *n != "mtmux-hs").count()
+}
+
+/// Wait until the server runs exactly `want` threads besides handshake threads; returns its
+/// descriptors then.
+fn wait_for_threads(pid: u32, what: &str, want: usize) -> usize {
+    wait_for_counts(pid, what, |_, _| threads_but_handshakes(pid) == want).1
 }
 
 /// An idle server's threads: main, the listener's acceptor, the refusal logger and the signal
@@ -129,7 +143,8 @@ fn an_open_flood_keeps_threads_and_descriptors_under_the_bound_and_both_come_bac
     let sessions: Vec<Session> = (0..SESSIONS).map(|_| dial(addr)).collect();
     srv.wait_for(&format!("session {SESSIONS} from"));
     // Each session's threads, then the flood may add at most two per carried stream.
-    let (t1, f1) = wait_for_counts(pid, "sessions up", |t, _| t == t0 + SESSIONS * THREADS_PER_SESSION);
+    let t1 = t0 + SESSIONS * THREADS_PER_SESSION;
+    let f1 = wait_for_threads(pid, "sessions up", t1);
     let sampler = Sampler::start(pid);
     let started = Instant::now();
     let fates: Vec<Vec<(Stream, Fate)>> = thread::scope(|s| {
@@ -175,9 +190,10 @@ fn an_open_flood_keeps_threads_and_descriptors_under_the_bound_and_both_come_bac
         t1 + 2 * TOTAL,
         f1 + TOTAL
     );
-    // SLACK: since the merge of ordered connects and forward headers the peak is 1-2 threads
-    // above the formula on a loaded machine (not yet explained; noted in the issue). The bound
-    // still holds within a few threads: 9,153 before the limits.
+    // SLACK: the peak used to be 1-2 threads above the formula: the listener's idle handshake
+    // threads (they linger 10 s after the dials) were counted; they no longer are
+    // (`threads_but_handshakes`), and the peak meets the formula exactly (3 runs). Kept as a
+    // margin for a stream thread that gave its ticket back but has not exited yet.
     const SLACK: usize = 4;
     assert!(
         most_threads <= t1 + 2 * TOTAL + SLACK,
@@ -237,7 +253,8 @@ fn streams_that_cannot_connect_to_the_target_are_bounded_per_session_and_in_tota
     let (t0, f0) = wait_for_counts(pid, "idle server", |t, _| t == IDLE_THREADS);
     let sessions: Vec<Session> = (0..SESSIONS).map(|_| dial(addr)).collect();
     srv.wait_for(&format!("session {SESSIONS} from"));
-    let (t1, f1) = wait_for_counts(pid, "sessions up", |t, _| t == t0 + SESSIONS * THREADS_PER_SESSION);
+    let t1 = t0 + SESSIONS * THREADS_PER_SESSION;
+    let f1 = wait_for_threads(pid, "sessions up", t1);
     let sampler = Sampler::start(pid);
     // Open everything, then look at every stream at once: those reset at once say so within
     // the second; those being connected are still waiting then (the connect takes 4 s).
@@ -359,7 +376,8 @@ fn measure_the_issues_open_flood_against_the_default_limits() {
     let pid = srv.pid();
     let (t0, f0) = wait_for_counts(pid, "idle server", |t, _| t == IDLE_THREADS);
     let sessions: Vec<Session> = (0..SESSIONS).map(|_| dial(addr)).collect();
-    let (t1, f1) = wait_for_counts(pid, "sessions up", |t, _| t == t0 + SESSIONS * THREADS_PER_SESSION);
+    let t1 = t0 + SESSIONS * THREADS_PER_SESSION;
+    let f1 = wait_for_threads(pid, "sessions up", t1);
     let rss = |what: &str| {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status.lines().find(|l| l.starts_with(what)).unwrap_or_default().to_string()

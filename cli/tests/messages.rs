@@ -58,3 +58,54 @@ fn a_client_pointed_at_ssh_says_so() {
     assert!(all.contains(&format!("{a} is not an mtmux server (it speaks SSH)")), "{all}");
     assert!(!all.contains("magic"), "{all}");
 }
+
+/// A client turned away at `--max-sessions` gets one line saying so (not a session that
+/// flaps), the server logs the refusal with the client's address at info, and once the first
+/// client is gone the next one gets in.
+#[test]
+fn a_client_beyond_max_sessions_is_told_so_and_the_server_logs_it() {
+    let (mut srv, srv_addr) = server(echo_service(), &["--max-sessions", "1", "--tunnels", "2"]);
+    let (mut first, local) = client(srv_addr, &["--tunnels", "2"]);
+    assert_eq!(exchange(local, b"one").unwrap(), b"one");
+    srv.wait_for("session 1 from ");
+    let a = srv_addr.to_string();
+    let (status, _out, err) = run(&["client", "--server", &a, "--local", "127.0.0.1:0", "--tunnels", "2"]);
+    assert_eq!(status.code(), Some(1), "{err:?}");
+    let want = format!(
+        "mtmux: error: the server at {a} is at its session limit (--max-sessions 1): try later or raise it on the server"
+    );
+    assert_eq!(err.last().map(String::as_str), Some(want.as_str()), "{err:#?}");
+    let line = srv.wait_for("at the session limit");
+    assert!(line.contains(" INFO ") && line.contains("refused 127.0.0.1:"), "{line}");
+    assert!(line.ends_with("at the session limit (1, --max-sessions)"), "{line}");
+    // The first client stops: its session is closed at once, and the next client gets in.
+    first.kill();
+    srv.wait_for("session 1 from 127.0.0.1:");
+    srv.wait_for("closed by the client");
+    let (_third, local) = client(srv_addr, &["--tunnels", "2"]);
+    assert_eq!(exchange(local, b"three").unwrap(), b"three");
+    srv.wait_for("session 2 from ");
+}
+
+/// A client that simply stops (its process ends: every tunnel closes at once, no GOAWAY) is
+/// an info line "closed by the client" on the server, not a warning, whether the session
+/// would have waited for it to resume or not. Its kernel closes each tunnel with a FIN, or
+/// with a RST where data it had not read yet was waiting; at least one FIN among them tells
+/// a stop from a path that reset every tunnel (see `PeerStop`), so the client is killed once
+/// its tunnels are quiet: after its connection ended and its stats line said so.
+#[test]
+fn a_client_that_stops_is_no_warning_on_the_server() {
+    for resume in ["60s", "0"] {
+        let (mut srv, srv_addr) = server(echo_service(), &["--resume-timeout", resume, "--tunnels", "3"]);
+        let (mut cli, local) = client(srv_addr, &["--tunnels", "3", "--stats-interval", "200ms"]);
+        assert_eq!(exchange(local, b"hi").unwrap(), b"hi");
+        srv.wait_for("session 1 stream 1: closed");
+        cli.wait_for("session 1 stats: 0 streams");
+        cli.kill();
+        let line = srv.wait_for("closed by the client");
+        assert!(line.contains(" INFO ") && line.contains("session 1 from 127.0.0.1:"), "{line}");
+        let out = srv.output();
+        let warnings: Vec<_> = out.iter().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+        assert!(warnings.is_empty(), "--resume-timeout {resume}: {warnings:#?}\n{out:#?}");
+    }
+}

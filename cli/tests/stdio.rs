@@ -136,7 +136,7 @@ fn an_unknown_forward_or_a_dead_server_exits_1_with_a_clear_line() {
     let mut child = connect(closed_port(), "default");
     assert_eq!(wait_exit(&mut child).code(), Some(1));
     let err = stderr_of(&mut child);
-    assert!(err.contains("cannot start a session with the server at"), "{err}");
+    assert!(err.contains("cannot reach the server at"), "{err}");
 
     let (status, _, err) = run(&["connect", "--stdio", "127.0.0.1:7000", "a b"]);
     assert_eq!(status.code(), Some(2), "{err:?}");

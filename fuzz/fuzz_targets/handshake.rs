@@ -67,6 +67,7 @@ fn status_from(b: u8) -> Option<Status> {
         StaleGeneration,
         KeyRequired,
         NoKey,
+        SessionLimit,
     ];
     all.get(b as usize).copied()
 }

@@ -2,7 +2,7 @@
 //! sessions over connections the caller made.
 
 use super::keyauth::{self, client_answer};
-use super::{context, refuse, resolve, with_port};
+use super::{context, refuse, with_port};
 use crate::config::{check_peer_params, Config, MAX_TUNNELS};
 use crate::core::ids::Role;
 use crate::error::{CloseReason, Error, Result};
@@ -21,13 +21,21 @@ use std::time::{Duration, Instant};
 
 /// Open a bundle to the server at `addr`: `cfg.tunnels` connections to `port .. port + n - 1`
 /// (or all to `port` with `cfg.single_port`), handshake included, within
-/// `cfg.handshake_timeout`. With `cfg.rejoin`, lost tunnels are re-dialed at the same
-/// addresses and re-joined to the session.
+/// `cfg.handshake_timeout`. When `addr` resolves to several addresses (`localhost` to `::1`
+/// and `127.0.0.1`), tunnel 0 tries each in order (each gets an equal share of the time left)
+/// and the other tunnels go to the one that answered; when none does, the error lists every
+/// address tried. With `cfg.rejoin`, lost tunnels are re-dialed at the same addresses and
+/// re-joined to the session.
 pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
     cfg.validate()?;
     Wire::check_side(cfg, false)?;
-    let base = resolve(addr)?;
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        let e = io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing");
+        return Err(Error::Io(std::sync::Arc::new(e)));
+    }
     let deadline = Instant::now() + cfg.handshake_timeout;
+    let (base, first) = connect_first(&addrs, deadline)?;
     let targets: Vec<SocketAddr> = (0..cfg.tunnels)
         .map(|i| {
             let port = base.port() as u32 + if cfg.single_port { 0 } else { i as u32 };
@@ -35,20 +43,28 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
                 .ok_or_else(|| Error::InvalidConfig(format!("tunnel {i} would use port {port} > 65535")))
         })
         .collect::<Result<_>>()?;
-    // Connect all tunnels at once (and run their TLS handshakes): over a long path, one after
-    // another would cost round trips each.
+    // Connect the other tunnels at once (and run every TLS handshake): over a long path, one
+    // after another would cost round trips each.
+    let mut first = Some(first);
     let conns: Vec<Result<Wire>> = std::thread::scope(|scope| {
         let handles: Vec<_> = targets
             .iter()
             .enumerate()
             .map(|(i, a)| {
+                let connected = first.take();
                 scope.spawn(move || {
-                    let left =
-                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                    let sock = TcpStream::connect_timeout(a, left).map_err(|e| {
-                        let hint = range_hint(i, cfg, &e);
-                        context(e, format!("tunnel {i} to {a}{hint}"))
-                    })?;
+                    let sock = match connected {
+                        Some(sock) => sock,
+                        None => {
+                            let left = deadline
+                                .saturating_duration_since(Instant::now())
+                                .max(Duration::from_millis(1));
+                            TcpStream::connect_timeout(a, left).map_err(|e| {
+                                let hint = range_hint(i, cfg, &e);
+                                context(e, format!("tunnel {i} to {a}{hint}"))
+                            })?
+                        }
+                    };
                     Wire::client(sock, cfg, *a, deadline)
                 })
             })
@@ -60,6 +76,35 @@ pub fn dial(addr: impl ToSocketAddrs, cfg: &Config) -> Result<Session> {
     });
     let tunnels = conns.into_iter().collect::<Result<Vec<_>>>()?;
     client_handshake(tunnels, cfg, deadline, cfg.rejoin.then_some(targets))
+}
+
+/// Connect tunnel 0 to the first of `addrs` that answers, each in turn with an equal share of
+/// the time left before `deadline`; the address that answered and the connection. When none
+/// does, the error (of the last address's kind) names every address tried and why it failed.
+fn connect_first(addrs: &[SocketAddr], deadline: Instant) -> Result<(SocketAddr, TcpStream)> {
+    let mut failures = Vec::new();
+    let mut last = None;
+    for (k, a) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = (left / (addrs.len() - k) as u32).max(Duration::from_millis(1));
+        match TcpStream::connect_timeout(a, share) {
+            Ok(sock) => return Ok((*a, sock)),
+            Err(e) => {
+                failures.push(format!("{a}: {e}"));
+                last = Some(e);
+            }
+        }
+    }
+    let e = last.expect("at least one address");
+    Err(if addrs.len() == 1 {
+        context(e, format!("tunnel 0 to {}", addrs[0]))
+    } else {
+        let kind = e.kind();
+        Error::Io(std::sync::Arc::new(io::Error::new(
+            kind,
+            format!("tunnel 0: no address of the server answered (tried {})", failures.join("; ")),
+        )))
+    })
 }
 
 /// Why a later port of the range may refuse: the common mistakes, named.

@@ -13,9 +13,11 @@
 //! and [`Config::handshakes_per_source`] from one source address; beyond either, a connection
 //! is refused with a "busy" reply at once (and noted for [`Listener::next_refusal`]).
 
+mod bind;
 mod dial;
 mod incoming;
 mod keyauth;
+mod limit;
 mod refusals;
 mod rejoin;
 mod secure;
@@ -73,6 +75,8 @@ struct ListenerInner {
     registry: rejoin::Registry,
     /// Connections refused during their handshake, for `next_refusal`.
     refusals: refusals::Refusals,
+    /// At most this many open sessions (`set_max_sessions`).
+    limit: limit::SessionLimit,
     /// Hands accepted connections to idle handshake threads (a rendezvous: it succeeds only
     /// when one waits); taken at close, which lets them end.
     jobs_tx: Mutex<Option<Sender<Job>>>,
@@ -109,72 +113,6 @@ fn context(e: io::Error, what: String) -> Error {
     Error::Io(Arc::new(io::Error::new(e.kind(), format!("{what}: {e}"))))
 }
 
-/// Bind `n` consecutive ports starting at `base`'s port (any free range when it is 0).
-fn bind_range(base: SocketAddr, n: usize) -> Result<Vec<TcpListener>> {
-    if base.port() != 0 {
-        let mut v = Vec::with_capacity(n);
-        for i in 0..n {
-            let a = with_port(base, base.port() as u32 + i as u32).ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "port range {}..{} exceeds 65535",
-                    base.port(),
-                    base.port() as usize + n - 1
-                ))
-            })?;
-            v.push(
-                TcpListener::bind(a).map_err(|e| context(e, format!("cannot listen on {a} (tunnel {i})")))?,
-            );
-        }
-        return Ok(v);
-    }
-    // Port 0: look for `n` consecutive free ports below the ephemeral range first, where
-    // outgoing connections (and their TIME_WAIT remains) never take ports; then let the OS
-    // pick the first port and try the ones after it.
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse::<u32>().ok()))
-        .unwrap_or(32768);
-    let (lo, hi) = (10_000u32, ephemeral_low.saturating_sub(n as u32));
-    let mut last_err = None;
-    for attempt in 0..128 {
-        let first_port = if attempt < 64 && hi > lo {
-            let mut r = [0u8; 4];
-            sys::random_bytes(&mut r)?;
-            lo + u32::from_le_bytes(r) % (hi - lo)
-        } else {
-            0
-        };
-        let first = match with_port(base, first_port).map(TcpListener::bind) {
-            Some(Ok(l)) => l,
-            Some(Err(e)) if first_port != 0 => {
-                last_err = Some(e);
-                continue;
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => continue,
-        };
-        let p = first.local_addr()?.port() as u32;
-        let mut v = vec![first];
-        for i in 1..n {
-            match with_port(base, p + i as u32).map(TcpListener::bind) {
-                Some(Ok(l)) => v.push(l),
-                Some(Err(e)) => {
-                    last_err = Some(e);
-                    break;
-                }
-                None => break,
-            }
-        }
-        if v.len() == n {
-            return Ok(v);
-        }
-    }
-    Err(context(
-        last_err.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()),
-        format!("cannot find {n} consecutive free ports"),
-    ))
-}
-
 impl Listener {
     /// Listen for bundles at `addr`: on the port range `port .. port + cfg.tunnels - 1`, or on
     /// `port` alone with `cfg.single_port`. Port 0 picks free port(s); see
@@ -186,7 +124,7 @@ impl Listener {
         let sockets = if cfg.single_port {
             vec![TcpListener::bind(base).map_err(|e| context(e, format!("cannot listen on {base}")))?]
         } else {
-            bind_range(base, cfg.tunnels)?
+            bind::bind_range(base, cfg.tunnels)?
         };
         let addrs = sockets.iter().map(|s| s.local_addr()).collect::<io::Result<Vec<_>>>()?;
         let (sessions_tx, sessions_rx) = crossbeam_channel::bounded(cfg.accept_backlog);
@@ -210,6 +148,7 @@ impl Listener {
             acceptors: Mutex::new(Vec::new()),
             registry: rejoin::Registry::default(),
             refusals: refusals::Refusals::default(),
+            limit: limit::SessionLimit::default(),
             jobs_tx: Mutex::new(Some(jobs_tx)),
             jobs_rx,
         });
@@ -262,6 +201,22 @@ impl Listener {
     /// [`refusal_counts`](Listener::refusal_counts)). Returns `None` on timeout.
     pub fn next_refusal(&self, timeout: Option<Duration>) -> Option<Refusal> {
         self.inner.refusals.next(timeout)
+    }
+
+    /// Serve at most `max` open sessions at once (`None`, the default: no limit). A client
+    /// whose bundle completes while this many sessions started by this listener are open
+    /// (accepted or not; one waiting in an outage for its client to resume counts, one that is
+    /// closing does not) is refused during its handshake with status `SessionLimit`: its
+    /// [`dial`] fails with [`Error::Refused`] saying so, and the refusal is noted for
+    /// [`next_refusal`](Listener::next_refusal). Re-joins of running sessions are not
+    /// affected. Lowering the limit closes no session.
+    pub fn set_max_sessions(&self, max: Option<usize>) {
+        self.inner.limit.set(max);
+    }
+
+    /// The limit of [`set_max_sessions`](Listener::set_max_sessions).
+    pub fn max_sessions(&self) -> Option<usize> {
+        self.inner.limit.get()
     }
 
     /// (connections refused so far, refusals dropped from the queue unread).
@@ -587,6 +542,18 @@ impl ListenerInner {
             }
             return;
         }
+        let place = match self.limit.take() {
+            Ok(place) => place,
+            Err(max) => {
+                let peer = tunnels[0].peer_addr().ok();
+                self.refusals.note(peer, format!("at the session limit ({max}, max_sessions)"));
+                let why = format!("this server is at its session limit ({max})");
+                for c in &tunnels {
+                    refuse(c, Some(hello), Status::SessionLimit, &why);
+                }
+                return;
+            }
+        };
         let mut server_nonce = [0u8; NONCE_LEN];
         if sys::random_bytes(&mut server_nonce).is_err() {
             for c in &tunnels {
@@ -625,6 +592,7 @@ impl ListenerInner {
             resumable: rejoins && !self.cfg.resume_timeout.is_zero(),
         };
         if let Ok(s) = Session::start(tunnels, &self.cfg, setup) {
+            self.limit.started(place, &s);
             if rejoins {
                 self.registry.insert(hello.bundle, &s);
             }

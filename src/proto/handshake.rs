@@ -160,6 +160,9 @@ pub enum Status {
     KeyRequired = 14,
     /// The HELLO has [`HELLO_FLAG_KEY`] but the server has no pre-shared key.
     NoKey = 15,
+    /// JOIN: the server is at its limit of open sessions
+    /// ([`Listener::set_max_sessions`](crate::Listener::set_max_sessions)); try later.
+    SessionLimit = 16,
 }
 
 impl Status {
@@ -181,6 +184,7 @@ impl Status {
             13 => Status::StaleGeneration,
             14 => Status::KeyRequired,
             15 => Status::NoKey,
+            16 => Status::SessionLimit,
             _ => Status::Malformed,
         }
     }

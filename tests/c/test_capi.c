@@ -556,6 +556,31 @@ out:
     mtmux_listener_free(l);
 }
 
+static void test_session_limit(void) {
+    mtmux_listener *l = NULL;
+    mtmux_session *first = NULL, *second = NULL, *served = NULL;
+    char addr[MTMUX_ADDR_STRLEN];
+    mtmux_config cfg = test_cfg(2);
+    CHECK_OK(mtmux_listen("127.0.0.1:0", &cfg, &l));
+    CHECK_OK(mtmux_listener_set_max_sessions(l, 1));
+    CHECK_OK(mtmux_listener_local_addr(l, addr, sizeof addr));
+    CHECK_OK(mtmux_dial(addr, &cfg, &first));
+    /* At the limit (the first session counts before it is accepted): refused, and told why. */
+    CHECK_EQ(mtmux_dial(addr, &cfg, &second), MTMUX_ERR_REFUSED);
+    CHECK(strstr(mtmux_last_error(), "session limit (1)") != NULL);
+    CHECK(second == NULL);
+    CHECK_OK(mtmux_listener_accept_timeout(l, 10000, &served));
+    /* 0: no limit. */
+    CHECK_OK(mtmux_listener_set_max_sessions(l, 0));
+    CHECK_OK(mtmux_dial(addr, &cfg, &second));
+    CHECK_EQ(mtmux_listener_set_max_sessions(NULL, 1), MTMUX_ERR_NULL);
+out:
+    mtmux_session_free(second);
+    mtmux_session_free(served);
+    mtmux_session_free(first);
+    mtmux_listener_free(l);
+}
+
 static void test_bad_config(void) {
     mtmux_listener *l = NULL;
     mtmux_session *s = NULL;
@@ -853,6 +878,7 @@ int main(int argc, char **argv) {
         {"bad_addresses", test_bad_addresses},
         {"connection_refused", test_connection_refused},
         {"handshake_refused", test_handshake_refused},
+        {"session_limit", test_session_limit},
         {"bad_config", test_bad_config},
         {"closed_session", test_closed_session},
         {"too_many_streams", test_too_many_streams},

@@ -36,7 +36,7 @@ const MAX_STREAMS: usize = 8192;
 /// Run `mtmux bench`: a bench server (`--server`, until stopped), a client against a remote
 /// one (`--client`), or both in this process.
 pub fn run(a: BenchArgs) -> Result<(), Fatal> {
-    let cfg = validated(a.tunnel.config(MAX_STREAMS))?;
+    let cfg = validated(a.tunnel.config(MAX_STREAMS), None)?;
     if a.interval.is_zero() {
         return Err(Fatal::usage("--interval must be greater than zero"));
     }

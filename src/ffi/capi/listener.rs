@@ -92,6 +92,25 @@ pub extern "C" fn mtmux_listener_local_addr(
     })
 }
 
+/// Serve at most `max_sessions` open sessions at once (0, the default: no limit). A client
+/// whose bundle completes while this many sessions started by this listener are open
+/// (accepted or not; one waiting in an outage for its client to resume counts, one that is
+/// closing does not) is refused during its handshake: its `mtmux_dial` fails with
+/// `MTMUX_ERR_REFUSED` and a message that says the server is at its session limit. Re-joins
+/// of running sessions are not affected; lowering the limit closes no session.
+#[no_mangle]
+pub extern "C" fn mtmux_listener_set_max_sessions(
+    listener: *const mtmux_listener,
+    max_sessions: usize,
+) -> mtmux_result {
+    guard("mtmux_listener_set_max_sessions", || {
+        // Safety: a live listener handle (header contract).
+        let l = unsafe { borrow(listener, "listener")? };
+        l.inner.set_max_sessions(Some(max_sessions).filter(|&n| n > 0));
+        Ok(MTMUX_OK)
+    })
+}
+
 /// Stop listening: a thread blocked in `mtmux_listener_accept` returns
 /// `MTMUX_ERR_LISTENER_CLOSED`, handshakes in progress are refused ("server is shutting
 /// down": a client dialing meanwhile fails at once with `MTMUX_ERR_REFUSED`, also when some

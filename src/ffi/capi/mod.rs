@@ -361,11 +361,17 @@ fn timeout_ms(ms: u64, name: &str) -> Res<Duration> {
 
 /// Resolve `host:port` here, so that a bad address gets its own code.
 fn resolve(addr: &str) -> Res<SocketAddr> {
+    Ok(resolve_all(addr)?[0])
+}
+
+/// Every address `host:port` resolves to, in the resolver's order (at least one).
+fn resolve_all(addr: &str) -> Res<Vec<SocketAddr>> {
     let bad = |why: String| failure(MTMUX_ERR_ADDRESS, format!("bad address {addr:?}: {why}"));
-    addr.to_socket_addrs()
-        .map_err(|e| bad(e.to_string()))?
-        .next()
-        .ok_or_else(|| bad("it resolves to nothing".into()))
+    let all: Vec<SocketAddr> = addr.to_socket_addrs().map_err(|e| bad(e.to_string()))?.collect();
+    if all.is_empty() {
+        return Err(bad("it resolves to nothing".into()));
+    }
+    Ok(all)
 }
 
 /// Write `addr` as a NUL-terminated string into `buf[..len]`.

@@ -11,8 +11,10 @@ pub struct mtmux_session {
 
 /// Open a bundle to the server at `addr` (`"host:port"`): `tunnels` connections to ports
 /// `port .. port + tunnels - 1` (or all to `port` with `single_port`), handshake included,
-/// within `handshake_timeout_ms`. `cfg` may be NULL for the defaults. On success `*session`
-/// is a new session to release with `mtmux_session_free`.
+/// within `handshake_timeout_ms`. When `host` resolves to several addresses (`localhost`:
+/// `::1` and `127.0.0.1`), tunnel 0 tries each in turn and the other tunnels go to the one
+/// that answered. `cfg` may be NULL for the defaults. On success `*session` is a new session
+/// to release with `mtmux_session_free`.
 #[no_mangle]
 pub extern "C" fn mtmux_dial(
     addr: *const c_char,
@@ -25,7 +27,7 @@ pub extern "C" fn mtmux_dial(
         let (addr, cfg, out) =
             unsafe { (utf8(addr, "addr")?, read_config(cfg)?, output(session, "session")?) };
         let cfg = config_from_c(cfg.as_ref(), tls::Use::Dial { host: tls::host_of(addr) })?;
-        let s = crate::dial(resolve(addr)?, &cfg)?;
+        let s = crate::dial(resolve_all(addr)?.as_slice(), &cfg)?;
         new_handle(out, mtmux_session { inner: s });
         Ok(MTMUX_OK)
     })
