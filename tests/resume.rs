@@ -266,3 +266,41 @@ fn a_hundred_reset_and_rejoin_cycles_under_load_lose_nothing_and_leak_nothing() 
         assert!(accepted >= 4 + CYCLES, "connections relayed: {accepted}");
     });
 }
+
+#[test]
+fn a_new_stream_in_an_outage_re_dials_at_once() {
+    // Issue 11: a client that needs its session (a new local connection, here a new stream)
+    // does not wait for the re-dial backoff, which may have grown to seconds.
+    let _s = serial();
+    within(Duration::from_secs(90), || {
+        let cfg = Config {
+            rejoin_backoff_max: Duration::from_secs(30),
+            resume_timeout: Duration::from_secs(60),
+            ..failover_cfg()
+        };
+        let rig = rig(&cfg);
+        let log = EventLog::start(&rig.client);
+        rig.relay.set_down(true);
+        log.wait_for(Duration::from_secs(10), "client: OutageStarted", |e| {
+            matches!(e, Event::OutageStarted { .. })
+        });
+        // Seven failed attempts per tunnel: the next is 6.4 s (±25%) after the last.
+        wait_until(Duration::from_secs(30), "seven re-dials per tunnel", || {
+            (0..4).all(|i| rig.relay.refused(i) >= 7)
+        });
+        // Past the least gap between two attempts that a new stream may bring forward.
+        thread::sleep(Duration::from_millis(150));
+        rig.relay.set_down(false);
+        let opened = Instant::now();
+        let mut s = rig.client.open_stream().unwrap();
+        s.write_all(b"hello").unwrap();
+        let resumed =
+            log.wait_for(Duration::from_secs(10), "client: Resumed", |e| matches!(e, Event::Resumed { .. }));
+        let took = resumed.saturating_duration_since(opened);
+        assert!(took < Duration::from_millis(1500), "resumed {took:?} after the stream opened");
+        let mut b = rig.server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+        let mut five = [0u8; 5];
+        b.read_exact(&mut five).unwrap();
+        assert_eq!(&five, b"hello");
+    });
+}

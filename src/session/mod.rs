@@ -354,7 +354,9 @@ impl Session {
     /// Open a new stream. Costs no round trip: the peer learns of the stream from its first
     /// frame, which is sent with the first write (or a bare OPEN at the first read, or at
     /// close). Fails with [`Error::TooManyStreams`] at the `max_streams` limit and with
-    /// [`Error::SessionClosed`] once the session is closing.
+    /// [`Error::SessionClosed`] once the session is closing. During an outage (every tunnel
+    /// lost, resumable) it succeeds, and a client re-dials its tunnels at once rather than at
+    /// the backoff's next attempt (at most one attempt per tunnel per 100 ms that way).
     pub fn open_stream(&self) -> Result<Stream> {
         let inner = &self.h.inner;
         let (shared, rx) = {
@@ -371,6 +373,8 @@ impl Session {
             st.streams.insert(id, Entry::new(shared.clone(), tx, inner.cfg.stream_window as u64));
             (shared, rx)
         };
+        // In an outage, a new stream is a reason to try the tunnels again at once.
+        inner.redial_now();
         Ok(Stream::new(self.h.clone(), Accepted { shared, rx }))
     }
 

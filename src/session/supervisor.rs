@@ -36,6 +36,8 @@ struct DialSlot {
     backoff: Backoff,
     /// An attempt is under way.
     busy: bool,
+    /// When the last attempt started.
+    last_start: Option<Instant>,
     /// Generation of the next attempt (every attempt uses a new one).
     next_generation: u32,
 }
@@ -48,6 +50,7 @@ impl Redial {
                 next_try: now,
                 backoff: Backoff::new(cfg.rejoin_backoff_max),
                 busy: false,
+                last_start: None,
                 next_generation: 1,
             })
             .collect();
@@ -70,6 +73,7 @@ impl Redial {
             let generation = slot.next_generation.max(tun.generation() + 1);
             slot.next_generation = generation + 1;
             slot.busy = true;
+            slot.last_start = Some(now);
             tun.set_rejoining(true);
             let i = inner.clone();
             if inner.spawn_detached(&format!("mtmux-dial{t}"), move || dial(i, t, generation)).is_err() {
@@ -81,6 +85,26 @@ impl Redial {
         next
     }
 }
+
+impl Redial {
+    /// Make every waiting re-dial due now, unless it last started less than
+    /// [`REDIAL_NOW_GAP`] ago (a flood of new streams must not become a flood of dials).
+    /// Returns whether any became due. The backoff itself goes on from where it was.
+    fn due_now(&self, now: Instant) -> bool {
+        let mut any = false;
+        for slot in self.slots.lock().iter_mut() {
+            let recent = slot.last_start.is_some_and(|s| now.saturating_duration_since(s) < REDIAL_NOW_GAP);
+            if !slot.busy && !recent && slot.next_try > now {
+                slot.next_try = now;
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+/// Least time between two attempts of a slot that [`Inner::redial_now`] brings forward.
+const REDIAL_NOW_GAP: Duration = Duration::from_millis(100);
 
 /// One re-dial attempt of slot `t` with generation `generation` (its own thread: connecting
 /// and the handshake block for up to `handshake_timeout`).
@@ -168,6 +192,17 @@ pub(crate) fn supervise(inner: Arc<Inner>) {
 }
 
 impl Inner {
+    /// A client in an outage (no tunnel live) re-dials its lost tunnels now rather than at the
+    /// backoff's next attempt: someone wants to use the session (a new stream was opened).
+    pub(crate) fn redial_now(&self) {
+        if self.outage.lock().is_none() {
+            return;
+        }
+        if self.redial.as_ref().is_some_and(|r| r.due_now(Instant::now())) {
+            self.wake_supervisor();
+        }
+    }
+
     /// Wake the supervisor now (a tunnel died, a re-dial finished, the session closed).
     pub(crate) fn wake_supervisor(&self) {
         self.sup_idle.store(false, Relaxed);
