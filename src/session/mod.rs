@@ -521,6 +521,7 @@ impl Inner {
             // The first ping of a tunnel may have waited for the peer's session to start.
             return;
         }
+        self.sched.lock().record_ping(t, now, rtt);
         let min = self.min_rtt.lock().record(now, rtt);
         self.min_rtt_ns.store((min.as_nanos() as u64).max(1), Relaxed);
         let old = self.srtt_ns.load(Relaxed);

@@ -25,7 +25,7 @@ use crate::wire::Wire;
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 pub(crate) const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// Most bytes a writer takes from the scheduler at once.
 const BATCH_BUDGET: usize = 64 * 1024;
+/// How soon a writer held back by the scheduler (its tunnel is much slower than the others)
+/// looks again whether the backlog or the delays make it worth using.
+const HELD_RECHECK: Duration = Duration::from_millis(10);
 
 /// One TCP connection (plain or TLS) filling a tunnel slot.
 pub(crate) struct Conn {
@@ -138,6 +141,9 @@ pub(crate) struct Tunnel {
     pub(crate) acks: Mutex<AckTracker>,
     /// When the slot lost its connection, while it has none.
     lost_at: Mutex<Option<Instant>>,
+    /// The scheduler found the tunnel much slower than the others (see `core::path`): no
+    /// direct writes go to it.
+    pub(crate) slow: AtomicBool,
 }
 
 impl Tunnel {
@@ -154,6 +160,7 @@ impl Tunnel {
             replay: Mutex::new(SlotReplay { generation, queue: ReplayQueue::new() }),
             acks: Mutex::new(AckTracker::new(generation)),
             lost_at: Mutex::new(None),
+            slow: AtomicBool::new(false),
         }
     }
 
@@ -347,6 +354,11 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
                     s.clear_idle(t);
                     return;
                 }
+                // The delay estimate: a getsockopt, under the lock so the sample is fresh.
+                if let Ok(sample) = sys::tcp_sample(conn.wire.sock()) {
+                    s.record_sample(t, sample);
+                }
+                tun.slow.store(s.slow(t), Relaxed);
                 let mut ready = s.take_flush(t);
                 if s.has_work_for(t) {
                     let frames = s.next_batch(t, BATCH_BUDGET, &mut batch);
@@ -370,7 +382,11 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
                     break;
                 }
                 s.set_idle(t);
-                tun.wake.wait_until(&mut s, next_ping);
+                let until = match s.held_back(t) {
+                    true => next_ping.min(now + HELD_RECHECK),
+                    false => next_ping,
+                };
+                tun.wake.wait_until(&mut s, until);
                 s.clear_idle(t);
             }
         }

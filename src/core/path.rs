@@ -1,0 +1,240 @@
+//! Which tunnel a frame should go to when tunnels differ in delay: the earliest-completion-first
+//! choice of MPTCP's ECF/BLEST schedulers, as pure code (samples and time are passed in).
+//!
+//! Each tunnel has an estimate of when a byte written to it now would reach the peer:
+//!
+//! ```text
+//! eta = one-way path delay + queueing in flight + unsent bytes / rate
+//!     = min ping rtt / 2   + (kernel srtt − kernel min rtt) + notsent / delivery rate
+//! ```
+//!
+//! The path delay comes from the tunnel's own keepalive pings (a windowed minimum, so it
+//! includes delay the kernel cannot see, e.g. behind a relay) or, before any ping answered,
+//! from the kernel's minimum RTT; the rest from the socket's `TCP_INFO`, sampled by the
+//! tunnel's writer whenever it asks for work.
+//!
+//! A tunnel is **held** (takes no session-level work) while some usable tunnel is faster by
+//! more than a margin and the backlog is small enough that the faster tunnels will have sent
+//! a frame before it would arrive on the slow one:
+//!
+//! ```text
+//! hold t  ⇔  eta_t + frame/rate_t  >  min eta of faster ones + (backlog + frame)/their rate + margin
+//! ```
+//!
+//! Tunnels within the margin of each other count as equal and are never held, so equal
+//! tunnels share the load as before; a slow tunnel is used again once the backlog is deep
+//! enough that sending on it pays (its frame arrives before the faster ones could send it).
+
+use super::rtt::MinRtt;
+use std::time::{Duration, Instant};
+
+/// How long a ping sample counts towards a tunnel's path delay: long, as the kernel's own
+/// minimum RTT (pings under load include queueing, which the socket sample adds anyway).
+const PING_WINDOW: Duration = Duration::from_secs(300);
+/// Tunnels whose estimates differ by less than this count as equal.
+const MARGIN_MIN: Duration = Duration::from_millis(5);
+/// Rate assumed for a tunnel whose kernel has no delivery-rate sample yet (bytes per second).
+const RATE_FLOOR: f64 = 1e6;
+
+/// What a tunnel's socket reports (`TCP_INFO`), sampled by its writer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// The kernel's smoothed round trip.
+    pub srtt: Duration,
+    /// The kernel's minimum round trip.
+    pub min_rtt: Duration,
+    /// Bytes written to the socket and not yet sent.
+    pub notsent: u64,
+    /// The kernel's recent delivery rate, bytes per second (0: unknown).
+    pub rate: u64,
+}
+
+/// The estimate kept for one tunnel.
+#[derive(Debug)]
+struct Path {
+    /// Minimum keepalive round trip (path delay both ways, as the session sees it).
+    ping: MinRtt,
+    /// Latest socket sample, if any.
+    sample: Option<Sample>,
+}
+
+impl Path {
+    fn new() -> Self {
+        Path { ping: MinRtt::new(PING_WINDOW), sample: None }
+    }
+
+    fn rate(&self) -> f64 {
+        self.sample.map_or(0.0, |s| s.rate as f64).max(RATE_FLOOR)
+    }
+
+    /// When a byte written now would arrive, if anything is known of the tunnel.
+    fn eta(&self) -> Option<Duration> {
+        let s = self.sample;
+        let ping = self.ping.get();
+        let kernel_min = s.map(|s| s.min_rtt).filter(|d| !d.is_zero());
+        let rtt = match (ping, kernel_min) {
+            (Some(p), Some(k)) => p.max(k),
+            (p, k) => p.or(k)?,
+        };
+        let queued = s.map_or(Duration::ZERO, |s| {
+            s.srtt.saturating_sub(s.min_rtt) + Duration::from_secs_f64(s.notsent as f64 / self.rate())
+        });
+        Some(rtt / 2 + queued)
+    }
+}
+
+/// Delay estimates of a session's tunnels and the hold decision.
+#[derive(Debug)]
+pub struct Paths {
+    paths: Vec<Path>,
+}
+
+impl Paths {
+    /// Estimates for `tunnels` tunnels, nothing known yet.
+    pub fn new(tunnels: usize) -> Self {
+        Paths { paths: (0..tunnels).map(|_| Path::new()).collect() }
+    }
+
+    /// A keepalive round trip of tunnel `t` measured at `now`.
+    pub fn record_ping(&mut self, t: usize, now: Instant, rtt: Duration) {
+        self.paths[t].ping.record(now, rtt);
+    }
+
+    /// Tunnel `t`'s socket reported `sample`.
+    pub fn record_sample(&mut self, t: usize, sample: Sample) {
+        self.paths[t].sample = Some(sample);
+    }
+
+    /// Tunnel `t` has a new connection: what was known of the old one no longer holds.
+    pub fn reset(&mut self, t: usize) {
+        self.paths[t] = Path::new();
+    }
+
+    /// When a byte written to tunnel `t` now would arrive, if known.
+    pub fn eta(&self, t: usize) -> Option<Duration> {
+        self.paths[t].eta()
+    }
+
+    /// Whether tunnel `t` should leave a `frame`-byte frame to faster tunnels, with `backlog`
+    /// bytes waiting to be sent in all and `usable(u)` telling which tunnels take work. A
+    /// tunnel with no estimate, or with no usable faster tunnel, is never held.
+    pub fn holds(&self, t: usize, backlog: usize, frame: usize, usable: impl Fn(usize) -> bool) -> bool {
+        let Some(eta_t) = self.eta(t) else { return false };
+        let mut best: Option<Duration> = None;
+        for u in (0..self.paths.len()).filter(|&u| u != t && usable(u)) {
+            if let Some(e) = self.eta(u) {
+                best = Some(best.map_or(e, |b| b.min(e)));
+            }
+        }
+        let Some(best) = best else { return false };
+        let margin = MARGIN_MIN.max(best / 4);
+        if eta_t <= best + margin {
+            return false;
+        }
+        // The faster ones: every usable tunnel whose estimate beats t's by the margin.
+        let mut rate = 0.0;
+        for u in (0..self.paths.len()).filter(|&u| u != t && usable(u)) {
+            if self.eta(u).is_some_and(|e| e + margin < eta_t) {
+                rate += self.paths[u].rate();
+            }
+        }
+        let on_t = eta_t + Duration::from_secs_f64(frame as f64 / self.paths[t].rate());
+        let waiting = best + Duration::from_secs_f64((backlog + frame) as f64 / rate);
+        on_t > waiting + margin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(x: u64) -> Duration {
+        Duration::from_millis(x)
+    }
+
+    /// A socket sample: `rtt` without queueing, `rate` MB/s, nothing unsent.
+    fn sample(rtt: u64, rate: u64) -> Sample {
+        Sample { srtt: ms(rtt), min_rtt: ms(rtt), notsent: 0, rate: rate * 1_000_000 }
+    }
+
+    fn paths(samples: &[Sample]) -> Paths {
+        let mut p = Paths::new(samples.len());
+        for (t, s) in samples.iter().enumerate() {
+            p.record_sample(t, *s);
+        }
+        p
+    }
+
+    const ALL: fn(usize) -> bool = |_| true;
+
+    #[test]
+    fn equal_tunnels_are_never_held() {
+        let p = paths(&[sample(2, 10), sample(2, 10), sample(3, 10), sample(2, 10)]);
+        for t in 0..4 {
+            assert!(!p.holds(t, 4 << 20, 65536, ALL), "tunnel {t}");
+        }
+    }
+
+    #[test]
+    fn a_tunnel_far_slower_than_the_others_is_held() {
+        // 3 tunnels of 2 ms RTT and one of 402 ms, 10 MB/s each.
+        let p = paths(&[sample(2, 10), sample(2, 10), sample(402, 10), sample(2, 10)]);
+        assert!(p.holds(2, 1 << 20, 65536, ALL));
+        assert!(!p.holds(0, 1 << 20, 65536, ALL), "the fast ones take work");
+    }
+
+    #[test]
+    fn the_slow_tunnel_pays_once_the_backlog_outlasts_its_delay() {
+        // The slow one's frame arrives in ~200 ms; the three others drain 30 MB/s.
+        let p = paths(&[sample(2, 10), sample(2, 10), sample(402, 10), sample(2, 10)]);
+        assert!(p.holds(2, 3 << 20, 65536, ALL), "3 MiB drain in ~100 ms");
+        assert!(!p.holds(2, 9 << 20, 65536, ALL), "9 MiB take ~300 ms: the slow one helps");
+    }
+
+    #[test]
+    fn a_slow_tunnel_alone_is_not_held() {
+        let p = paths(&[sample(2, 10), sample(402, 10)]);
+        assert!(!p.holds(1, 0, 65536, |u| u == 1), "the fast one is not usable");
+        let lone = paths(&[sample(402, 10)]);
+        assert!(!lone.holds(0, 0, 65536, ALL));
+    }
+
+    #[test]
+    fn unknown_tunnels_are_not_held_and_do_not_hold_others() {
+        let mut p = Paths::new(2);
+        assert!(!p.holds(0, 0, 1000, ALL));
+        p.record_sample(1, sample(400, 10));
+        assert!(!p.holds(1, 0, 1000, ALL), "nothing known of tunnel 0");
+    }
+
+    #[test]
+    fn ping_delay_the_kernel_cannot_see_counts() {
+        // Behind a relay the kernel sees 1 ms; the pings see 400 ms.
+        let t0 = Instant::now();
+        let mut p = paths(&[sample(1, 10), sample(1, 10), sample(1, 10)]);
+        p.record_ping(0, t0, ms(2));
+        p.record_ping(1, t0, ms(2));
+        p.record_ping(2, t0, ms(400));
+        assert!(p.holds(2, 0, 65536, ALL));
+        assert!(p.eta(2).unwrap() >= ms(200));
+        // A re-joined connection forgets it.
+        p.reset(2);
+        assert!(!p.holds(2, 0, 65536, ALL));
+    }
+
+    #[test]
+    fn queueing_on_a_tunnel_counts_so_a_loaded_one_waits_its_turn() {
+        // Same path; tunnel 1 has 2 MB unsent at 10 MB/s (200 ms) and a full bottleneck queue.
+        let loaded = Sample { srtt: ms(40), min_rtt: ms(2), notsent: 2_000_000, rate: 10_000_000 };
+        let p = paths(&[sample(2, 10), loaded, sample(2, 10)]);
+        assert!(p.holds(1, 0, 65536, ALL));
+        assert!(p.eta(1).unwrap() > ms(230));
+    }
+
+    #[test]
+    fn a_slower_but_close_tunnel_keeps_working() {
+        // 20 ms against 24 ms round trips: within the margin.
+        let p = paths(&[sample(20, 8), sample(24, 8)]);
+        assert!(!p.holds(1, 0, 65536, ALL));
+    }
+}
