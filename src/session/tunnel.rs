@@ -36,6 +36,13 @@ const BATCH_BUDGET: usize = 64 * 1024;
 /// How soon a writer held back by the scheduler (its tunnel is much slower than the others)
 /// looks again whether the backlog or the delays make it worth using.
 const HELD_RECHECK: Duration = Duration::from_millis(10);
+/// Ping interval while the tunnel carries data: the round trip under load (queueing in both
+/// directions) is what the receive windows must cover, and it changes with the load.
+const LOADED_PING: Duration = Duration::from_millis(200);
+/// Bytes sent between two pings that make a tunnel busy.
+const BUSY_BYTES: u64 = 64 * 1024;
+/// How long a writer whose ping is due waits for its full socket at a time.
+const PING_WAIT: Duration = Duration::from_millis(100);
 
 /// One TCP connection (plain or TLS) filling a tunnel slot.
 pub(crate) struct Conn {
@@ -324,18 +331,24 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
     // tuning (the first one may include the peer's start-up); then one per interval.
     let mut next_ping = Instant::now();
     let mut probes = [5u64, 50, 500].into_iter().map(Duration::from_millis);
-    let mut after_ping = move || probes.next().unwrap_or(interval).min(interval);
+    let mut sent_at_ping = 0;
+    let mut after_ping = move || {
+        let sent = tun.counters.bytes_sent.load(Relaxed);
+        // Busy: more went out since the last ping than pings and pongs.
+        let busy = sent - std::mem::replace(&mut sent_at_ping, sent) > BUSY_BYTES;
+        let every = if busy { LOADED_PING.min(interval) } else { interval };
+        probes.next().unwrap_or(every).min(every)
+    };
     let gone = || tun.generation() != generation || tun.is_dead();
     loop {
         // Take work only when the socket has room, so the tunnel that can send soonest
         // takes the next frame.
+        // A due ping waits for room like data (it measures the round trip under load).
         let until_ping = next_ping.saturating_duration_since(Instant::now());
-        match conn.wire.wait_writable(until_ping.max(Duration::from_millis(1))) {
+        let wait = if until_ping.is_zero() { PING_WAIT } else { until_ping };
+        match conn.wire.wait_writable(wait) {
             Ok(true) => {}
             Ok(false) => {
-                // Still full at ping time: the data in flight keeps the peer's keepalive
-                // satisfied; the round trip is measured next time.
-                next_ping = Instant::now() + after_ping();
                 if gone() {
                     return;
                 }
