@@ -1,7 +1,8 @@
 //! Tunnels of unequal delay (issue 10): a tunnel whose frames would arrive far later than on
 //! the others gets no data while the others can send it sooner (`core::path`), so one slow
-//! path does not hold every stream's reorder buffer for its delay. Real loopback sockets
-//! through the fault relay, one tunnel delayed each way; the tests run one at a time.
+//! path does not hold every stream's reorder buffer for its delay; and the round trip under
+//! load, which receive windows must cover, is measured while the tunnels are busy. Real
+//! loopback sockets through the fault relay; the tests run one at a time.
 mod common;
 
 use common::relay::{Dir, FaultRelay};
@@ -20,7 +21,11 @@ const DELAY: Duration = Duration::from_millis(100);
 /// slower each way from the first byte of its handshake.
 fn delayed_pair(tunnels: usize, delayed: Option<usize>) -> (Session, Session, FaultRelay, Listener) {
     let cfg = Config { tunnels, keepalive_interval: Duration::from_secs(1), ..Default::default() };
-    let listener = Listener::bind("127.0.0.1:0", &cfg).expect("bind");
+    pair_over_relay(&cfg, delayed)
+}
+
+fn pair_over_relay(cfg: &Config, delayed: Option<usize>) -> (Session, Session, FaultRelay, Listener) {
+    let listener = Listener::bind("127.0.0.1:0", cfg).expect("bind");
     let relay = FaultRelay::new(listener.local_addrs());
     if let Some(d) = delayed {
         relay.delay(d, DELAY);
@@ -84,4 +89,32 @@ fn a_slow_tunnel_carries_the_data_once_the_fast_one_stops_delivering() {
     let t = Transfer::start(&c, &s, 4 * MIB, 0, &moved, &stop);
     t.finish();
     assert!(relay.delivered(1, Dir::ToServer) >= 4 * MIB, "the data went the slow way");
+}
+
+#[test]
+fn busy_tunnels_measure_their_round_trip_within_a_second_not_a_keepalive_interval() {
+    let _serial = serial();
+    // Keepalive every 10 s (the default): only the busy-tunnel pings can see the change.
+    let cfg = Config { tunnels: 2, ..Default::default() };
+    let (c, s, relay, _l) = pair_over_relay(&cfg, None);
+    let (moved, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let t = Transfer::start(&c, &s, u64::MAX, u64::MAX, &moved, &stop);
+    wait_until(Duration::from_secs(10), "64 MiB moved both ways", || {
+        moved.load(std::sync::atomic::Ordering::SeqCst) >= 64 * MIB
+    });
+    // The path gets slower while both directions are busy.
+    relay.delay(0, DELAY);
+    relay.delay(1, DELAY);
+    let changed = Instant::now();
+    wait_until(Duration::from_secs(3), "both ends measured the slower round trip", || {
+        [&c, &s].iter().all(|x| (0..2).all(|i| tunnel(x, i).rtt.is_some_and(|r| r >= DELAY)))
+    });
+    eprintln!("round trip re-measured {:?} after the change", changed.elapsed());
+    let sent = |x: &Session| x.tunnel_stats().iter().map(|t| t.bytes_sent).sum::<u64>();
+    let (up, down) = (sent(&c), sent(&s));
+    wait_until(Duration::from_secs(10), "both directions still move", || {
+        sent(&c) >= up + 8 * MIB && sent(&s) >= down + 8 * MIB
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    t.finish();
 }

@@ -8,7 +8,8 @@
 //!   silent peer (keepalive) at the exact deadline; it never blocks on anything but its socket.
 //! - the **writer** (`mtmux-w<i>`) waits until its socket has room, then takes work from the
 //!   scheduler (or finishes a frame an application thread started), writes it, and keeps what
-//!   counts in ACKs in the slot's replay buffer. It also sends the tunnel's keepalive pings.
+//!   counts in ACKs in the slot's replay buffer. It also sends the tunnel's keepalive pings
+//!   (every 200 ms while the tunnel carries data: the round trip under load).
 //!
 //! Application threads write to a tunnel directly when its writer is idle and the socket takes
 //! the frame without blocking; that path needs no thread hand-off at all.
@@ -36,6 +37,8 @@ const BATCH_BUDGET: usize = 64 * 1024;
 /// How soon a writer held back by the scheduler (its tunnel is much slower than the others)
 /// looks again whether the backlog or the delays make it worth using.
 const HELD_RECHECK: Duration = Duration::from_millis(10);
+/// How often a writer samples its socket's `TCP_INFO` for the delay estimate (at most).
+const SAMPLE_EVERY: Duration = Duration::from_millis(1);
 /// Ping interval while the tunnel carries data: the round trip under load (queueing in both
 /// directions) is what the receive windows must cover, and it changes with the load.
 const LOADED_PING: Duration = Duration::from_millis(200);
@@ -340,6 +343,7 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
         probes.next().unwrap_or(every).min(every)
     };
     let gone = || tun.generation() != generation || tun.is_dead();
+    let mut last_sample: Option<Instant> = None;
     loop {
         // Take work only when the socket has room, so the tunnel that can send soonest
         // takes the next frame.
@@ -367,11 +371,15 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
                     s.clear_idle(t);
                     return;
                 }
-                // The delay estimate: a getsockopt, under the lock so the sample is fresh.
-                if let Ok(sample) = sys::tcp_sample(conn.wire.sock()) {
-                    s.record_sample(t, sample);
+                // The delay estimate: a getsockopt, at most every SAMPLE_EVERY.
+                let now = Instant::now();
+                if last_sample.is_none_or(|at| now.duration_since(at) >= SAMPLE_EVERY) {
+                    last_sample = Some(now);
+                    if let Ok(sample) = sys::tcp_sample(conn.wire.sock()) {
+                        s.record_sample(t, sample);
+                    }
+                    tun.slow.store(s.slow(t), Relaxed);
                 }
-                tun.slow.store(s.slow(t), Relaxed);
                 let mut ready = s.take_flush(t);
                 if s.has_work_for(t) {
                     let frames = s.next_batch(t, BATCH_BUDGET, &mut batch);
