@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! eta = one-way path delay + queueing in flight + unsent bytes / rate
-//!     = min ping rtt / 2   + (kernel srtt − kernel min rtt) + notsent / delivery rate
+//!     = min ping rtt / 2   + (kernel srtt − kernel min rtt, if data is in flight)
+//!                          + notsent / delivery rate
 //! ```
 //!
 //! The path delay comes from the tunnel's own keepalive pings (a windowed minimum, so it
@@ -31,8 +32,10 @@ use std::time::{Duration, Instant};
 /// How long a ping sample counts towards a tunnel's path delay: long, as the kernel's own
 /// minimum RTT (pings under load include queueing, which the socket sample adds anyway).
 const PING_WINDOW: Duration = Duration::from_secs(300);
-/// Tunnels whose estimates differ by less than this count as equal.
-const MARGIN_MIN: Duration = Duration::from_millis(5);
+/// Tunnels whose estimates differ by less than this count as equal: routes a few
+/// milliseconds apart are all worth using (the receive window covers such a skew), and the
+/// estimates themselves move by that much with queueing.
+const MARGIN_MIN: Duration = Duration::from_millis(10);
 /// Rate assumed for a tunnel whose kernel has no delivery-rate sample yet (bytes per second).
 const RATE_FLOOR: f64 = 1e6;
 
@@ -47,6 +50,10 @@ pub struct Sample {
     pub notsent: u64,
     /// The kernel's recent delivery rate, bytes per second (0: unknown).
     pub rate: u64,
+    /// Whether sent data awaits the peer's TCP acknowledgement. Without any, nothing queues
+    /// ahead of a new byte in the network, whatever the last smoothed RTT says (it is only
+    /// updated by acknowledgements, so an idle tunnel keeps the value of its last busy time).
+    pub in_flight: bool,
 }
 
 /// The estimate kept for one tunnel.
@@ -56,11 +63,14 @@ struct Path {
     ping: MinRtt,
     /// Latest socket sample, if any.
     sample: Option<Sample>,
+    /// Whether the connection's first ping answered (it may include the peer's start-up, and
+    /// a minimum filter would keep such an outlier: it is not a sample).
+    pinged: bool,
 }
 
 impl Path {
     fn new() -> Self {
-        Path { ping: MinRtt::new(PING_WINDOW), sample: None }
+        Path { ping: MinRtt::new(PING_WINDOW), sample: None, pinged: false }
     }
 
     fn rate(&self) -> f64 {
@@ -77,7 +87,8 @@ impl Path {
             (p, k) => p.or(k)?,
         };
         let queued = s.map_or(Duration::ZERO, |s| {
-            s.srtt.saturating_sub(s.min_rtt) + Duration::from_secs_f64(s.notsent as f64 / self.rate())
+            let network = if s.in_flight { s.srtt.saturating_sub(s.min_rtt) } else { Duration::ZERO };
+            network + Duration::from_secs_f64(s.notsent as f64 / self.rate())
         });
         Some(rtt / 2 + queued)
     }
@@ -95,9 +106,13 @@ impl Paths {
         Paths { paths: (0..tunnels).map(|_| Path::new()).collect() }
     }
 
-    /// A keepalive round trip of tunnel `t` measured at `now`.
+    /// A keepalive round trip of tunnel `t` measured at `now` (the first of a connection is
+    /// ignored).
     pub fn record_ping(&mut self, t: usize, now: Instant, rtt: Duration) {
-        self.paths[t].ping.record(now, rtt);
+        let p = &mut self.paths[t];
+        if std::mem::replace(&mut p.pinged, true) {
+            p.ping.record(now, rtt);
+        }
     }
 
     /// Tunnel `t`'s socket reported `sample`.
@@ -154,7 +169,7 @@ mod tests {
 
     /// A socket sample: `rtt` without queueing, `rate` MB/s, nothing unsent.
     fn sample(rtt: u64, rate: u64) -> Sample {
-        Sample { srtt: ms(rtt), min_rtt: ms(rtt), notsent: 0, rate: rate * 1_000_000 }
+        Sample { srtt: ms(rtt), min_rtt: ms(rtt), notsent: 0, rate: rate * 1_000_000, in_flight: true }
     }
 
     fn paths(samples: &[Sample]) -> Paths {
@@ -212,6 +227,11 @@ mod tests {
         // Behind a relay the kernel sees 1 ms; the pings see 400 ms.
         let t0 = Instant::now();
         let mut p = paths(&[sample(1, 10), sample(1, 10), sample(1, 10)]);
+        for t in 0..3 {
+            // The first ping of a connection waited for the peer's start-up: ignored.
+            p.record_ping(t, t0, ms(900));
+            assert!(!p.holds(t, 0, 65536, ALL));
+        }
         p.record_ping(0, t0, ms(2));
         p.record_ping(1, t0, ms(2));
         p.record_ping(2, t0, ms(400));
@@ -225,10 +245,16 @@ mod tests {
     #[test]
     fn queueing_on_a_tunnel_counts_so_a_loaded_one_waits_its_turn() {
         // Same path; tunnel 1 has 2 MB unsent at 10 MB/s (200 ms) and a full bottleneck queue.
-        let loaded = Sample { srtt: ms(40), min_rtt: ms(2), notsent: 2_000_000, rate: 10_000_000 };
-        let p = paths(&[sample(2, 10), loaded, sample(2, 10)]);
+        let loaded =
+            Sample { srtt: ms(40), min_rtt: ms(2), notsent: 2_000_000, rate: 10_000_000, in_flight: true };
+        let mut p = paths(&[sample(2, 10), loaded, sample(2, 10)]);
         assert!(p.holds(1, 0, 65536, ALL));
         assert!(p.eta(1).unwrap() > ms(230));
+        // Once it has sent everything, the smoothed RTT of its busy time no longer counts
+        // (the kernel updates it only when acknowledgements come, so it would hold the
+        // tunnel idle for ever).
+        p.record_sample(1, Sample { notsent: 0, in_flight: false, ..loaded });
+        assert!(!p.holds(1, 0, 65536, ALL));
     }
 
     #[test]
@@ -236,5 +262,11 @@ mod tests {
         // 20 ms against 24 ms round trips: within the margin.
         let p = paths(&[sample(20, 8), sample(24, 8)]);
         assert!(!p.holds(1, 0, 65536, ALL));
+        // 10 ms more one way than loopback tunnels: also (routes a few ms apart are equal).
+        let p = paths(&[sample(1, 500), sample(1, 500), sample(20, 500)]);
+        assert!(!p.holds(2, 0, 65536, ALL));
+        // 30 ms more is not.
+        let p = paths(&[sample(1, 500), sample(1, 500), sample(61, 500)]);
+        assert!(p.holds(2, 0, 65536, ALL));
     }
 }

@@ -573,6 +573,7 @@ mod tests {
             min_rtt: Duration::from_millis(rtt_ms),
             notsent: 0,
             rate: 10_000_000,
+            in_flight: false,
         };
         let mut s = Scheduler::new(2, 1 << 20);
         s.record_sample(0, sample(2));

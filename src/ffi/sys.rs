@@ -143,6 +143,7 @@ pub fn tcp_sample(sock: &TcpStream) -> io::Result<crate::core::path::Sample> {
         min_rtt: Duration::from_micros(info.tcpi_min_rtt as u64),
         notsent: info.tcpi_notsent_bytes as u64,
         rate: info.tcpi_delivery_rate,
+        in_flight: info.tcpi_unacked > 0,
     })
 }
 
