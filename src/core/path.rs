@@ -14,17 +14,20 @@
 //! from the kernel's minimum RTT; the rest from the socket's `TCP_INFO`, sampled by the
 //! tunnel's writer whenever it asks for work.
 //!
-//! A tunnel is **held** (takes no session-level work) while some usable tunnel is faster by
-//! more than a margin and the backlog is small enough that the faster tunnels will have sent
-//! a frame before it would arrive on the slow one:
+//! A tunnel is **held** (takes no session-level work) while some usable tunnels have a path
+//! shorter by more than a margin (max(10 ms, a quarter of the shortest), path delay without
+//! queueing) and an estimate lower by the margin, and the backlog is small enough that those
+//! faster tunnels will have sent a frame before it would arrive on the slow one:
 //!
 //! ```text
 //! hold t  ⇔  eta_t + frame/rate_t  >  min eta of faster ones + (backlog + frame)/their rate + margin
 //! ```
 //!
-//! Tunnels within the margin of each other count as equal and are never held, so equal
-//! tunnels share the load as before; a slow tunnel is used again once the backlog is deep
-//! enough that sending on it pays (its frame arrives before the faster ones could send it).
+//! Tunnels whose paths are within the margin of each other are never held, whatever their
+//! queues: the pull scheduler already gives a tunnel with a fuller queue less (it asks for
+//! work later), and holding it would empty its queue. A slow tunnel is used again once the
+//! backlog is deep enough that sending on it pays (its frame arrives before the faster ones
+//! could send it).
 
 use super::rtt::MinRtt;
 use std::time::{Duration, Instant};
@@ -77,20 +80,26 @@ impl Path {
         self.sample.map_or(0.0, |s| s.rate as f64).max(RATE_FLOOR)
     }
 
-    /// When a byte written now would arrive, if anything is known of the tunnel.
-    fn eta(&self) -> Option<Duration> {
-        let s = self.sample;
+    /// The path's one-way delay without queueing, if known.
+    fn path_delay(&self) -> Option<Duration> {
         let ping = self.ping.get();
-        let kernel_min = s.map(|s| s.min_rtt).filter(|d| !d.is_zero());
+        let kernel_min = self.sample.map(|s| s.min_rtt).filter(|d| !d.is_zero());
         let rtt = match (ping, kernel_min) {
             (Some(p), Some(k)) => p.max(k),
             (p, k) => p.or(k)?,
         };
+        Some(rtt / 2)
+    }
+
+    /// When a byte written now would arrive, if anything is known of the tunnel.
+    fn eta(&self) -> Option<Duration> {
+        let s = self.sample;
+        let delay = self.path_delay()?;
         let queued = s.map_or(Duration::ZERO, |s| {
             let network = if s.in_flight { s.srtt.saturating_sub(s.min_rtt) } else { Duration::ZERO };
             network + Duration::from_secs_f64(s.notsent as f64 / self.rate())
         });
-        Some(rtt / 2 + queued)
+        Some(delay + queued)
     }
 }
 
@@ -132,27 +141,33 @@ impl Paths {
 
     /// Whether tunnel `t` should leave a `frame`-byte frame to faster tunnels, with `backlog`
     /// bytes waiting to be sent in all and `usable(u)` telling which tunnels take work. A
-    /// tunnel with no estimate, or with no usable faster tunnel, is never held.
+    /// tunnel with no estimate, or whose path is not longer than every usable other one's by
+    /// the margin, is never held: differences of queueing alone are the pull scheduler's
+    /// business (a tunnel with a fuller queue asks for work later).
     pub fn holds(&self, t: usize, backlog: usize, frame: usize, usable: impl Fn(usize) -> bool) -> bool {
-        let Some(eta_t) = self.eta(t) else { return false };
-        let mut best: Option<Duration> = None;
-        for u in (0..self.paths.len()).filter(|&u| u != t && usable(u)) {
-            if let Some(e) = self.eta(u) {
-                best = Some(best.map_or(e, |b| b.min(e)));
+        let (Some(eta_t), Some(delay_t)) = (self.eta(t), self.paths[t].path_delay()) else {
+            return false;
+        };
+        let others = || (0..self.paths.len()).filter(|&u| u != t && usable(u));
+        let Some(shortest) = others().filter_map(|u| self.paths[u].path_delay()).min() else {
+            return false;
+        };
+        let margin = MARGIN_MIN.max(shortest / 4);
+        if delay_t <= shortest + margin {
+            return false;
+        }
+        // The faster ones: every usable tunnel whose path and estimate beat t's by the margin.
+        let (mut best, mut rate) = (None::<Duration>, 0.0);
+        for u in others() {
+            let p = &self.paths[u];
+            if let (Some(e), Some(d)) = (p.eta(), p.path_delay()) {
+                if d + margin < delay_t && e + margin < eta_t {
+                    best = Some(best.map_or(e, |b| b.min(e)));
+                    rate += p.rate();
+                }
             }
         }
         let Some(best) = best else { return false };
-        let margin = MARGIN_MIN.max(best / 4);
-        if eta_t <= best + margin {
-            return false;
-        }
-        // The faster ones: every usable tunnel whose estimate beats t's by the margin.
-        let mut rate = 0.0;
-        for u in (0..self.paths.len()).filter(|&u| u != t && usable(u)) {
-            if self.eta(u).is_some_and(|e| e + margin < eta_t) {
-                rate += self.paths[u].rate();
-            }
-        }
         let on_t = eta_t + Duration::from_secs_f64(frame as f64 / self.paths[t].rate());
         let waiting = best + Duration::from_secs_f64((backlog + frame) as f64 / rate);
         on_t > waiting + margin
@@ -243,18 +258,23 @@ mod tests {
     }
 
     #[test]
-    fn queueing_on_a_tunnel_counts_so_a_loaded_one_waits_its_turn() {
-        // Same path; tunnel 1 has 2 MB unsent at 10 MB/s (200 ms) and a full bottleneck queue.
+    fn queueing_alone_holds_no_tunnel_but_counts_against_a_long_one() {
+        // Same path; tunnel 1 has 2 MB unsent at 10 MB/s (200 ms) and a full bottleneck queue:
+        // it asks for work later anyway (pull scheduler); holding it would empty its queue.
         let loaded =
             Sample { srtt: ms(40), min_rtt: ms(2), notsent: 2_000_000, rate: 10_000_000, in_flight: true };
         let mut p = paths(&[sample(2, 10), loaded, sample(2, 10)]);
-        assert!(p.holds(1, 0, 65536, ALL));
-        assert!(p.eta(1).unwrap() > ms(230));
-        // Once it has sent everything, the smoothed RTT of its busy time no longer counts
-        // (the kernel updates it only when acknowledgements come, so it would hold the
-        // tunnel idle for ever).
-        p.record_sample(1, Sample { notsent: 0, in_flight: false, ..loaded });
         assert!(!p.holds(1, 0, 65536, ALL));
+        assert!(p.eta(1).unwrap() > ms(230));
+        // A path 30 ms longer each way with that queue is held, and so is an idle one.
+        let long = Sample { srtt: ms(100), min_rtt: ms(62), ..loaded };
+        p.record_sample(1, long);
+        assert!(p.holds(1, 0, 65536, ALL));
+        // Once it has sent everything, the smoothed RTT of its busy time no longer counts
+        // (the kernel updates it only when acknowledgements come).
+        p.record_sample(1, Sample { srtt: ms(400), notsent: 0, in_flight: false, ..long });
+        assert!(p.eta(1).unwrap() < ms(40));
+        assert!(p.holds(1, 0, 65536, ALL));
     }
 
     #[test]
