@@ -39,8 +39,9 @@ const BATCH_BUDGET: usize = 64 * 1024;
 const HELD_RECHECK: Duration = Duration::from_millis(10);
 /// How often a writer samples its socket's `TCP_INFO` for the delay estimate (at most).
 const SAMPLE_EVERY: Duration = Duration::from_millis(1);
-/// Ping interval while the tunnel carries data: the round trip under load (queueing in both
-/// directions) is what the receive windows must cover, and it changes with the load.
+/// Ping interval while the tunnel carries data (the round trip under load, queueing in both
+/// directions, is what the receive windows must cover, and it changes with the load) or is
+/// held as slow (its path delay is measured again).
 const LOADED_PING: Duration = Duration::from_millis(200);
 /// Bytes sent between two pings that make a tunnel busy.
 const BUSY_BYTES: u64 = 64 * 1024;
@@ -337,8 +338,10 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
     let mut sent_at_ping = 0;
     let mut after_ping = move || {
         let sent = tun.counters.bytes_sent.load(Relaxed);
-        // Busy: more went out since the last ping than pings and pongs.
-        let busy = sent - std::mem::replace(&mut sent_at_ping, sent) > BUSY_BYTES;
+        // Busy: more went out since the last ping than pings and pongs. A held tunnel pings
+        // as often: a ping that queued behind data may have made its path look long, and an
+        // idle one measures it afresh.
+        let busy = sent - std::mem::replace(&mut sent_at_ping, sent) > BUSY_BYTES || tun.slow.load(Relaxed);
         let every = if busy { LOADED_PING.min(interval) } else { interval };
         probes.next().unwrap_or(every).min(every)
     };
