@@ -335,15 +335,15 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
     // tuning (the first one may include the peer's start-up); then one per interval.
     let mut next_ping = Instant::now();
     let mut probes = [5u64, 50, 500].into_iter().map(Duration::from_millis);
-    let mut sent_at_ping = 0;
-    let mut after_ping = move || {
-        let sent = tun.counters.bytes_sent.load(Relaxed);
-        // Busy: more went out since the last ping than pings and pongs. A held tunnel pings
-        // as often: a ping that queued behind data may have made its path look long, and an
-        // idle one measures it afresh.
-        let busy = sent - std::mem::replace(&mut sent_at_ping, sent) > BUSY_BYTES || tun.slow.load(Relaxed);
-        let every = if busy { LOADED_PING.min(interval) } else { interval };
-        probes.next().unwrap_or(every).min(every)
+    let mut after_ping = move || probes.next().unwrap_or(interval).min(interval);
+    // Besides: a ping at most every LOADED_PING while the writer works and the tunnel is busy
+    // (more went out since the last ping than pings and pongs) or held (a ping that queued
+    // behind data may have made its path look long; an idle one measures it afresh). Checked
+    // only when the writer runs anyway: an idle tunnel pings no more than before.
+    let (mut last_ping, mut sent_at_ping) = (Instant::now(), 0u64);
+    let loaded_ping_due = |now: Instant, last_ping: Instant, sent_at_ping: u64| {
+        now.duration_since(last_ping) >= LOADED_PING.min(interval)
+            && (tun.counters.bytes_sent.load(Relaxed) - sent_at_ping > BUSY_BYTES || tun.slow.load(Relaxed))
     };
     let gone = || tun.generation() != generation || tun.is_dead();
     let mut last_sample: Option<Instant> = None;
@@ -392,9 +392,12 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
                     ready = true;
                 }
                 let now = Instant::now();
-                if now >= next_ping {
+                if now >= next_ping || loaded_ping_due(now, last_ping, sent_at_ping) {
                     batch.push_control(Control::Ping(inner.clock_ns(now)));
-                    next_ping = now + after_ping();
+                    if now >= next_ping {
+                        next_ping = now + after_ping();
+                    }
+                    (last_ping, sent_at_ping) = (now, tun.counters.bytes_sent.load(Relaxed));
                     ready = true;
                 }
                 if ready {
