@@ -42,7 +42,7 @@ pub(crate) struct Namespace {
 }
 
 /// The packet-delay helper running in the namespace; stopped on drop.
-struct Delay {
+pub(crate) struct Delay {
     child: std::process::Child,
 }
 
@@ -161,6 +161,33 @@ impl Namespace {
     /// has orphaned the packet: held in OUTPUT it would still count against the sending
     /// socket, and TCP Small Queues would throttle the sender to a fraction of the rate.
     fn delay(&mut self, ms: u32) -> Result<Delay, String> {
+        let delay = self.delay_helper(ms)?;
+        run_cmd(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            iptables(),
+            "-A",
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "0",
+            "--queue-bypass",
+        ])
+        .map_err(|e| format!("{e} (apt-get install iptables)"))?;
+        self.delayed = true;
+        Ok(delay)
+    }
+
+    /// Start the delay helper in the namespace, holding what NFQUEUE rule 0 hands it `ms`
+    /// milliseconds (the caller adds the rules).
+    pub(crate) fn delay_helper(&mut self, ms: u32) -> Result<Delay, String> {
         use std::io::BufRead;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new("ip")
@@ -176,31 +203,6 @@ impl Namespace {
         if !matches!(ready, Some(Ok(_))) || line.trim() != "ready" {
             return Err("the delay helper did not start (NFQUEUE unavailable?)".into());
         }
-        let iptables = if Command::new("iptables-legacy").arg("-V").output().is_ok() {
-            "iptables-legacy"
-        } else {
-            "iptables"
-        };
-        run_cmd(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.name,
-            iptables,
-            "-A",
-            "INPUT",
-            "-i",
-            "lo",
-            "-p",
-            "tcp",
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            "0",
-            "--queue-bypass",
-        ])
-        .map_err(|e| format!("{e} (apt-get install iptables)"))?;
-        self.delayed = true;
         Ok(delay)
     }
 
@@ -233,6 +235,15 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = run_cmd(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// The iptables command to use (the legacy one where both exist, as NFQUEUE needs).
+pub(crate) fn iptables() -> &'static str {
+    if Command::new("iptables-legacy").arg("-V").output().is_ok() {
+        "iptables-legacy"
+    } else {
+        "iptables"
     }
 }
 
@@ -402,7 +413,7 @@ fn scaling(
 
 /// Receive from `r` for `secs` seconds; returns the goodput (MB/s) after a warm-up of a
 /// quarter of the time (slow start), measured at the receiver.
-fn receive_for<R: Read>(mut r: R, secs: f64, done: &AtomicBool) -> f64 {
+pub(crate) fn receive_for<R: Read>(mut r: R, secs: f64, done: &AtomicBool) -> f64 {
     let mut buf = vec![0u8; 64 * 1024];
     let start = Instant::now();
     let warm = Duration::from_secs_f64(secs / 4.0);
@@ -431,7 +442,7 @@ fn receive_for<R: Read>(mut r: R, secs: f64, done: &AtomicBool) -> f64 {
     counted as f64 / t / 1e6
 }
 
-fn send_until<W: Write>(mut w: W, done: &AtomicBool) {
+pub(crate) fn send_until<W: Write>(mut w: W, done: &AtomicBool) {
     let buf = vec![0x42u8; 64 * 1024];
     while !done.load(Ordering::SeqCst) {
         if w.write_all(&buf).is_err() {
@@ -501,6 +512,7 @@ pub fn internal(args: &[String]) {
     let secs = |i: usize| args[i].parse::<f64>().expect("seconds");
     let rate = match args[0].as_str() {
         "failover" => return crate::failover::internal(&args[1..]),
+        "mux-n" => return crate::paths::internal_mux(&args[1..]),
         "tcp" => tcp_flow(args[1].parse().unwrap(), secs(2)),
         "tcp-parallel" => {
             let secs = secs(1);

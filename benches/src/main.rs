@@ -9,17 +9,18 @@
 //! The second form compares the loopback rows with another build of the suite (see
 //! `compare.rs`); the third measures TLS tunnels against plain ones (see `tls.rs`).
 //! NAMEs: bulk, many, pingpong, churn, fairness, memory, scaling, heterogeneous, latency,
-//! failover. The loopback rows (bulk, many, pingpong, churn) also run the peers, the Rust
-//! multiplexers users would pick instead, through the same workloads in the same rounds
-//! (`peers.rs`; the program `mtmux-peers` from benches/peers, built by `make bench-peers`).
-//! The link-emulation benchmarks (scaling, heterogeneous, latency, failover) need root;
-//! without it they are skipped with a message.
+//! failover, unequal, both. The loopback rows (bulk, many, pingpong, churn) also run the
+//! peers, the Rust multiplexers users would pick instead, through the same workloads in the
+//! same rounds (`peers.rs`; the program `mtmux-peers` from benches/peers, built by `make
+//! bench-peers`). The link-emulation benchmarks (scaling, heterogeneous, latency, failover,
+//! unequal, both) need root; without it they are skipped with a message.
 
 mod attack;
 mod compare;
 mod failover;
 mod linkemu;
 mod loopback;
+mod paths;
 mod peers;
 mod report;
 mod tls;
@@ -485,6 +486,9 @@ fn main() {
     }
     if o.wants("scaling") || o.wants("heterogeneous") || o.wants("latency") {
         figs.extend(linkemu::run(&o.only, rounds, o.quick));
+    }
+    if o.wants("unequal") || o.wants("both") {
+        figs.extend(paths::run(&o.only, rounds, o.quick));
     }
     let mut details = String::new();
     if o.wants("failover") {

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod bundle;
 pub mod dedup;
 pub mod ids;
+pub mod path;
 pub mod reorder;
 pub mod replay;
 pub mod rtt;

@@ -8,8 +8,11 @@
 //! per turn, so a small request is never stuck behind
 //! another stream's megabytes. Writers ask for work only when their socket has room, so the
 //! tunnel that can send soonest takes the next frame (the pull form of MPTCP's
-//! lowest-time-to-flush choice). Pure data structure; the session wraps it in a mutex.
+//! lowest-time-to-flush choice). A tunnel whose frames would arrive much later than on the
+//! others is *held* ([`Paths::holds`]): it takes no session-level work while the faster
+//! tunnels will send the backlog sooner. Pure data structure; the session wraps it in a mutex.
 
+use super::path::{Paths, Sample};
 use crate::proto::frame::Control;
 use std::collections::{HashMap, VecDeque};
 
@@ -87,6 +90,8 @@ pub struct Scheduler {
     generation: Vec<u32>,
     /// Tunnels whose socket holds a partly written frame that their writer must finish.
     flush: Vec<bool>,
+    /// Delay estimates of the tunnels.
+    paths: Paths,
 }
 
 impl Scheduler {
@@ -105,6 +110,7 @@ impl Scheduler {
             stale: vec![false; tunnels],
             generation: vec![0; tunnels],
             flush: vec![false; tunnels],
+            paths: Paths::new(tunnels),
         }
     }
 
@@ -179,7 +185,54 @@ impl Scheduler {
 
     /// Whether tunnel `t` takes session-level work.
     fn usable(&self, t: usize) -> bool {
+        !self.dead[t] && !self.stale[t] && !self.held(t)
+    }
+
+    /// Whether tunnel `t` is alive and delivering (whatever its delay).
+    fn live(&self, t: usize) -> bool {
         !self.dead[t] && !self.stale[t]
+    }
+
+    /// Whether live tunnel `t` should leave the queued work to faster tunnels (see
+    /// [`Paths::holds`]).
+    pub fn held(&self, t: usize) -> bool {
+        if !self.live(t) {
+            return false;
+        }
+        let backlog = self.queued_bytes + self.resend.iter().map(|r| r.frame.len()).sum::<usize>();
+        let frame =
+            self.ring.front().and_then(|id| self.queues.get(id)).and_then(|q| q.front()).map_or(0, Vec::len);
+        self.paths.holds(t, backlog, frame, |u| self.live(u))
+    }
+
+    /// Whether live tunnel `t` is so slow that nothing, not even a small frame written
+    /// directly, should go to it now (held with nothing queued).
+    pub fn slow(&self, t: usize) -> bool {
+        self.live(t) && self.paths.holds(t, 0, 0, |u| self.live(u))
+    }
+
+    /// A keepalive round trip of tunnel `t` measured at `now`.
+    pub fn record_ping(&mut self, t: usize, now: std::time::Instant, rtt: std::time::Duration) {
+        self.paths.record_ping(t, now, rtt);
+    }
+
+    /// Tunnel `t`'s socket reported `sample`.
+    pub fn record_sample(&mut self, t: usize, sample: Sample) {
+        self.paths.record_sample(t, sample);
+    }
+
+    /// Whether writer `t` is held back from work that is waiting (it should look again
+    /// soon: a deeper backlog or a change of delays may make it pay).
+    pub fn held_back(&self, t: usize) -> bool {
+        self.live(t)
+            && (!self.ring.is_empty() || !self.control.is_empty() || !self.resend.is_empty())
+            && self.held(t)
+    }
+
+    /// Take an idle writer to wake for session-level work, preferring one that is not held.
+    fn pop_idle(&mut self) -> Option<usize> {
+        let i = self.idle.iter().rposition(|&t| !self.held(t)).or(self.idle.len().checked_sub(1))?;
+        Some(self.idle.remove(i))
     }
 
     /// Generation `generation` of tunnel `t` stopped delivering (`true`) or moves again
@@ -197,6 +250,7 @@ impl Scheduler {
         self.flush[t] = false;
         self.tunnel_control[t].clear();
         self.generation[t] = generation;
+        self.paths.reset(t);
     }
 
     /// Bytes of DATA waiting.
@@ -212,13 +266,13 @@ impl Scheduler {
             self.ring.push_back(id);
         }
         q.push_back(frame);
-        self.idle.pop()
+        self.pop_idle()
     }
 
     /// Queue a session-level control frame. Returns a writer to wake, if one is idle.
     pub fn push_control(&mut self, c: Control) -> Option<usize> {
         self.control.push_back(c);
-        self.idle.pop()
+        self.pop_idle()
     }
 
     /// Queue a control frame for tunnel `t`. Returns whether that tunnel's writer must be
@@ -515,6 +569,40 @@ mod tests {
         s.set_stale(0, 0, true);
         s.push_data(1, frame(1, 1));
         assert!(s.has_work_for(0), "generation 1 is alive and well");
+    }
+
+    #[test]
+    fn a_much_slower_tunnel_is_held_and_the_fast_writer_is_woken_instead() {
+        use crate::core::path::Sample;
+        use std::time::Duration;
+        let sample = |rtt_ms: u64| Sample {
+            srtt: Duration::from_millis(rtt_ms),
+            min_rtt: Duration::from_millis(rtt_ms),
+            notsent: 0,
+            rate: 10_000_000,
+            in_flight: false,
+        };
+        let mut s = Scheduler::new(2, 1 << 20);
+        s.record_sample(0, sample(2));
+        s.record_sample(1, sample(400));
+        assert!(s.slow(1) && !s.slow(0));
+        s.set_idle(0);
+        s.set_idle(1);
+        // Tunnel 1 went idle last but is held: tunnel 0's writer is woken.
+        assert_eq!(s.push_data(1, frame(1, 1000)), Some(0));
+        assert!(!s.has_work_for(1) && s.held_back(1));
+        let mut b = Batch::default();
+        assert_eq!(s.next_batch(1, 1 << 20, &mut b), 0);
+        assert_eq!(s.next_batch(0, 1 << 20, &mut b), 1);
+        // Once the fast tunnel stops delivering, the slow one takes the work.
+        s.push_data(1, frame(1, 1000));
+        s.set_stale(0, 0, true);
+        assert!(!s.slow(1) && s.has_work_for(1));
+        // A re-joined connection starts with nothing known of its path.
+        s.set_stale(0, 0, false);
+        assert!(s.slow(1));
+        s.revive(1, 1);
+        assert!(!s.slow(1));
     }
 
     #[test]

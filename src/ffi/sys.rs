@@ -119,6 +119,34 @@ pub fn set_user_timeout(sock: &TcpStream, timeout: Duration) -> io::Result<()> {
     }
 }
 
+/// The socket's `TCP_INFO` as the scheduler's delay estimate needs it.
+pub fn tcp_sample(sock: &TcpStream) -> io::Result<crate::core::path::Sample> {
+    // Safety: a zeroed tcp_info is valid plain data; we pass its exact size, and the kernel
+    // writes at most that many bytes (older kernels fewer: the rest stays zero).
+    let info = unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        );
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        info
+    };
+    Ok(crate::core::path::Sample {
+        srtt: Duration::from_micros(info.tcpi_rtt as u64),
+        min_rtt: Duration::from_micros(info.tcpi_min_rtt as u64),
+        notsent: info.tcpi_notsent_bytes as u64,
+        rate: info.tcpi_delivery_rate,
+        in_flight: info.tcpi_unacked > 0,
+    })
+}
+
 /// A random `u32` from the OS (0 if the OS source fails, which only weakens jitter).
 pub fn random_u32() -> u32 {
     let mut b = [0u8; 4];
@@ -189,6 +217,8 @@ mod tests {
         assert!(wait_writable(&a, Duration::from_millis(100)).unwrap());
         set_notsent_lowat(&a, 128 * 1024).unwrap();
         set_user_timeout(&a, Duration::from_secs(30)).unwrap();
+        let s = tcp_sample(&a).unwrap();
+        assert!(s.srtt > Duration::ZERO && s.srtt < Duration::from_secs(1), "{s:?}");
         drop(a);
         let mut rest = Vec::new();
         (&b).read_to_end(&mut rest).unwrap();

@@ -524,6 +524,8 @@ impl Inner {
     /// Record a keepalive round trip measured on tunnel `t`.
     fn record_rtt(&self, t: usize, now: Instant, rtt: Duration) {
         let ns = (rtt.as_nanos() as u64).max(1);
+        // The scheduler's delay estimate ignores each connection's first ping itself.
+        self.sched.lock().record_ping(t, now, rtt);
         let first = self.tunnels[t].counters.rtt_ns.swap(ns, Relaxed) == 0;
         if first {
             // The first ping of a tunnel may have waited for the peer's session to start.

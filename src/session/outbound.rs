@@ -50,7 +50,8 @@ impl Inner {
             if only.is_some() {
                 !tun.is_dead()
             } else {
-                tun.is_usable()
+                // A tunnel much slower than the others gets only what the scheduler gives it.
+                tun.is_usable() && !tun.slow.load(Relaxed)
             }
         };
         for k in 0..count {
@@ -262,7 +263,7 @@ impl Inner {
 
     /// The usable tunnel on which a frame arrived last.
     fn freshest_tunnel(&self) -> Option<usize> {
-        let usable = self.tunnels.iter().filter(|t| t.is_usable());
+        let usable = self.tunnels.iter().filter(|t| t.is_usable() && !t.slow.load(Relaxed));
         usable.max_by_key(|t| t.counters.last_rx_ns.load(Relaxed)).map(|t| t.index)
     }
 

@@ -8,7 +8,8 @@
 //!   silent peer (keepalive) at the exact deadline; it never blocks on anything but its socket.
 //! - the **writer** (`mtmux-w<i>`) waits until its socket has room, then takes work from the
 //!   scheduler (or finishes a frame an application thread started), writes it, and keeps what
-//!   counts in ACKs in the slot's replay buffer. It also sends the tunnel's keepalive pings.
+//!   counts in ACKs in the slot's replay buffer. It also sends the tunnel's keepalive pings
+//!   (every 200 ms while the tunnel carries data: the round trip under load).
 //!
 //! Application threads write to a tunnel directly when its writer is idle and the socket takes
 //! the frame without blocking; that path needs no thread hand-off at all.
@@ -25,7 +26,7 @@ use crate::wire::Wire;
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,19 @@ use std::time::{Duration, Instant};
 pub(crate) const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// Most bytes a writer takes from the scheduler at once.
 const BATCH_BUDGET: usize = 64 * 1024;
+/// How soon a writer held back by the scheduler (its tunnel is much slower than the others)
+/// looks again whether the backlog or the delays make it worth using.
+const HELD_RECHECK: Duration = Duration::from_millis(10);
+/// How often a writer samples its socket's `TCP_INFO` for the delay estimate (at most).
+const SAMPLE_EVERY: Duration = Duration::from_millis(1);
+/// Ping interval while the tunnel carries data (the round trip under load, queueing in both
+/// directions, is what the receive windows must cover, and it changes with the load) or is
+/// held as slow (its path delay is measured again).
+const LOADED_PING: Duration = Duration::from_millis(200);
+/// Bytes sent between two pings that make a tunnel busy.
+const BUSY_BYTES: u64 = 64 * 1024;
+/// How long a writer whose ping is due waits for its full socket at a time.
+const PING_WAIT: Duration = Duration::from_millis(100);
 
 /// One TCP connection (plain or TLS) filling a tunnel slot.
 pub(crate) struct Conn {
@@ -138,6 +152,9 @@ pub(crate) struct Tunnel {
     pub(crate) acks: Mutex<AckTracker>,
     /// When the slot lost its connection, while it has none.
     lost_at: Mutex<Option<Instant>>,
+    /// The scheduler found the tunnel much slower than the others (see `core::path`): no
+    /// direct writes go to it.
+    pub(crate) slow: AtomicBool,
 }
 
 impl Tunnel {
@@ -154,6 +171,7 @@ impl Tunnel {
             replay: Mutex::new(SlotReplay { generation, queue: ReplayQueue::new() }),
             acks: Mutex::new(AckTracker::new(generation)),
             lost_at: Mutex::new(None),
+            slow: AtomicBool::new(false),
         }
     }
 
@@ -318,17 +336,26 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
     let mut next_ping = Instant::now();
     let mut probes = [5u64, 50, 500].into_iter().map(Duration::from_millis);
     let mut after_ping = move || probes.next().unwrap_or(interval).min(interval);
+    // Besides: a ping at most every LOADED_PING while the writer works and the tunnel is busy
+    // (more went out since the last ping than pings and pongs) or held (a ping that queued
+    // behind data may have made its path look long; an idle one measures it afresh). Checked
+    // only when the writer runs anyway: an idle tunnel pings no more than before.
+    let (mut last_ping, mut sent_at_ping) = (Instant::now(), 0u64);
+    let loaded_ping_due = |now: Instant, last_ping: Instant, sent_at_ping: u64| {
+        now.duration_since(last_ping) >= LOADED_PING.min(interval)
+            && (tun.counters.bytes_sent.load(Relaxed) - sent_at_ping > BUSY_BYTES || tun.slow.load(Relaxed))
+    };
     let gone = || tun.generation() != generation || tun.is_dead();
+    let mut last_sample: Option<Instant> = None;
     loop {
         // Take work only when the socket has room, so the tunnel that can send soonest
         // takes the next frame.
+        // A due ping waits for room like data (it measures the round trip under load).
         let until_ping = next_ping.saturating_duration_since(Instant::now());
-        match conn.wire.wait_writable(until_ping.max(Duration::from_millis(1))) {
+        let wait = if until_ping.is_zero() { PING_WAIT } else { until_ping };
+        match conn.wire.wait_writable(wait) {
             Ok(true) => {}
             Ok(false) => {
-                // Still full at ping time: the data in flight keeps the peer's keepalive
-                // satisfied; the round trip is measured next time.
-                next_ping = Instant::now() + after_ping();
                 if gone() {
                     return;
                 }
@@ -347,6 +374,15 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
                     s.clear_idle(t);
                     return;
                 }
+                // The delay estimate: a getsockopt, at most every SAMPLE_EVERY.
+                let now = Instant::now();
+                if last_sample.is_none_or(|at| now.duration_since(at) >= SAMPLE_EVERY) {
+                    last_sample = Some(now);
+                    if let Ok(sample) = sys::tcp_sample(conn.wire.sock()) {
+                        s.record_sample(t, sample);
+                    }
+                    tun.slow.store(s.slow(t), Relaxed);
+                }
                 let mut ready = s.take_flush(t);
                 if s.has_work_for(t) {
                     let frames = s.next_batch(t, BATCH_BUDGET, &mut batch);
@@ -356,9 +392,12 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
                     ready = true;
                 }
                 let now = Instant::now();
-                if now >= next_ping {
+                if now >= next_ping || loaded_ping_due(now, last_ping, sent_at_ping) {
                     batch.push_control(Control::Ping(inner.clock_ns(now)));
-                    next_ping = now + after_ping();
+                    if now >= next_ping {
+                        next_ping = now + after_ping();
+                    }
+                    (last_ping, sent_at_ping) = (now, tun.counters.bytes_sent.load(Relaxed));
                     ready = true;
                 }
                 if ready {
@@ -370,7 +409,11 @@ pub(crate) fn writer(inner: Arc<Inner>, t: usize, conn: Arc<Conn>) {
                     break;
                 }
                 s.set_idle(t);
-                tun.wake.wait_until(&mut s, next_ping);
+                let until = match s.held_back(t) {
+                    true => next_ping.min(now + HELD_RECHECK),
+                    false => next_ping,
+                };
+                tun.wake.wait_until(&mut s, until);
                 s.clear_idle(t);
             }
         }
