@@ -18,13 +18,18 @@ build:
 test-rust: test-tools
 	$(CARGO) test --workspace --all-features
 
-# Tools the tests drive (cli/tests/order.rs runs iperf3 --bidir through the CLI): installed
-# from Debian's apt where possible; otherwise the test says SKIPPED.
+# Tools the tests drive (cli/tests/order.rs runs iperf3 --bidir through the CLI; cli/tests/ssh.rs
+# runs OpenSSH's ssh and sshd through `mtmux connect --stdio`): installed from Debian's apt where
+# possible; otherwise the test says SKIPPED.
+APT_INSTALL = [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 .PHONY: test-tools
 test-tools:
-	@command -v iperf3 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-		&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iperf3 >/dev/null 2>&1; } \
+	@command -v iperf3 >/dev/null 2>&1 || { $(APT_INSTALL) iperf3 >/dev/null 2>&1; } \
 		|| echo "test: iperf3 not installed; cli/tests/order.rs will skip its iperf3 test"
+	@{ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 && [ -x /usr/sbin/sshd ]; } \
+		|| { $(APT_INSTALL) openssh-client openssh-server >/dev/null 2>&1; } \
+		|| echo "test: OpenSSH (ssh, /usr/sbin/sshd) not installed; cli/tests/ssh.rs will skip its test"
 
 fmt-check:
 	$(CARGO) fmt --all --check
