@@ -1,7 +1,7 @@
 //! A real OpenSSH client and server through `mtmux connect --stdio` as ssh's ProxyCommand
 //! (issue 11 point 4): `sshd` runs on loopback behind `mtmux server` (forward "ssh", 4
 //! tunnels), and `ssh -o ProxyCommand='mtmux connect --stdio SERVER ssh --tunnels 4'` runs
-//! commands and moves 4 MB each way through it.
+//! commands and moves 4 MB each way through it, and `scp` copies 4 MB up.
 //!
 //! `make test` installs `openssh-client` and `openssh-server` with apt where it can (root with
 //! apt-get); without `ssh`, `ssh-keygen` or `/usr/sbin/sshd` the test prints SKIPPED and passes.
@@ -32,7 +32,7 @@ fn openssh_available() -> bool {
             !o.stderr.is_empty() || !o.stdout.is_empty()
         })
     };
-    let missing: Vec<&str> = [("ssh", "-V"), ("ssh-keygen", "-?"), (SSHD, "-V")]
+    let missing: Vec<&str> = [("ssh", "-V"), ("scp", "-?"), ("ssh-keygen", "-?"), (SSHD, "-V")]
         .into_iter()
         .filter(|(p, a)| !runs(p, a))
         .map(|(p, _)| p)
@@ -116,7 +116,7 @@ fn start_sshd(dir: &Path, client_pub: &Path) -> (Killed, u16) {
             "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\n\
              PidFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-             LogLevel VERBOSE\n",
+             Subsystem sftp internal-sftp\nLogLevel VERBOSE\n",
             host_key.display(),
             authorized.display(),
             dir.join("sshd.pid").display()
@@ -171,18 +171,32 @@ fn keygen(path: &Path) {
     assert!(o.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `ssh` to `user@mtmux-test` through `mtmux connect --stdio server ssh --tunnels 4`, running
-/// `remote`, its stdin from `stdin`.
-fn ssh(key: &Path, server: std::net::SocketAddr, remote: &str, stdin: Option<&Path>) -> Output {
+/// The options of ssh and scp: the key, no host-key bookkeeping, no prompts, and the
+/// ProxyCommand `mtmux connect --stdio server ssh --tunnels 4`.
+fn ssh_options(key: &Path, server: std::net::SocketAddr) -> Vec<String> {
     let proxy = format!("{} connect --stdio {server} ssh --tunnels 4", env!("CARGO_BIN_EXE_mtmux"));
+    let mut v: Vec<String> = vec!["-F".into(), "/dev/null".into(), "-i".into()];
+    v.push(key.to_str().unwrap().into());
+    for o in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "LogLevel=ERROR",
+        &format!("ProxyCommand={proxy}"),
+    ] {
+        v.push("-o".into());
+        v.push(o.into());
+    }
+    v
+}
+
+/// `ssh` to `user@mtmux-test` through `mtmux connect --stdio`, running `remote`, its stdin
+/// from `stdin`.
+fn ssh(key: &Path, server: std::net::SocketAddr, remote: &str, stdin: Option<&Path>) -> Output {
     let mut cmd = Command::new("ssh");
     cmd.env_remove("MTMUX_LOG")
         .env_remove("MTMUX_KEY")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(key)
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
-        .args(["-o", &format!("ProxyCommand={proxy}")])
+        .args(ssh_options(key, server))
         .arg(format!("{}@mtmux-test", user()))
         .arg(remote);
     run_bounded(&mut cmd, stdin, SSH_WAIT, &format!("ssh {remote:?}"))
@@ -198,7 +212,7 @@ fn describe(o: &Output) -> String {
 }
 
 #[test]
-fn openssh_runs_commands_and_moves_4_mb_each_way_through_connect_stdio_over_4_tunnels() {
+fn openssh_ssh_and_scp_run_through_connect_stdio_over_4_tunnels() {
     if !openssh_available() {
         return;
     }
@@ -245,8 +259,21 @@ fn openssh_runs_commands_and_moves_4_mb_each_way_through_connect_stdio_over_4_tu
     assert!(o.status.success(), "{}", describe(&o));
     assert!(o.stdout == payload, "{} bytes came back of {}", o.stdout.len(), payload.len());
 
-    // Every ssh run was its own session of 4 tunnels.
-    for n in 2..=3 {
+    // 4 MB up with scp (SFTP since OpenSSH 9.0) through the same ProxyCommand.
+    let scp_dst = dir.0.join("scp.copy");
+    let mut scp = Command::new("scp");
+    scp.env_remove("MTMUX_LOG")
+        .env_remove("MTMUX_KEY")
+        .args(ssh_options(&client_key, srv_addr))
+        .arg(&up_src)
+        .arg(format!("{}@mtmux-test:{}", user(), scp_dst.display()));
+    let o = run_bounded(&mut scp, None, SSH_WAIT, "scp");
+    assert!(o.status.success(), "{}", describe(&o));
+    let copied = std::fs::read(&scp_dst).unwrap();
+    assert!(copied == payload, "scp: {} bytes arrived of {}", copied.len(), payload.len());
+
+    // Every ssh or scp run was its own session of 4 tunnels.
+    for n in 2..=4 {
         let line = srv.wait_for(&format!("session {n} from"));
         assert!(line.ends_with(": 4 tunnels"), "{line:?}; server: {:#?}", srv.output());
     }
