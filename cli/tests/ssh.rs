@@ -108,7 +108,28 @@ fn start_sshd(dir: &Path, client_pub: &Path) -> (Killed, u16) {
     keygen(&host_key);
     let authorized = dir.join("authorized_keys");
     std::fs::copy(client_pub, &authorized).unwrap();
-    let port = closed_port().port();
+    // The privilege-separation directory sshd insists on.
+    if !Path::new("/run/sshd").exists() {
+        let _ = std::fs::create_dir_all("/run/sshd");
+    }
+    // A free port, found by binding and releasing it: another program may take it in between,
+    // so a port sshd cannot bind is tried again with another (3 attempts).
+    let mut last = Vec::new();
+    for _ in 0..3 {
+        let port = closed_port().port();
+        match try_sshd(dir, &host_key, &authorized, port) {
+            Ok(child) => return (child, port),
+            Err(seen) if seen.iter().any(|l| l.contains("Cannot bind") || l.contains("in use")) => {
+                last = seen
+            }
+            Err(seen) => panic!("sshd did not listen within {WAIT:?}: {seen:#?}"),
+        }
+    }
+    panic!("sshd found no free port in 3 attempts: {last:#?}")
+}
+
+/// Start sshd on `port`: it once it listens, else the lines it printed.
+fn try_sshd(dir: &Path, host_key: &Path, authorized: &Path, port: u16) -> Result<Killed, Vec<String>> {
     let cfg = dir.join("sshd_config");
     std::fs::write(
         &cfg,
@@ -123,10 +144,6 @@ fn start_sshd(dir: &Path, client_pub: &Path) -> (Killed, u16) {
         ),
     )
     .unwrap();
-    // The privilege-separation directory sshd insists on.
-    if !Path::new("/run/sshd").exists() {
-        let _ = std::fs::create_dir_all("/run/sshd");
-    }
     let check = Command::new(SSHD).arg("-t").arg("-f").arg(&cfg).output().expect("sshd -t");
     assert!(check.status.success(), "sshd -t rejects the config: {}", String::from_utf8_lossy(&check.stderr));
     let mut child = Killed(
@@ -141,21 +158,19 @@ fn start_sshd(dir: &Path, client_pub: &Path) -> (Killed, u16) {
     );
     let (tx, rx) = mpsc::channel();
     let err = child.0.stderr.take().unwrap();
+    // Reads sshd's log to its end (also after nobody listens), so sshd never blocks on it.
     thread::spawn(move || {
         for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                // Nobody listens any more: keep draining so sshd never blocks on stderr.
-                continue;
-            }
+            let _ = tx.send(l);
         }
     });
     let deadline = Instant::now() + WAIT;
     let mut seen = Vec::new();
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.contains("Server listening on") => return (child, port),
+            Ok(l) if l.contains("Server listening on") => return Ok(child),
             Ok(l) => seen.push(l),
-            Err(_) => panic!("sshd did not listen within {WAIT:?}: {seen:#?}"),
+            Err(_) => return Err(seen),
         }
     }
 }
