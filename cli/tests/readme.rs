@@ -5,6 +5,7 @@
 mod common;
 
 use common::closed_port;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -27,7 +28,14 @@ fn the_one_machine_block_works_when_pasted_at_once() {
         eprintln!("SKIPPED: python3 or curl unavailable");
         return;
     }
-    let ports: Vec<String> = (0..3).map(|_| closed_port().port().to_string()).collect();
+    // The server listens on 4 consecutive ports (one per tunnel): all of them must be free,
+    // or the block's server fails to start and its client keeps trying for ever.
+    let mux = (0..100)
+        .map(|_| closed_port().port())
+        .find(|&p| p < 65530 && (p..p + 4).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()))
+        .expect("4 consecutive free ports");
+    let ports: Vec<String> =
+        [mux, closed_port().port(), closed_port().port()].iter().map(u16::to_string).collect();
     let (mux, http, local) = (&ports[0], &ports[1], &ports[2]);
     let script: String = paste_block()
         .lines()
@@ -47,6 +55,8 @@ fn the_one_machine_block_works_when_pasted_at_once() {
     // The block's background jobs end with the shell.
     let script = format!("{script}\nstatus=$?\nkill $(jobs -p) 2>/dev/null\nexit $status\n");
     let child = Command::new("bash")
+        // Its own process group: on a timeout the whole block is killed, not left running.
+        .process_group(0)
         .arg("-c")
         .arg(&script)
         .current_dir(&dir)
@@ -55,11 +65,18 @@ fn the_one_machine_block_works_when_pasted_at_once() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("bash");
+    let group = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = rx.recv_timeout(Duration::from_secs(60)).expect("the block finished within 60 s").unwrap();
+    let out = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+            panic!("the block did not finish within 60 s (killed)");
+        }
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "the block failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
