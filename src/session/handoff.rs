@@ -126,7 +126,8 @@ impl<T> Rx<T> {
 
     /// Wait for the next message until `deadline` (for ever with `None`). `answer`: the
     /// message answers something this side just sent, so spinning for it may pay (see
-    /// [`Spin`]); otherwise park at once.
+    /// [`Spin`]); otherwise look a few times within a microsecond, then park (on one CPU,
+    /// park at once).
     pub(crate) fn recv_deadline(
         &mut self,
         deadline: Option<Instant>,
