@@ -4,26 +4,16 @@
 mod common;
 
 use common::*;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::thread;
 
 /// A service that answers every connection with `tag` then echoes.
 fn tagged_echo(tag: &'static [u8]) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { return };
-            thread::spawn(move || {
-                use std::io::Write;
-                let _ = c.write_all(tag);
-                let mut r = c.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut c);
-                let _ = c.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    addr
+    service(move |mut c| {
+        use std::io::Write;
+        let _ = c.write_all(tag);
+        echo(c);
+    })
 }
 
 /// The address in `listening on ADDR; ... forward "NAME"` of a client's log.

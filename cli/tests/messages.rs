@@ -5,8 +5,7 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::thread;
+use std::net::TcpStream;
 
 /// The target is down: the server resets the stream with code TargetRefused, and the client
 /// says so instead of "stream reset by the peer: cancelled".
@@ -39,17 +38,10 @@ fn a_bare_port_for_server_is_a_usage_error() {
 /// Pointed at an SSH server, the client names it instead of printing magic bytes.
 #[test]
 fn a_client_pointed_at_ssh_says_so() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { return };
-            thread::spawn(move || {
-                let _ = c.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n");
-                let mut sink = [0; 1024];
-                while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
+    let addr = service(|mut c| {
+        let _ = c.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n");
+        let mut sink = [0; 1024];
+        while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
     });
     let a = addr.to_string();
     let (status, _out, err) = run(&["client", "--server", &a, "--local", "127.0.0.1:0", "--tunnels", "1"]);

@@ -133,23 +133,19 @@ impl<T> Rx<T> {
         deadline: Option<Instant>,
         answer: bool,
     ) -> Result<T, RecvTimeoutError> {
-        match self.rx.try_recv() {
-            Ok(m) => return Ok(m),
-            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-            Err(TryRecvError::Empty) => {}
+        if let Some(got) = self.poll() {
+            return got;
         }
         if answer && multi_cpu() && self.spin.should_spin() {
             let until = Instant::now() + Spin::LENGTH;
             let until = deadline.map_or(until, |d| d.min(until));
             let mut k = 0u32;
             loop {
-                match self.rx.try_recv() {
-                    Ok(m) => {
+                if let Some(got) = self.poll() {
+                    if got.is_ok() {
                         self.spin.caught(true);
-                        return Ok(m);
                     }
-                    Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                    Err(TryRecvError::Empty) => {}
+                    return got;
                 }
                 k += 1;
                 if Instant::now() >= until {
@@ -176,21 +172,26 @@ impl<T> Rx<T> {
                 } else {
                     std::thread::yield_now();
                 }
-                match self.rx.try_recv() {
-                    Ok(m) => return Ok(m),
-                    Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                    Err(TryRecvError::Empty) => {}
+                if let Some(got) = self.poll() {
+                    return got;
                 }
             }
         }
         self.park(deadline)
     }
 
+    /// The next message or the disconnection, if either is there (`None`: empty).
+    fn poll(&self) -> Option<Result<T, RecvTimeoutError>> {
+        match self.rx.try_recv() {
+            Ok(m) => Some(Ok(m)),
+            Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+            Err(TryRecvError::Empty) => None,
+        }
+    }
+
+    /// The next message, or why there is none.
     fn take(&self) -> Result<T, RecvTimeoutError> {
-        self.rx.try_recv().map_err(|e| match e {
-            TryRecvError::Empty => RecvTimeoutError::Timeout,
-            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-        })
+        self.poll().unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
     fn park(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
@@ -206,10 +207,8 @@ impl<T> Rx<T> {
         // Park until a message, the disconnection or the deadline; wake-ups without either
         // (a stale unpark token) just look again.
         let got = loop {
-            match self.rx.try_recv() {
-                Ok(m) => break Ok(m),
-                Err(TryRecvError::Disconnected) => break Err(RecvTimeoutError::Disconnected),
-                Err(TryRecvError::Empty) => {}
+            if let Some(got) = self.poll() {
+                break got;
             }
             match deadline {
                 Some(d) => {

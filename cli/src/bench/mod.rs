@@ -313,34 +313,13 @@ impl Plan {
         let first = sample();
         let start = Instant::now();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let results: Vec<io::Result<transfer::Done>> = std::thread::scope(|s| {
+        let m = std::thread::scope(|s| {
             let reporter = s.spawn(|| self.report(stop_rx, start, first.clone(), &sample));
-            let workers: Vec<_> = self
-                .split()
-                .into_iter()
-                .map(|limit| {
-                    s.spawn(move || {
-                        let stream = session.open_stream()?;
-                        transfer::client(&stream, self.direction, limit)
-                    })
-                })
-                .collect();
-            let results = workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|_| Err(io::Error::other("panicked"))))
-                .collect();
+            let m = self.transfer(session, self.total, start);
             drop(stop_tx);
             let _ = reporter.join();
-            results
-        });
-        let mut m = Measured { up: 0, down: 0, elapsed: Duration::ZERO };
-        for r in results {
-            let done =
-                r.map_err(|e| Fatal::new(format!("bench stream failed: {}", mtmux::Error::from(e))))?;
-            m.up += done.sent;
-            m.down += done.received;
-            m.elapsed = m.elapsed.max(done.at - start);
-        }
+            m
+        })?;
         let last = sample();
         let streams = format!("{} stream{}", self.streams, if self.streams == 1 { "" } else { "s" });
         self.say(format_args!("summary (timed at the receiver):"));
@@ -429,11 +408,6 @@ impl Plan {
         }
     }
 
-    /// Each stream's share of the total.
-    fn split(&self) -> Vec<Limit> {
-        split(self.total, self.streams)
-    }
-
     /// One round over one plain TCP connection.
     fn baseline(&self, addr: SocketAddr) -> Result<Measured, Fatal> {
         let fail = |e: io::Error| Fatal::new(format!("plain TCP baseline to {addr}: {e}"));
@@ -445,10 +419,14 @@ impl Plan {
 
     /// One round over the session's streams (no live report).
     fn mux_round(&self, session: &Session) -> Result<Measured, Fatal> {
-        let start = Instant::now();
-        let limits = split(self.round, self.streams);
+        self.transfer(session, self.round, Instant::now())
+    }
+
+    /// Move `total` over `streams` streams of the session at once, timed from `start` until
+    /// the last receiver has everything.
+    fn transfer(&self, session: &Session, total: Limit, start: Instant) -> Result<Measured, Fatal> {
         let results: Vec<io::Result<transfer::Done>> = std::thread::scope(|s| {
-            let workers: Vec<_> = limits
+            let workers: Vec<_> = split(total, self.streams)
                 .into_iter()
                 .map(|limit| {
                     s.spawn(move || {

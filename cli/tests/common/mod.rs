@@ -158,21 +158,30 @@ pub fn run(args: &[&str]) -> (ExitStatus, Vec<String>, Vec<String>) {
     Proc::start(args).finish()
 }
 
-/// A local echo service: sends back everything, half-closes after the client's end.
-pub fn echo_service() -> SocketAddr {
+/// A local service on a free port: `serve` runs on a thread of its own for every connection.
+pub fn service(serve: impl Fn(TcpStream) + Send + Clone + 'static) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     thread::spawn(move || {
         for c in l.incoming() {
-            let Ok(mut c) = c else { return };
-            thread::spawn(move || {
-                let mut r = c.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut c);
-                let _ = c.shutdown(Shutdown::Write);
-            });
+            let Ok(c) = c else { return };
+            let serve = serve.clone();
+            thread::spawn(move || serve(c));
         }
     });
     addr
+}
+
+/// Send back everything, half-close after the client's end.
+pub fn echo(mut c: TcpStream) {
+    let mut r = c.try_clone().unwrap();
+    let _ = std::io::copy(&mut r, &mut c);
+    let _ = c.shutdown(Shutdown::Write);
+}
+
+/// A local echo service: sends back everything, half-closes after the client's end.
+pub fn echo_service() -> SocketAddr {
+    service(echo)
 }
 
 /// A TCP port with nothing listening on it (bound, then released).
