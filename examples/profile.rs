@@ -135,7 +135,21 @@ fn main() {
                     s.read_exact(&mut b).unwrap();
                 }
                 println!("{:.0} streams/s", n as f64 / t.elapsed().as_secs_f64());
-                drop(srv.join().unwrap());
+                let server = srv.join().unwrap();
+                // Frames on the wire per stream, each way (every frame costs the receiving
+                // side a reader wake-up unless it shares a read with another).
+                let frames = |s: &mtmux::Session| {
+                    let st = s.stats();
+                    (st.tunnels.iter().map(|t| t.frames_sent).sum::<u64>(), st.acks_sent)
+                };
+                let ((cf, ca), (sf, sa)) = (frames(&client), frames(&server));
+                println!(
+                    "frames per stream: client {:.2} (ACKs {:.2}), server {:.2} (ACKs {:.2})",
+                    cf as f64 / n as f64,
+                    ca as f64 / n as f64,
+                    sf as f64 / n as f64,
+                    sa as f64 / n as f64
+                );
             }
         }
         _ => eprintln!("{usage}"),

@@ -110,3 +110,66 @@ fn a_close_right_after_a_large_write_delivers_every_byte_then_the_end() {
         reader.join().unwrap();
     });
 }
+
+/// Frames sent per tunnel since `before`.
+fn per_tunnel(s: &Session, before: &[u64]) -> Vec<u64> {
+    s.tunnel_stats().iter().zip(before).map(|(t, b)| t.frames_sent - b).collect()
+}
+
+#[test]
+fn small_frames_keep_to_one_tunnel_and_bulk_spreads_over_all() {
+    within(Duration::from_secs(60), || {
+        let mut c = cfg(4);
+        c.keepalive_interval = Duration::from_secs(10);
+        c.keepalive_timeout = Duration::from_secs(30);
+        let (client, server) = pair(&c);
+        let mut a = client.open_stream().unwrap();
+        a.write_all(b"x").unwrap();
+        let mut b = server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+        let mut one = [0u8; 1];
+        b.read_exact(&mut one).unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while b.read_exact(&mut buf).is_ok() {
+                if b.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+            b
+        });
+        // Round trips of 64 bytes: each frame could go to any free tunnel; consecutive ones
+        // share one, so that the peer's reader, already awake, often takes several at once.
+        let before: Vec<u64> = client.tunnel_stats().iter().map(|t| t.frames_sent).collect();
+        const N: u64 = 400;
+        let mut buf = [7u8; 64];
+        for _ in 0..N {
+            a.write_all(&buf).unwrap();
+            a.read_exact(&mut buf).unwrap();
+        }
+        let small = per_tunnel(&client, &before);
+        // A tunnel busy at that moment (its writer sending a ping) moves them to the next one;
+        // taking turns would put a quarter on each.
+        let top = *small.iter().max().unwrap();
+        assert!(top >= N / 2, "{N} small frames went {small:?} over the tunnels");
+
+        // Bulk (64 KiB writes, frames over the direct-write size) goes over every tunnel.
+        a.close_write().unwrap();
+        drop(echo.join().unwrap());
+        let sink = std::thread::spawn(move || {
+            let mut r = server.accept_stream_timeout(Duration::from_secs(10)).unwrap();
+            let n = std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+            (server, n)
+        });
+        let before: Vec<u64> = client.tunnel_stats().iter().map(|t| t.frames_sent).collect();
+        let mut bulk = client.open_stream().unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        for _ in 0..256 {
+            bulk.write_all(&chunk).unwrap();
+        }
+        drop(bulk);
+        let (_server, n) = sink.join().unwrap();
+        assert_eq!(n, 256 * 64 * 1024);
+        let large = per_tunnel(&client, &before);
+        assert!(large.iter().all(|&f| f > 0), "16 MiB went {large:?} over the tunnels");
+    });
+}

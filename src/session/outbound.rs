@@ -25,29 +25,48 @@ pub(super) const DIRECT_MAX: usize = 16 * 1024;
 /// How long a large frame may wait for a busy tunnel before it is queued instead.
 pub(super) const DIRECT_PATIENCE: Duration = Duration::from_micros(200);
 
+/// Which tunnels a direct write may use, and where it starts looking.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Pick {
+    /// Only this tunnel (even a stale one).
+    Only(usize),
+    /// Any usable tunnel, starting with the one the last small frame went to. Consecutive
+    /// small frames share a tunnel: the peer's reader, woken by the first, often finds the
+    /// next one already there (a close followed by the next stream's first write, a reply
+    /// after a window update), so a frame costs the peer less than a thread wake-up each.
+    Sticky,
+    /// Any usable tunnel, each write starting at the next one (large frames: the load goes
+    /// over all tunnels, whose kernel work runs in parallel).
+    Spread,
+    /// Any usable tunnel but this one (the second copy of a control frame).
+    Besides(usize),
+}
+
 impl Inner {
-    /// Write one encoded frame straight to a usable tunnel without blocking on a socket: only
-    /// to a tunnel whose writer is not busy, only if the socket takes at least part of it (a
-    /// partly written frame is finished by that tunnel's writer). `counted`: the frame counts
-    /// in ACKs and is kept for replay. `only` restricts to one tunnel (even a stale one). With
-    /// `patience`, when every tunnel is busy (usually other application threads in short
-    /// non-blocking sends), wait that long for one of them rather than give up. Hands the
-    /// frame back if no tunnel took it.
+    /// Write one encoded frame straight to a tunnel that `pick` allows, without blocking on a
+    /// socket: only to a tunnel whose writer is not busy, only if the socket takes at least
+    /// part of it (a partly written frame is finished by that tunnel's writer). `counted`: the
+    /// frame counts in ACKs and is kept for replay. With `patience`, when every tunnel is busy
+    /// (usually other application threads in short non-blocking sends), wait that long for
+    /// one of them rather than give up. Returns the tunnel, or hands the frame back if none
+    /// took it.
     pub(super) fn try_direct(
         &self,
         frame: Vec<u8>,
         counted: bool,
-        only: Option<usize>,
+        pick: Pick,
         patience: Option<Duration>,
-    ) -> Result<(), Vec<u8>> {
+    ) -> Result<usize, Vec<u8>> {
         let n = self.tunnels.len();
-        let (start, count) = match only {
-            Some(t) => (t, 1),
-            None => (self.next_tunnel.fetch_add(1, Relaxed) % n, n),
+        let (start, count) = match pick {
+            Pick::Only(t) => (t, 1),
+            Pick::Sticky => (self.next_tunnel.load(Relaxed) % n, n),
+            Pick::Spread => (self.next_tunnel.fetch_add(1, Relaxed) % n, n),
+            Pick::Besides(t) => ((t + 1) % n, n - 1),
         };
         let eligible = |t: usize| {
             let tun = &self.tunnels[t];
-            if only.is_some() {
+            if let Pick::Only(_) = pick {
                 !tun.is_dead()
             } else {
                 // A tunnel much slower than the others gets only what the scheduler gives it.
@@ -62,7 +81,10 @@ impl Inner {
             if let Some(mut tx) = self.tunnels[t].tx.try_lock() {
                 if self.send_locked(t, &mut tx, &frame, counted) {
                     self.committed(t, &tx, frame, counted);
-                    return Ok(());
+                    if k > 0 && matches!(pick, Pick::Sticky) {
+                        self.next_tunnel.store(t, Relaxed);
+                    }
+                    return Ok(t);
                 }
             }
         }
@@ -70,7 +92,7 @@ impl Inner {
             if let Some(mut tx) = self.tunnels[start].tx.try_lock_for(p) {
                 if self.send_locked(start, &mut tx, &frame, counted) {
                     self.committed(start, &tx, frame, counted);
-                    return Ok(());
+                    return Ok(start);
                 }
             }
         }
@@ -200,10 +222,11 @@ impl Inner {
         let large = frame.len() > DIRECT_MAX;
         let direct = !large || self.writers.load(Relaxed) >= self.tunnels.len();
         // A large frame waits a little for a busy tunnel: queueing it costs a thread hand-off.
-        let patience = large.then_some(DIRECT_PATIENCE);
+        let (pick, patience) =
+            if large { (Pick::Spread, Some(DIRECT_PATIENCE)) } else { (Pick::Sticky, None) };
         let frame = if direct {
-            match self.try_direct(frame, true, None, patience) {
-                Ok(()) => return false,
+            match self.try_direct(frame, true, pick, patience) {
+                Ok(_) => return false,
                 Err(f) => f,
             }
         } else {
@@ -235,7 +258,13 @@ impl Inner {
 
     /// Send a session-level control frame promptly (any usable tunnel).
     pub(super) fn send_control(&self, c: Control) {
-        if self.try_direct(c.encode(), c.counts_in_acks(), None, None).is_ok() {
+        self.send_control_via(c, Pick::Sticky);
+    }
+
+    /// Send a session-level control frame promptly: directly to a usable tunnel that `pick`
+    /// allows, or else to the first tunnel writer with room.
+    fn send_control_via(&self, c: Control, pick: Pick) {
+        if self.try_direct(c.encode(), c.counts_in_acks(), pick, None).is_ok() {
             return;
         }
         let wake = self.sched.lock().push_control(c);
@@ -245,19 +274,19 @@ impl Inner {
     }
 
     /// Send an idempotent control frame (WINDOW, ACK) twice: first on the tunnel that
-    /// delivered to us most recently (it surely moves), then on any. A copy written into a
-    /// tunnel that silently stopped moving would otherwise hold back the peer's credit or
+    /// delivered to us most recently (it surely moves), then on another. A copy written into
+    /// a tunnel that silently stopped moving would otherwise hold back the peer's credit or
     /// acknowledgements until that tunnel is found stale.
     pub(super) fn send_control_twice(&self, c: Control) {
         let counted = c.counts_in_acks();
         let first = self
             .freshest_tunnel()
-            .is_some_and(|t| self.try_direct(c.encode(), counted, Some(t), None).is_ok());
-        if !first {
+            .and_then(|t| self.try_direct(c.encode(), counted, Pick::Only(t), None).ok());
+        if first.is_none() {
             self.send_control(c);
         }
         if self.tunnels.len() > 1 {
-            self.send_control(c);
+            self.send_control_via(c, first.map_or(Pick::Spread, Pick::Besides));
         }
     }
 
@@ -269,7 +298,7 @@ impl Inner {
 
     /// Send a control frame on tunnel `t` (ping answers must use the ping's tunnel).
     pub(super) fn send_tunnel_control(&self, t: usize, c: Control) {
-        if self.try_direct(c.encode(), c.counts_in_acks(), Some(t), None).is_ok() {
+        if self.try_direct(c.encode(), c.counts_in_acks(), Pick::Only(t), None).is_ok() {
             return;
         }
         if self.sched.lock().push_tunnel_control(t, c) {
