@@ -8,7 +8,7 @@
 //! ```
 //! `pingpong TUNNELS N`: N round trips of 64 bytes over one stream; `churn TUNNELS N`: N times
 //! open a stream, 64-byte echo, close. `raw-pingpong N` and `raw-churn N` do the same over
-//! plain TCP. `bulk TUNNELS MIB`: one stream, 64 KiB writes. Prints the median round trip (µs) or the rate (per second).
+//! plain TCP. `bulk TUNNELS MIB`: one stream, 64 KiB writes; `many TUNNELS MIB`: 16 such streams at once. Prints the median round trip (µs) or the rate (per second).
 
 use mtmux::{Config, Listener};
 use std::io::{Read, Write};
@@ -46,7 +46,7 @@ fn round_trips<S: Read + Write>(s: &mut S, n: usize) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok());
-    let usage = "usage: profile pingpong|churn|bulk TUNNELS N | raw-pingpong|raw-churn N";
+    let usage = "usage: profile pingpong|churn|bulk|many TUNNELS N | raw-pingpong|raw-churn N";
     match args.first().map(String::as_str) {
         Some(w @ ("raw-pingpong" | "raw-churn")) => {
             let n = num(1).expect(usage);
@@ -79,7 +79,7 @@ fn main() {
                 srv.join().unwrap();
             }
         }
-        Some(w @ ("pingpong" | "churn" | "bulk")) => {
+        Some(w @ ("pingpong" | "churn" | "bulk" | "many")) => {
             let (tunnels, n) = (num(1).expect(usage), num(2).expect(usage));
             let cfg = Config { tunnels, ..Default::default() };
             let l = Listener::bind("127.0.0.1:0", &cfg).unwrap();
@@ -88,7 +88,34 @@ fn main() {
             let dial = thread::spawn(move || mtmux::dial(addr, &c).unwrap());
             let server = l.accept().unwrap();
             let client = dial.join().unwrap();
-            if w == "bulk" {
+            if w == "many" {
+                // 16 streams of n MiB each, 64 KiB writes, a writer and a reader thread each.
+                let total = n as u64 * (1 << 20);
+                let mut threads = Vec::new();
+                let t = Instant::now();
+                for _ in 0..16 {
+                    let mut a = client.open_stream().unwrap();
+                    a.write_all(b"!").unwrap();
+                    let mut b = server.accept_stream().unwrap();
+                    threads.push(thread::spawn(move || {
+                        let buf = vec![0x5au8; 64 * 1024];
+                        for _ in 0..total / buf.len() as u64 {
+                            a.write_all(&buf).unwrap();
+                        }
+                    }));
+                    threads.push(thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let mut got = 0u64;
+                        while got < total + 1 {
+                            got += b.read(&mut buf).unwrap() as u64;
+                        }
+                    }));
+                }
+                for h in threads {
+                    h.join().unwrap();
+                }
+                println!("{:.0} MB/s", 16.0 * total as f64 / t.elapsed().as_secs_f64() / 1e6);
+            } else if w == "bulk" {
                 // n MiB over one stream, 64 KiB writes.
                 let mut a = client.open_stream().unwrap();
                 a.write_all(b"!").unwrap();
