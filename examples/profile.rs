@@ -28,7 +28,8 @@ fn echo<S: Read + Write>(mut s: S) {
 /// "median X µs p99 Y µs".
 fn median(mut v: Vec<f64>) -> String {
     v.sort_by(|a, b| a.total_cmp(b));
-    format!("{:.2} µs p99 {:.2}", v[v.len() / 2], v[v.len() * 99 / 100])
+    let q = |p: usize| v[v.len() * p / 1000];
+    format!("{:.2} µs p90 {:.2} p95 {:.2} p99 {:.2} p99.9 {:.2}", q(500), q(900), q(950), q(990), q(999))
 }
 
 fn round_trips<S: Read + Write>(s: &mut S, n: usize) -> String {
