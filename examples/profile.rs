@@ -44,6 +44,19 @@ fn round_trips<S: Read + Write>(s: &mut S, n: usize) -> String {
     median(v)
 }
 
+/// `n` times: open a connection with `open`, write 64 bytes, read the echo, close. Returns
+/// connections per second.
+fn churn<S: Read + Write>(n: usize, mut open: impl FnMut() -> S) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut c = open();
+        let mut b = [1u8; 64];
+        c.write_all(&b).unwrap();
+        c.read_exact(&mut b).unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok());
@@ -68,15 +81,12 @@ fn main() {
                         echo(s);
                     }
                 });
-                let t = Instant::now();
-                for _ in 0..n {
-                    let mut c = TcpStream::connect(addr).unwrap();
+                let rate = churn(n, || {
+                    let c = TcpStream::connect(addr).unwrap();
                     c.set_nodelay(true).unwrap();
-                    let mut b = [1u8; 64];
-                    c.write_all(&b).unwrap();
-                    c.read_exact(&mut b).unwrap();
-                }
-                println!("{:.0} connections/s", n as f64 / t.elapsed().as_secs_f64());
+                    c
+                });
+                println!("{rate:.0} connections/s");
                 srv.join().unwrap();
             }
         }
@@ -155,14 +165,8 @@ fn main() {
                     }
                     server
                 });
-                let t = Instant::now();
-                for _ in 0..n {
-                    let mut s = client.open_stream().unwrap();
-                    let mut b = [1u8; 64];
-                    s.write_all(&b).unwrap();
-                    s.read_exact(&mut b).unwrap();
-                }
-                println!("{:.0} streams/s", n as f64 / t.elapsed().as_secs_f64());
+                let rate = churn(n, || client.open_stream().unwrap());
+                println!("{rate:.0} streams/s");
                 let server = srv.join().unwrap();
                 // Frames on the wire per stream, each way (every frame costs the receiving
                 // side a reader wake-up unless it shares a read with another).

@@ -35,12 +35,18 @@ struct Bell {
 }
 
 impl Bell {
-    /// Wake the waiter, if any. The caller has just published what it waits for.
-    fn ring(&self) {
+    /// Whether a thread waits (or is about to), asked right after publishing what it waits
+    /// for.
+    fn waited_on(&self) -> bool {
         // Pairs with the waiter's store of `waiting` before its last look at the channel:
         // either it sees the message, or this sees it waiting.
         fence(SeqCst);
-        if self.waiting.load(SeqCst) {
+        self.waiting.load(SeqCst)
+    }
+
+    /// Wake the waiter, if any. The caller has just published what it waits for.
+    fn ring(&self) {
+        if self.waited_on() {
             self.unpark();
         }
     }
@@ -80,8 +86,7 @@ impl<T> Tx<T> {
     pub(crate) fn send_later(&self, m: T) -> Result<Option<Wake>, T> {
         let tx = self.tx.as_ref().expect("present until dropped");
         tx.send(m).map_err(|e| e.0)?;
-        fence(SeqCst);
-        Ok(self.bell.waiting.load(SeqCst).then(|| Wake(self.bell.clone())))
+        Ok(self.bell.waited_on().then(|| Wake(self.bell.clone())))
     }
 }
 
